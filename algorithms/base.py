@@ -1,0 +1,178 @@
+"""The interface every gapbench algorithm implements.
+
+An algorithm owns only its networks and its math; the harness owns envs, buffers,
+evaluation and records. A new algorithm is one file with
+
+    @register
+    class MyAlgo(Algorithm):
+        name = "myalgo"
+        regime = "offline"            # offline | online | hybrid
+        Config = MyAlgoConfig         # a dataclass: every hyper-parameter with its default
+
+        def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
+            super().__init__(obs_dim, act_dim, config, seed, device)
+            self.actor = ...          # anything with .act(obs_tensor, deterministic)
+
+        def update(self, dataset=None, replay=None) -> dict[str, Tensor]: ...
+
+``update`` receives the sources its regime provides, as buffers it samples from
+itself (so it decides its published batch sizes): ``dataset`` (the fixed log of real
+transitions) for offline and hybrid, ``replay`` (transitions collected online, in the
+simulator, or in the real system for the oracle regime) for online and hybrid. It
+returns a dict of scalar metrics as 0-dim tensors, *not* Python floats: reading them
+would force a host sync every step; the harness averages them and reads them once
+per evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from algorithms.buffer import TensorBuffer
+
+REGIMES = ("offline", "online", "hybrid")
+# Regimes a run can ask for, and which algorithm regime serves each.
+RUN_REGIMES = {"offline": "offline", "online": "online", "oracle": "online", "hybrid": "hybrid"}
+SOURCES = {"offline": ("dataset",), "online": ("replay",), "hybrid": ("dataset", "replay")}
+
+
+class ConfigError(ValueError):
+    """An unknown or ill-typed hyper-parameter."""
+
+
+class Algorithm:
+    name: ClassVar[str]
+    regime: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: Any = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.config = config if config is not None else self.Config()
+        self.seed = seed
+        self.device = torch.device(device)
+        torch.manual_seed(seed)  # network initialisation is part of the seed's contract
+        self.actor: nn.Module
+
+    # -- to implement --------------------------------------------------------------------
+    def update(
+        self, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError  # abstract: each algorithm file defines its update
+
+    def setup(self, dataset: TensorBuffer | None) -> None:  # noqa: B027 - optional hook
+        """Called once before training with the fixed dataset (if the regime has one)."""
+
+    # -- shared --------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions in [-1, 1] for a batch of observations (obs_dim,) or (B, obs_dim)."""
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        single = obs_t.dim() == 1
+        act = self.actor.act(obs_t.unsqueeze(0) if single else obs_t, deterministic)
+        act = act.cpu().numpy()
+        return act[0] if single else act
+
+    def components(self) -> dict[str, Any]:
+        """Everything with state: modules, optimizers and parameters (found by attribute)."""
+        out: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, nn.Module | torch.optim.Optimizer):
+                out[key] = value
+            elif isinstance(value, Tensor) and value.is_leaf and value.requires_grad:
+                out[key] = value
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for key, value in self.components().items():
+            state[key] = value.detach().clone() if isinstance(value, Tensor) else value.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        comps = self.components()
+        missing = set(comps) - set(state)
+        if missing:
+            raise KeyError(f"state_dict lacks {sorted(missing)} for {self.name}")
+        for key, value in comps.items():
+            if isinstance(value, Tensor):
+                with torch.no_grad():
+                    value.copy_(state[key])
+            else:
+                value.load_state_dict(state[key])
+
+    # -- hyper-parameters ----------------------------------------------------------------
+    @classmethod
+    def hparams(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Config())
+
+    @classmethod
+    def make_config(cls, overrides: dict[str, Any] | None = None) -> Any:
+        return make_config(cls.Config, overrides or {}, cls.name)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a CLI/YAML value into the field's type (``"3e-4"`` -> 0.0003, ``"true"`` -> True)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        annotation = args[0]
+        origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"hyper-parameter {key!r} needs true/false, got {value!r}")
+    if annotation in (int, float):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"hyper-parameter {key!r} needs a number, got {value!r}"
+            ) from None
+        if annotation is int:
+            if number != int(number):
+                raise ConfigError(f"hyper-parameter {key!r} needs an integer, got {value!r}")
+            return int(number)
+        return number
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        inner = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, inner, key) for v in value)
+    if annotation is str:
+        return str(value)
+    return value
+
+
+def make_config(config_cls: type, overrides: dict[str, Any], owner: str = "") -> Any:
+    """Build ``config_cls`` with string/YAML overrides coerced to each field's type."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = [k for k in overrides if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for {owner or config_cls.__name__}; "
+            f"valid: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(config_cls)
+    values = {k: _coerce(v, hints[k], k) for k, v in overrides.items()}
+    return config_cls(**values)

@@ -1,0 +1,140 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications").
+
+Online regime: learns from the replay of its own interaction, with the simulator
+(``online``) or with the real system itself (``oracle``, the upper reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from algorithms.base import Algorithm
+from algorithms.buffer import Batch, TensorBuffer
+from algorithms.nets import EnsembleQ, TanhGaussianActor, frozen_copy, soft_update
+from algorithms.registry import register
+
+
+@dataclass
+class SACConfig:
+    """SAC hyper-parameters.
+
+    Defaults: Haarnoja et al. 2018 (arXiv:1812.05905), Table 1 — Adam 3e-4, batch 256,
+    discount 0.99, tau 5e-3, 256-256 networks, target entropy -|A|, entropy in the
+    TD target. Network details (learnable log-std affine, output gain 1e-2) follow
+    rail-berkeley/SimpleSAC, the code H2O builds on.
+    """
+
+    batch_size: int = 256
+    discount: float = 0.99
+    tau: float = 5e-3
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    hidden: tuple[int, ...] = (256, 256)
+    n_critics: int = 2
+    auto_alpha: bool = True
+    init_alpha: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    backup_entropy: bool = True  # the paper's soft TD target; SimpleSAC/H2O turn it off
+
+
+def sac_policy_terms(
+    actor: TanhGaussianActor,
+    critic: EnsembleQ,
+    log_alpha: Tensor,
+    obs: Tensor,
+    target_entropy: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Actor loss E[alpha log pi(a|s) - min_i Q_i(s, a)], a ~ pi (Eq. 7), and the
+    temperature loss -E[log alpha (log pi + H_target)] (Eq. 18). Critic parameters are
+    detached here so one backward pass can serve every loss without the actor loss
+    leaking gradient into the critics."""
+    new_act, log_pi = actor(obs)
+    params = {k: v.detach() for k, v in critic.named_parameters()}
+    q_new = functional_call(critic, params, (obs, new_act)).min(0).values
+    alpha = log_alpha.exp().detach()
+    actor_loss = (alpha * log_pi - q_new).mean()
+    alpha_loss = -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+    return actor_loss, alpha_loss, log_pi
+
+
+@torch.no_grad()
+def sac_td_target(
+    actor: TanhGaussianActor,
+    target_critic: EnsembleQ,
+    batch: Batch,
+    discount: float,
+    alpha: Tensor | None,
+) -> Tensor:
+    """y = r + gamma (1 - d) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(s') (Eq. 3).
+    ``alpha=None`` drops the entropy term (SimpleSAC's backup_entropy=False)."""
+    next_act, next_log_pi = actor(batch.next_obs)
+    next_q = target_critic(batch.next_obs, next_act).min(0).values
+    if alpha is not None:
+        next_q = next_q - alpha * next_log_pi
+    return batch.rew + discount * (1.0 - batch.done) * next_q
+
+
+@register
+class SAC(Algorithm):
+    name = "sac"
+    regime = "online"
+    Config = SACConfig
+
+    def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
+        super().__init__(obs_dim, act_dim, config, seed, device)
+        c = self.config
+        self.actor = TanhGaussianActor(obs_dim, act_dim, c.hidden).to(self.device)
+        self.critic = EnsembleQ(obs_dim, act_dim, c.n_critics, c.hidden, last_gain=1e-2).to(
+            self.device
+        )
+        self.target_critic = frozen_copy(self.critic)
+        self.log_alpha = torch.tensor(
+            float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True
+        )
+        self.target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, foreach=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, foreach=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr)
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """Every loss of one SAC step on ``batch`` (all from the pre-step parameters)."""
+        c = self.config
+        actor_loss, alpha_loss, log_pi = sac_policy_terms(
+            self.actor, self.critic, self.log_alpha, batch.obs, self.target_entropy
+        )
+        alpha = self.log_alpha.exp().detach()
+        target = sac_td_target(
+            self.actor, self.target_critic, batch, c.discount, alpha if c.backup_entropy else None
+        )
+        q = self.critic(batch.obs, batch.act)  # (n_critics, B)
+        # Eq. 5 as the reference code writes it: MSE per critic (no 1/2), summed over critics.
+        critic_loss = (q - target).pow(2).mean(1).sum()
+        return {
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
+            "alpha_loss": alpha_loss,
+            "alpha": alpha,
+            "q_mean": q.mean().detach(),
+            "log_pi": log_pi.mean().detach(),
+        }
+
+    def update(self, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None):
+        batch = replay.sample(self.config.batch_size)
+        out = self.losses(batch)
+        loss = out["actor_loss"] + out["critic_loss"]
+        if self.config.auto_alpha:
+            loss = loss + out["alpha_loss"]
+        for opt in (self.actor_opt, self.critic_opt, self.alpha_opt):
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        self.critic_opt.step()
+        if self.config.auto_alpha:
+            self.alpha_opt.step()
+        soft_update(self.target_critic, self.critic, self.config.tau)
+        return {k: v.detach() for k, v in out.items()}

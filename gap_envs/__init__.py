@@ -1,0 +1,23 @@
+"""Shifted MuJoCo locomotion tasks: the simulator side of a sim-to-real gap."""
+
+from gap_envs.envs import JointNoise, apply_gap, describe, make, make_vector, register_envs
+from gap_envs.spec import GapSpec, GapSpecError
+from gap_envs.tasks import TASKS, Task, UnknownTaskError, get_task, normalized_score
+
+register_envs()
+
+__all__ = [
+    "TASKS",
+    "GapSpec",
+    "GapSpecError",
+    "JointNoise",
+    "Task",
+    "UnknownTaskError",
+    "apply_gap",
+    "describe",
+    "get_task",
+    "make",
+    "make_vector",
+    "normalized_score",
+    "register_envs",
+]
