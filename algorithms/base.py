@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from algorithms.buffer import TensorBuffer
 
@@ -87,10 +88,11 @@ class Algorithm:
         return act[0] if single else act
 
     def components(self) -> dict[str, Any]:
-        """Everything with state: modules, optimizers and parameters (found by attribute)."""
+        """Everything with state: modules, optimizers, LR schedulers and free parameters
+        (found by attribute, so an algorithm file needs no bookkeeping)."""
         out: dict[str, Any] = {}
         for key, value in vars(self).items():
-            if isinstance(value, nn.Module | torch.optim.Optimizer):
+            if isinstance(value, nn.Module | torch.optim.Optimizer | LRScheduler):
                 out[key] = value
             elif isinstance(value, Tensor) and value.is_leaf and value.requires_grad:
                 out[key] = value

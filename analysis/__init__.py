@@ -1,0 +1,1 @@
+"""Post-hoc analysis of gapbench results: aggregate statistics and plots."""

@@ -1,0 +1,1 @@
+"""Benchmark harness: run specs, the single-run loop, evaluation, matrices, CLI."""

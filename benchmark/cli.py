@@ -1,0 +1,210 @@
+"""The ``gapbench`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+envs_app = typer.Typer(help="Tasks and their shifted simulators.", no_args_is_help=True)
+algos_app = typer.Typer(help="Registered algorithms.", no_args_is_help=True)
+app.add_typer(envs_app, name="envs")
+app.add_typer(algos_app, name="algos")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a clear error (no traceback) and exit with status 2."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+# -- envs ------------------------------------------------------------------------------
+@envs_app.command("list")
+def envs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the tasks."""
+    from gap_envs import TASKS
+
+    rows = [
+        {"task": t.name, "gym_id": t.gym_id, "gapbench_id": t.gapbench_id, "obs_dim": t.obs_dim,
+         "act_dim": t.act_dim, "random_score": t.random_score, "expert_score": t.expert_score}
+        for t in TASKS.values()
+    ]
+    if as_json:
+        return print_json(rows)
+    table = Table("task", "gymnasium id", "obs", "act", "D4RL random / expert return")
+    for r in rows:
+        table.add_row(r["task"], r["gapbench_id"], str(r["obs_dim"]), str(r["act_dim"]),
+                      f"{r['random_score']:.1f} / {r['expert_score']:.1f}")
+    out.print(table)
+
+
+@envs_app.command("describe")
+def envs_describe(
+    task: str,
+    gap: Annotated[str, typer.Option(help="Gap spec, e.g. gravity=2.0,friction=0.3")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the nominal and shifted physics that a gap spec touches."""
+    from gap_envs import describe
+
+    try:
+        info = describe(task, gap)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        return print_json(info)
+    out.print(f"[bold]{task}[/] ({info['gym_id']})  gap: [cyan]{info['gap'] or 'nominal'}[/]")
+    table = Table("quantity", "nominal", "shifted")
+    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+    table.add_row("gravity", fmt(info["nominal_gravity"]), fmt(info["gravity"]))
+    table.add_row("total mass", f"{info['nominal_total_mass']:.4g}", f"{info['total_mass']:.4g}")
+    for body, mass in info["body_mass"].items():
+        if body != "world":
+            table.add_row(f"  mass {body}", f"{info['nominal_body_mass'][body]:.4g}", f"{mass:.4g}")
+    for geom, nom, new in zip(info["geoms"], info["nominal_friction"], info["friction"], strict=True):
+        table.add_row(f"  friction {geom}", fmt(nom), fmt(new))
+    table.add_row("joint noise std", "0", f"{info['joint_noise']:g}")
+    out.print(table)
+
+
+# -- algos -----------------------------------------------------------------------------
+@algos_app.command("list")
+def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List algorithms with their regime and hyper-parameter defaults."""
+    import algorithms
+
+    rows = []
+    for name in algorithms.names():
+        cls = algorithms.get(name)
+        hp = {k: list(v) if isinstance(v, tuple) else v for k, v in cls.hparams().items()}
+        rows.append({"name": name, "regime": cls.regime, "module": cls.__module__, "hparams": hp})
+    if as_json:
+        return print_json(rows)
+    table = Table("name", "regime", "hyper-parameters (defaults)")
+    for r in rows:
+        table.add_row(r["name"], r["regime"], ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+    out.print(table)
+
+
+# -- run -------------------------------------------------------------------------------
+def parse_sets(items: list[str]) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--set expects key=value, got {item!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Option(help="halfcheetah, hopper, walker2d or ant")],
+    algo: Annotated[str, typer.Option(help="Algorithm name (gapbench algos list)")],
+    gap: Annotated[str, typer.Option(help="Sim gap spec (online/hybrid), e.g. gravity=2.0")] = "",
+    real_gap: Annotated[str, typer.Option(help="Gap of the 'real' system (default nominal)")] = "",
+    dataset: Annotated[str | None, typer.Option(help="Dataset id or D4RL HDF5 path")] = None,
+    regime: Annotated[str | None, typer.Option(help="offline|online|oracle|hybrid (default: the algorithm's)")] = None,
+    seed: int = 0,
+    preset: Annotated[str, typer.Option(help="Budget preset: smoke, mini or paper")] = "smoke",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value")] = None,
+    budget: Annotated[list[str] | None, typer.Option(help="Budget override key=value, e.g. updates=5000")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("results/runs"),
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Train one algorithm in its data regime and evaluate it on the real system."""
+    from benchmark.harness import run as run_one
+    from benchmark.spec import RunSpec, preset_budget
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        spec = RunSpec(
+            task=task, algorithm=algo, seed=seed, gap=gap, real_gap=real_gap, dataset=dataset,
+            regime=regime, hparams=parse_sets(set_ or []), preset=preset, device=device,
+            budget=preset_budget(preset, **{k: int(v) for k, v in parse_sets(budget or []).items()})
+            if budget else None,
+        ).resolved()
+    except (ValueError, KeyError) as e:
+        raise fail(str(e)) from None
+    summary = run_one(spec, out_dir, progress=None)
+    path = out_dir / spec.run_id
+    if summary["status"] != "ok":
+        err.print(f"[bold red]run {spec.run_id} {summary['status']}:[/] {summary.get('error')}")
+        raise typer.Exit(1)
+    out.print(
+        f"[green]done[/] {spec.run_id}: final normalized score "
+        f"{summary['final_normalized_score']:.1f} (return {summary['final_return']:.1f}), "
+        f"{summary['updates_per_s']:.1f} updates/s -> {path}"
+    )
+
+
+behavior_app = typer.Typer(help="Behaviour policies for the graded datasets.", no_args_is_help=True)
+app.add_typer(behavior_app, name="behavior")
+
+
+@behavior_app.command("train")
+def behavior_train(
+    task: Annotated[str, typer.Option(help="Task to train on (its real system)")],
+    real_gap: Annotated[str, typer.Option(help="Gap of the real system (default nominal)")] = "",
+    steps: Annotated[int, typer.Option(help="Env steps (= SAC updates)")] = 200_000,
+    seed: int = 0,
+    snapshot_every: Annotated[int, typer.Option(help="Env steps between snapshots")] = 10_000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Training folder")] = Path("results/behavior"),
+    device: str = "cpu",
+) -> None:
+    """Train SAC on the real system, saving evaluated actor snapshots; resumes if killed."""
+    from benchmark.behavior import train_behavior
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = "gapbench behavior train " + " ".join(sys.argv[3:])
+    try:
+        summary = train_behavior(task, out_dir, real_gap, steps, seed, snapshot_every, device,
+                                 command=command)
+    except (ValueError, KeyError) as e:
+        raise fail(str(e)) from None
+    if summary["status"] != "ok":
+        raise fail(f"training failed: {summary.get('error')}")
+    out.print(f"[green]done[/]: best normalized score {summary['best_normalized_score']:.1f}")
+
+
+def _mount_optional() -> None:
+    """Sub-commands that live in their own modules."""
+    import importlib
+
+    for module, name in (("benchmark.cli_datasets", "datasets"),):
+        try:
+            sub = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        app.add_typer(sub.app, name=name)
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Evaluation on the real system: N deterministic episodes as one vector env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+import gap_envs
+
+
+def make_eval_env(task: str, real_gap: str, episodes: int) -> gym.vector.VectorEnv:
+    return gap_envs.make_vector(task, real_gap, num_envs=episodes)
+
+
+def evaluate(
+    env: gym.vector.VectorEnv, policy: Callable[[np.ndarray], np.ndarray], seed: int
+) -> np.ndarray:
+    """Return of the first episode of each sub-env, all stepped together with one batched
+    policy call per step. The same ``seed`` gives the same initial states every time,
+    so successive evaluations of a run are comparable."""
+    obs, _ = env.reset(seed=seed)
+    n = env.num_envs
+    returns = np.zeros(n)
+    running = np.ones(n, dtype=bool)
+    while running.any():
+        obs, rew, term, trunc, _ = env.step(policy(obs))
+        returns += np.where(running, rew, 0.0)
+        running &= ~(term | trunc)
+    return returns
+
+
+def evaluate_sequential(
+    task: str, real_gap: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int
+) -> np.ndarray:
+    """The same episodes one after another with unbatched policy calls: the baseline that
+    the vector evaluation is benchmarked against."""
+    env = gap_envs.make(task, real_gap)
+    returns = np.zeros(episodes)
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done = False
+        while not done:
+            obs, rew, term, trunc, _ = env.step(policy(obs[None])[0])
+            returns[i] += rew
+            done = term or trunc
+    env.close()
+    return returns

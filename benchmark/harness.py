@@ -1,0 +1,336 @@
+"""The single-run harness: one loop for every data regime.
+
+offline  sample the dataset                      -> update
+online   collect in the shifted simulator        -> replay -> update
+oracle   collect in the real system              -> replay -> update
+hybrid   collect in the simulator + the dataset  -> update
+
+Every ``eval_every`` updates the deterministic policy is evaluated on the real system,
+a curve row is written, and (by default) a checkpoint that a killed run resumes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import platform
+import random
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import algorithms
+import gap_envs
+from algorithms.base import SOURCES, RUN_REGIMES
+from algorithms.buffer import TensorBuffer
+from benchmark import records
+from benchmark.evaluation import evaluate, make_eval_env
+from benchmark.spec import RunSpec
+
+log = logging.getLogger("gapbench.run")
+EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolved_record(spec: RunSpec) -> dict[str, Any]:
+    """spec.json: the resolved spec, every hyper-parameter, versions and commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg_version = version("gapbench")
+    except PackageNotFoundError:
+        pkg_version = "unknown"
+    algo = algorithms.get(spec.algorithm)
+    config = algo.make_config(spec.hparams)
+    return {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "config": {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in dataclasses.asdict(config).items()},
+        "gapbench_version": pkg_version,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class _Collector:
+    """Steps one env with the current policy (uniform random during warm-up) into a buffer."""
+
+    def __init__(self, env, buffer: TensorBuffer, seed: int):
+        self.env, self.buffer = env, buffer
+        self.obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        self.episode_return, self.steps, self.episodes = 0.0, 0, 0
+
+    def collect(self, n: int, policy: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        obs_l, act_l, rew_l, next_l, done_l, end_l = [], [], [], [], [], []
+        for _ in range(n):
+            act = self.env.action_space.sample() if policy is None else policy(self.obs)
+            next_obs, rew, term, trunc, _ = self.env.step(act)
+            obs_l.append(self.obs)
+            act_l.append(act)
+            rew_l.append(rew)
+            next_l.append(next_obs)
+            done_l.append(term)
+            end_l.append(term or trunc)
+            self.steps += 1
+            if term or trunc:
+                self.obs, _ = self.env.reset()
+                self.episodes += 1
+            else:
+                self.obs = next_obs
+        self.buffer.add(
+            np.asarray(obs_l), np.asarray(act_l), np.asarray(rew_l), np.asarray(next_l),
+            np.asarray(done_l, dtype=np.float32), np.asarray(end_l),
+        )
+
+
+def run(
+    spec: RunSpec,
+    out_dir: str | Path,
+    progress: bool | None = None,
+    on_eval: Callable[[dict[str, Any], Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``spec`` and write its record under ``out_dir/<run_id>``; return the summary.
+
+    A complete record is returned as is. A run with a checkpoint resumes from it.
+    Failures (including non-finite losses) are recorded with ``status: failed``.
+    ``on_eval(row, algo)`` sees each curve row and the algorithm (snapshots, Optuna pruning);
+    raising ``RunPruned`` from it stops the run.
+    """
+    spec = spec.resolved()
+    run_dir = Path(out_dir) / spec.run_id
+    if records.is_complete(run_dir):
+        return records.read_json(run_dir / records.SUMMARY)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.write_json(run_dir / records.SPEC, resolved_record(spec))
+    start = time.perf_counter()
+    try:
+        summary = _train(spec, run_dir, progress, on_eval, start)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # recorded, not raised: a matrix goes on with its other runs
+        log.exception("run %s failed", spec.run_id)
+        summary = {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+            "wall_time_s": time.perf_counter() - start,
+        }
+        if isinstance(err, RunPruned):
+            summary["status"] = "pruned"
+    summary["run_id"] = spec.run_id
+    records.write_json(run_dir / records.SUMMARY, summary)
+    (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
+    return summary
+
+
+class RunPruned(RuntimeError):
+    """Raised by an ``on_eval`` hook to stop a run early (e.g. an Optuna pruner)."""
+
+
+def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, Any]:
+    budget = spec.budget
+    task = gap_envs.get_task(spec.task)
+    device = torch.device(spec.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
+    seed_everything(spec.seed)
+    algo_cls = algorithms.get(spec.algorithm)
+    algo = algo_cls(task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device)
+    sources = SOURCES[RUN_REGIMES[spec.regime]]
+
+    dataset = None
+    if "dataset" in sources:
+        from gap_envs.datasets import load
+
+        dataset = load(spec.dataset, task=spec.task).to_buffer(device=device, seed=spec.seed + 1)
+    algo.setup(dataset)
+
+    replay = collector = None
+    if "replay" in sources:
+        capacity = spec.sim_replay_capacity or (
+            10 * len(dataset) if dataset is not None else budget.updates * budget.steps_per_update
+            + budget.warmup_steps
+        )
+        replay = TensorBuffer(capacity, task.obs_dim, task.act_dim, device, seed=spec.seed + 2)
+        env_gap = spec.real_gap if spec.regime == "oracle" else spec.gap
+        collector = _Collector(gap_envs.make(spec.task, env_gap), replay, seed=spec.seed)
+    eval_env = make_eval_env(spec.task, spec.real_gap, budget.eval_episodes)
+
+    curve: list[dict[str, Any]] = []
+    done_updates = 0
+    ckpt_path = run_dir / records.CHECKPOINT
+    if ckpt_path.exists():
+        state = records.load_checkpoint(ckpt_path)
+        algo.load_state_dict(state["algo"])
+        if replay is not None:
+            replay.load_state_dict(state["replay"])
+            collector.steps = state["env_steps"]
+        if dataset is not None:
+            dataset.generator.set_state(state["dataset_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        curve, done_updates = state["curve"], state["updates"]
+        start -= state["wall_time_s"]
+        log.info("resumed %s at update %d", spec.run_id, done_updates)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return algo.act(obs, deterministic=False)
+
+    chunk = budget.schedule(spec.regime)
+    sums: dict[str, torch.Tensor] = {}
+    n_sum = 0
+    update_time = 0.0
+    bar = _progress(progress, spec, budget.updates, done_updates)
+    with bar:
+        while done_updates < budget.updates:
+            n = min(chunk, budget.updates - done_updates, budget.eval_every - done_updates % budget.eval_every)
+            if collector is not None:
+                missing = budget.warmup_steps - collector.steps
+                if missing > 0:
+                    collector.collect(missing, None)
+                collector.collect(n * budget.steps_per_update, policy)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                metrics = algo.update(dataset=dataset, replay=replay)
+                for k, v in metrics.items():
+                    sums[k] = sums[k] + v if k in sums else v
+            n_sum += n
+            done_updates += n
+            update_time += time.perf_counter() - t0
+            bar.advance(n)
+            if done_updates % budget.eval_every == 0 or done_updates == budget.updates:
+                row = _evaluate_row(spec, algo, eval_env, done_updates, sums, n_sum, start, collector)
+                sums, n_sum = {}, 0
+                curve.append(row)
+                records.write_curve(run_dir / records.CURVE, curve)
+                bar.show_eval(row, update_time)
+                bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+                if bad:
+                    raise RunFailed(f"non-finite values at update {done_updates}: {', '.join(bad)}")
+                if on_eval is not None:
+                    on_eval(row, algo)
+                n_evals = len(curve)
+                if budget.checkpoint_every and n_evals % budget.checkpoint_every == 0 and done_updates < budget.updates:
+                    records.save_checkpoint(ckpt_path, {
+                        "algo": algo.state_dict(),
+                        "replay": replay.state_dict() if replay is not None else None,
+                        "env_steps": collector.steps if collector is not None else 0,
+                        "dataset_rng": dataset.generator.get_state() if dataset is not None else None,
+                        "torch_rng": torch.get_rng_state(),
+                        "numpy_rng": np.random.get_state(),
+                        "curve": curve,
+                        "updates": done_updates,
+                        "wall_time_s": time.perf_counter() - start,
+                    })
+    eval_env.close()
+    scores = [r["normalized_score"] for r in curve]
+    wall = time.perf_counter() - start
+    return {
+        "status": "ok",
+        "final_normalized_score": scores[-1],
+        "final_return": curve[-1]["return_mean"],
+        "best_normalized_score": max(scores),
+        "updates": done_updates,
+        "env_steps": collector.steps if collector is not None else 0,
+        "updates_per_s": done_updates / max(update_time, 1e-9),
+        "wall_time_s": wall,
+    }
+
+
+def _evaluate_row(spec, algo, eval_env, updates, sums, n_sum, start, collector) -> dict[str, Any]:
+    returns = evaluate(eval_env, lambda o: algo.act(o, deterministic=True), spec.seed + EVAL_SEED_OFFSET)
+    row: dict[str, Any] = {
+        "step": updates,
+        "env_steps": collector.steps if collector is not None else 0,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "normalized_score": float(gap_envs.normalized_score(spec.task, returns.mean())),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    if sums:  # one host sync per evaluation for all training metrics
+        keys = list(sums)
+        values = torch.stack([sums[k].float() for k in keys]).cpu().tolist()
+        row.update({k: v / n_sum for k, v in zip(keys, values, strict=True)})
+    return row
+
+
+class _Bar:
+    """A rich progress bar with updates/s and the last evaluation, or periodic log lines."""
+
+    def __init__(self, enabled: bool, spec: RunSpec, total: int, done: int):
+        self.enabled, self.total, self.done = enabled, total, done
+        self.spec = spec
+        self.progress = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[ups]}"),
+                TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
+            )
+            self.task = self.progress.add_task(
+                f"{spec.algorithm} {spec.task}", total=total, completed=done, ups="", last=""
+            )
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+
+    def show_eval(self, row: dict[str, Any], update_time: float) -> None:
+        ups = f"{row['step'] / max(row['wall_time_s'], 1e-9):.1f} upd/s"
+        last = f"eval {row['return_mean']:.0f} ({row['normalized_score']:.1f} norm)"
+        if self.progress is not None:
+            self.progress.update(self.task, ups=ups, last=last)
+        else:
+            log.info("%s %s update %d/%d %s, %s", self.spec.algorithm, self.spec.task,
+                     row["step"], self.total, ups, last)
+
+
+def _progress(progress: bool | None, spec: RunSpec, total: int, done: int) -> _Bar:
+    if progress is None:
+        import sys
+
+        progress = sys.stderr.isatty()
+    return _Bar(progress, spec, total, done)

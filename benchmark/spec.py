@@ -1,0 +1,171 @@
+"""RunSpec: everything that defines one run, as plain data with a stable id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import algorithms
+from algorithms.base import RUN_REGIMES
+from gap_envs import GapSpec, get_task
+
+
+class SpecError(ValueError):
+    """A run spec that cannot run (unknown task/algorithm/regime, missing dataset, ...)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run trains and how often it is evaluated.
+
+    updates: gradient updates in total.
+    steps_per_update: env steps collected per update (online/oracle/hybrid), 1 as in SAC/H2O.
+    collect_every: updates per collection phase: 1 interleaves a step and an update
+        (SAC); 1000 collects 1000 sim steps then does 1000 updates (H2O's epochs).
+        ``None`` picks the regime's published schedule (1 online, 1000 hybrid).
+    warmup_steps: env steps of uniform random actions before the first update.
+    eval_every: updates between evaluations on the real system.
+    eval_episodes: deterministic episodes per evaluation (run as one vector env).
+    checkpoint_every: evaluations between checkpoints (0: never).
+    """
+
+    updates: int
+    eval_every: int
+    eval_episodes: int = 5
+    steps_per_update: int = 1
+    collect_every: int | None = None
+    warmup_steps: int = 0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("updates", "eval_every", "eval_episodes", "steps_per_update"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"budget {name} must be > 0, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0:
+            raise SpecError("budget warmup_steps and checkpoint_every must be >= 0")
+        if self.collect_every is not None and self.collect_every <= 0:
+            raise SpecError(f"budget collect_every must be > 0, got {self.collect_every}")
+
+    def schedule(self, regime: str) -> int:
+        """Updates per collection phase, never longer than the evaluation period."""
+        default = 1000 if regime == "hybrid" else 1
+        return max(1, min(self.collect_every or default, self.eval_every))
+
+
+PRESETS: dict[str, Budget] = {
+    # seconds: tests and CI
+    "smoke": Budget(updates=200, eval_every=100, eval_episodes=2, warmup_steps=200),
+    # a real but small CPU run (minutes)
+    "mini": Budget(updates=30_000, eval_every=3_000, eval_episodes=5, warmup_steps=5_000),
+    # the papers' budgets: H2O's 1000 epochs x 1000 updates, evaluated every 10 epochs
+    "paper": Budget(
+        updates=1_000_000, eval_every=10_000, eval_episodes=5, warmup_steps=10_000,
+        checkpoint_every=5,
+    ),
+}
+
+
+def preset_budget(name: str, **overrides: Any) -> Budget:
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise SpecError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Budget)}
+    if unknown:
+        valid = ", ".join(f.name for f in dataclasses.fields(Budget))
+        raise SpecError(f"unknown budget key(s) {sorted(unknown)}; valid: {valid}")
+    return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: an algorithm in its data regime on a task, with a sim/real gap and a dataset.
+
+    ``gap`` shifts the simulator the algorithm trains in (online/hybrid); ``real_gap``
+    shifts the "real" system that provides the dataset, the oracle's interaction and
+    every evaluation (nominal by default). ``regime`` defaults to the algorithm's own;
+    an online algorithm can run as ``oracle`` (trained on the real system).
+    """
+
+    task: str
+    algorithm: str
+    seed: int = 0
+    gap: str = ""
+    real_gap: str = ""
+    dataset: str | None = None
+    regime: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    preset: str = "smoke"
+    budget: Budget | None = None
+    sim_replay_capacity: int | None = None  # None: 10 x dataset size (H2O) or the whole run
+    device: str = "cpu"
+
+    # -- resolution and validation --------------------------------------------------------
+    def resolved(self) -> RunSpec:
+        """Canonical form: gaps printed canonically, regime and budget filled in, hparams
+        coerced to their types. Raises SpecError/ValueError naming what is wrong."""
+        get_task(self.task)
+        algo = algorithms.get(self.algorithm)
+        regime = self.regime or algo.regime
+        if regime not in RUN_REGIMES:
+            raise SpecError(f"unknown regime {regime!r}; valid regimes: {', '.join(RUN_REGIMES)}")
+        if RUN_REGIMES[regime] != algo.regime:
+            valid = [r for r, a in RUN_REGIMES.items() if a == algo.regime]
+            raise SpecError(
+                f"algorithm {self.algorithm!r} ({algo.regime}) cannot run in regime {regime!r}; "
+                f"valid: {', '.join(valid)}"
+            )
+        needs_data = regime in ("offline", "hybrid")
+        if needs_data and not self.dataset:
+            raise SpecError(f"regime {regime!r} ({self.algorithm}) needs a dataset (--dataset)")
+        config = algo.make_config(self.hparams)
+        gap = str(GapSpec.parse(self.gap)) if regime in ("online", "hybrid") else ""
+        budget = self.budget or preset_budget(self.preset)
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise SpecError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+        return dataclasses.replace(
+            self,
+            gap=gap,
+            real_gap=str(GapSpec.parse(self.real_gap)),
+            dataset=self.dataset if needs_data else None,
+            regime=regime,
+            hparams={k: getattr(config, k) for k in self.hparams},
+            budget=budget,
+        )
+
+    # -- plain data ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown run spec key(s) {sorted(unknown)}; valid: {sorted(known)}")
+        if isinstance(data.get("budget"), dict):
+            data["budget"] = Budget(**data["budget"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def run_id(self) -> str:
+        """Stable id: readable prefix + hash of everything that changes the numbers.
+        The device is left out so a run can resume on another machine."""
+        r = self.resolved()
+        content = r.to_dict()
+        content.pop("device")
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{r.task}-{r.algorithm}-s{r.seed}-{digest}"

@@ -1,0 +1,46 @@
+"""Developer sessions: ``nox`` runs the fast tests; ``nox -s lint bench slow demo``.
+
+Sessions reuse the repository's ``.venv`` (made by the README's set-up), so nothing
+is installed twice and no session downloads a CUDA build of torch.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"  # run in the active/.venv interpreter
+VENV_BIN = ".venv/bin/"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Fast test suite (the default; what CI runs)."""
+    session.run(f"{VENV_BIN}pytest", "-n", "2", *session.posargs, external=True)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Long learning checks (minutes to hours on 2 cores)."""
+    session.run(f"{VENV_BIN}pytest", "-m", "slow", "-s", *session.posargs, external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run(f"{VENV_BIN}ruff", "check", ".", external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Updates/s of every algorithm, env steps/s, evaluation speed-up (pytest-benchmark)."""
+    session.run(
+        f"{VENV_BIN}pytest", "benchmarks", "--benchmark-only", "--benchmark-enable",
+        "-p", "no:xdist", "-o", "addopts=", "--benchmark-columns=mean,ops,rounds",
+        *session.posargs, external=True,
+    )
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job."""
+    session.run("bash", "scripts/demo.sh", external=True)

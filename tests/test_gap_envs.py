@@ -1,0 +1,179 @@
+"""The shifted simulators really change the physics, and only as asked."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import gap_envs
+from gap_envs import GapSpec, GapSpecError, UnknownTaskError
+
+
+def rollout(env, actions, seed=0):
+    obs, _ = env.reset(seed=seed)
+    trajectory = [obs]
+    for a in actions:
+        obs, *_ = env.step(a)
+        trajectory.append(obs)
+    return np.array(trajectory)
+
+
+def fixed_actions(n, act_dim, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, act_dim))
+
+
+# -- specs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    ["gravity=2.0", "gravity=2.0,friction=0.3", "mass=1.5,mass.torso=2.0,joint_noise=0.1", ""],
+)
+def test_spec_prints_back_to_the_same_string(text):
+    assert str(GapSpec.parse(text)) == text
+    assert GapSpec.parse(str(GapSpec.parse(text))) == GapSpec.parse(text)
+
+
+def test_spec_from_dict_and_yaml_agree_with_string():
+    s = GapSpec.parse("gravity=2.0,mass.torso=2.0")
+    assert GapSpec.parse({"gravity": 2, "mass": {"torso": 2}}) == s
+    assert GapSpec.parse("gravity: 2.0\nmass.torso: 2.0") == s
+    assert GapSpec.parse("friction=0.3,gravity=2.0") == GapSpec.parse("gravity=2.0,friction=0.3")
+    assert GapSpec.parse(None).is_nominal and str(GapSpec()) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("gravty=2.0", "unknown gap key 'gravty'"),
+        ("gravity=0", "must be > 0"),
+        ("friction=-1", "must be > 0"),
+        ("mass=nan", "must be finite"),
+        ("gravity=inf", "must be finite"),
+        ("joint_noise=-0.1", "must be >= 0"),
+        ("gravity=abc", "needs a number"),
+        ("gravity", "expected 'key=value,...'"),
+        ("gravity=2.0,friction", "not 'key=value'"),
+    ],
+)
+def test_bad_spec_names_the_value_and_valid_choices(text, fragment):
+    with pytest.raises(GapSpecError, match=fragment) as info:
+        GapSpec.parse(text)
+    if "unknown" in fragment:
+        assert "gravity, mass, mass.<body>, friction, joint_noise" in str(info.value)
+
+
+def test_unknown_task_and_body_errors():
+    with pytest.raises(UnknownTaskError, match="'halfchetah'.*halfcheetah, hopper, walker2d"):
+        gap_envs.make("halfchetah")
+    with pytest.raises(GapSpecError, match="unknown body 'tail'.*torso"):
+        gap_envs.make("hopper", "mass.tail=2.0")
+
+
+# -- physics -----------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])
+def test_nominal_is_identical_to_plain_gymnasium(task):
+    t = gap_envs.get_task(task)
+    actions = fixed_actions(50, t.act_dim)
+    ours = rollout(gap_envs.make(task, ""), actions, seed=3)
+    plain = rollout(gym.make(t.gym_id), actions, seed=3)
+    np.testing.assert_array_equal(ours, plain)
+
+
+def free_fall_acceleration(gap: str) -> float:
+    """Vertical acceleration of the hopper's root in its first steps with zero action
+    (it starts in the air, so it is in free fall)."""
+    env = gap_envs.make("hopper", gap)
+    env.reset(seed=0)
+    data = env.unwrapped.data
+    dt = env.unwrapped.dt
+    v0 = data.qvel[1]
+    env.step(np.zeros(3))
+    return (data.qvel[1] - v0) / dt
+
+
+def test_gravity_doubles_free_fall():
+    nominal = free_fall_acceleration("")
+    doubled = free_fall_acceleration("gravity=2.0")
+    assert nominal == pytest.approx(-9.81, rel=0.05)
+    assert doubled / nominal == pytest.approx(2.0, rel=0.02)
+
+
+def test_mass_scales_total_and_single_bodies():
+    nominal = gap_envs.describe("walker2d")
+    heavy = gap_envs.describe("walker2d", "mass=1.5")
+    assert heavy["total_mass"] == pytest.approx(1.5 * nominal["total_mass"])
+    torso = gap_envs.describe("walker2d", "mass.torso=2.0")
+    for body, mass in torso["body_mass"].items():
+        expected = nominal["body_mass"][body] * (2.0 if body == "torso" else 1.0)
+        assert mass == pytest.approx(expected)
+    env = gap_envs.make("walker2d", "mass.torso=2.0")
+    base = gym.make("Walker2d-v5").unwrapped.model
+    i = env.unwrapped.model.body("torso").id
+    np.testing.assert_allclose(env.unwrapped.model.body_inertia[i], 2.0 * base.body_inertia[i])
+    actions = fixed_actions(30, 6)
+    assert not np.allclose(rollout(env, actions), rollout(gap_envs.make("walker2d"), actions))
+
+
+def test_friction_scales_every_geom_including_floor():
+    info = gap_envs.describe("halfcheetah", "friction=0.3")
+    np.testing.assert_allclose(info["friction"], 0.3 * np.array(info["nominal_friction"]))
+    assert "floor" in info["geoms"]
+    actions = fixed_actions(200, 6)
+    shifted = rollout(gap_envs.make("halfcheetah", "friction=0.3"), actions)
+    nominal = rollout(gap_envs.make("halfcheetah"), actions)
+    assert np.abs(shifted - nominal).max() > 0.1
+
+
+def test_shifts_compose_and_describe_reports_them():
+    info = gap_envs.describe("halfcheetah", "gravity=2.0,friction=0.3")
+    assert info["gap"] == "gravity=2.0,friction=0.3"
+    assert info["gravity"] == pytest.approx([0.0, 0.0, -19.62])
+    np.testing.assert_allclose(info["friction"], 0.3 * np.array(info["nominal_friction"]))
+    assert info["total_mass"] == pytest.approx(info["nominal_total_mass"])
+
+
+def test_joint_noise_is_seeded_and_keeps_the_clean_action():
+    actions = fixed_actions(40, 6)
+    a = rollout(gap_envs.make("halfcheetah", "joint_noise=0.5"), actions, seed=1)
+    b = rollout(gap_envs.make("halfcheetah", "joint_noise=0.5"), actions, seed=1)
+    c = rollout(gap_envs.make("halfcheetah", "joint_noise=0.5"), actions, seed=2)
+    clean = rollout(gap_envs.make("halfcheetah"), actions, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[1:], c[1:])
+    assert not np.allclose(a[1:], clean[1:])
+    zero = rollout(gap_envs.make("halfcheetah", "joint_noise=0.0"), actions, seed=1)
+    np.testing.assert_array_equal(zero, clean)
+
+
+def test_joint_noise_executes_a_noisy_action_but_the_learner_sees_the_clean_one():
+    env = gap_envs.make("halfcheetah", "joint_noise=0.3", seed=0)
+    action = np.full(6, 0.2)
+    executed = []
+    inner = env.env
+    while not isinstance(inner, gap_envs.JointNoise):
+        inner = inner.env
+    original = inner.env.step
+    inner.env.step = lambda a: (executed.append(np.array(a)), original(a))[1]
+    env.step(action)
+    assert not np.allclose(executed[0], action)
+    np.testing.assert_array_equal(action, np.full(6, 0.2))  # the caller's action is untouched
+
+
+def test_gymnasium_registration_and_vector_envs():
+    env = gym.make("gapbench/HalfCheetah-v5", gap="gravity=2.0")
+    assert env.unwrapped.model.opt.gravity[2] == pytest.approx(-19.62)
+    venv = gap_envs.make_vector("hopper", "gravity=2.0", num_envs=3, seed=0)
+    obs, *_ = venv.step(np.zeros((3, 3)))
+    assert obs.shape == (3, 11)
+    assert venv.envs[0].unwrapped.model.opt.gravity[2] == pytest.approx(-19.62)
+
+
+def test_envs_do_not_share_models():
+    a = gap_envs.make("hopper", "gravity=2.0")
+    b = gap_envs.make("hopper")
+    assert a.unwrapped.model.opt.gravity[2] != b.unwrapped.model.opt.gravity[2]
+
+
+def test_normalized_score_uses_d4rl_references():
+    assert gap_envs.normalized_score("hopper", 3234.3) == pytest.approx(100.0)
+    assert gap_envs.normalized_score("hopper", -20.272305) == pytest.approx(0.0)

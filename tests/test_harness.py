@@ -1,0 +1,125 @@
+"""The single-run harness: specs, records, regimes, failure handling and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import algorithms
+from benchmark import records
+from benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
+from benchmark.harness import run
+from benchmark.spec import Budget, RunSpec, SpecError
+
+TINY = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=50)
+
+
+def spec(**kw):
+    base = dict(task="hopper", algorithm="sac", gap="gravity=2.0", budget=TINY,
+                hparams={"batch_size": 32, "hidden": (32, 32)})
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def test_spec_round_trips_through_json_with_a_stable_id():
+    s = spec(hparams={"batch_size": "32", "tau": "0.01"}).resolved()
+    again = RunSpec.from_json(s.to_json())
+    assert again.to_dict() == s.to_dict()
+    assert again.run_id == s.run_id
+    assert s.hparams == {"batch_size": 32, "tau": 0.01}  # coerced to the field types
+    assert spec(gap="friction=0.3,gravity=2").run_id == spec(gap="gravity=2.0,friction=0.3").run_id
+    assert spec(seed=1).run_id != spec(seed=0).run_id
+    assert spec(device="cuda").run_id == spec().run_id  # the device never changes the id
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"task": "cheetah"}, "unknown task 'cheetah'"),
+        ({"algorithm": "ppo"}, "unknown algorithm 'ppo'.*sac"),
+        ({"regime": "offline"}, "cannot run in regime 'offline'.*online, oracle"),
+        ({"gap": "gravty=2"}, "unknown gap key 'gravty'"),
+        ({"hparams": {"lr": 1}}, "unknown hyper-parameter.*'lr'.*valid"),
+        ({"hparams": {"tau": "fast"}}, "'tau' needs a number"),
+        ({"budget": None, "preset": "huge"}, "unknown preset 'huge'.*smoke, mini, paper"),
+        ({"algorithm": "cql", "gap": ""}, "needs a dataset"),
+    ],
+)
+def test_bad_spec_is_a_clear_error(kw, fragment):
+    with pytest.raises((SpecError, ValueError, KeyError), match=fragment):
+        spec(**kw).resolved()
+
+
+def test_offline_spec_drops_the_sim_gap():
+    s = spec(algorithm="cql", dataset="x.hdf5", hparams={}).resolved()
+    assert s.gap == "" and s.regime == "offline"
+
+
+@pytest.mark.parametrize("regime", ["online", "oracle"])
+def test_online_run_writes_a_complete_record(tmp_path, regime):
+    s = spec(regime=regime)
+    summary = run(s, tmp_path, progress=False)
+    run_dir = tmp_path / s.run_id
+    assert summary["status"] == "ok"
+    assert records.is_complete(run_dir)
+    assert not (run_dir / records.CHECKPOINT).exists()
+    spec_json = json.loads((run_dir / records.SPEC).read_text())
+    assert spec_json["spec"]["regime"] == regime
+    assert spec_json["config"]["batch_size"] == 32 and "discount" in spec_json["config"]
+    with open(run_dir / records.CURVE) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    for column in ("return_mean", "return_std", "normalized_score", "wall_time_s", "critic_loss"):
+        assert np.isfinite(float(rows[-1][column]))
+    assert summary["final_normalized_score"] == pytest.approx(float(rows[-1]["normalized_score"]))
+    assert summary["env_steps"] == 50 + 20  # warm-up + one step per update
+    # a finished run is not run again
+    assert run(s, tmp_path, progress=False) == summary
+
+
+def test_a_run_with_nan_losses_fails_with_the_reason(tmp_path, monkeypatch):
+    cls = algorithms.get("sac")
+    original = cls.update
+
+    def poisoned(self, **kw):
+        out = original(self, **kw)
+        out["critic_loss"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(cls, "update", poisoned)
+    s = spec()
+    summary = run(s, tmp_path, progress=False)
+    assert summary["status"] == "failed"
+    assert "non-finite" in summary["error"] and "critic_loss" in summary["error"]
+    assert records.is_complete(tmp_path / s.run_id)
+
+
+def test_resume_from_checkpoint_continues_where_it_stopped(tmp_path):
+    s = spec(budget=Budget(updates=30, eval_every=10, eval_episodes=2, warmup_steps=50))
+
+    def stop_after_second_eval(row, algo):
+        if row["step"] == 20:
+            raise KeyboardInterrupt  # what a killed process looks like to the loop
+
+    with pytest.raises(KeyboardInterrupt):
+        run(s, tmp_path, progress=False, on_eval=stop_after_second_eval)
+    run_dir = tmp_path / s.run_id
+    assert not records.is_complete(run_dir)
+    assert records.load_checkpoint(run_dir / records.CHECKPOINT)["updates"] == 10
+    summary = run(s, tmp_path, progress=False)
+    assert summary["status"] == "ok" and summary["updates"] == 30
+    steps = [int(r["step"]) for r in records.read_curve(run_dir / records.CURVE)]
+    assert steps == [10, 20, 30]  # resumed from update 10: no duplicate rows
+
+
+def test_vector_evaluation_matches_sequential_episodes():
+    algo = algorithms.get("sac")(11, 3, seed=0)
+    policy = lambda o: algo.act(o, deterministic=True)  # noqa: E731
+    env = make_eval_env("hopper", "", 3)
+    vector = evaluate(env, policy, seed=7)
+    sequential = evaluate_sequential("hopper", "", policy, 3, seed=7)
+    np.testing.assert_allclose(vector, sequential, rtol=1e-6)
