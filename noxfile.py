@@ -34,9 +34,17 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Updates/s of every algorithm, env steps/s, evaluation speed-up (pytest-benchmark)."""
     session.run(
-        f"{VENV_BIN}pytest", "benchmarks", "--benchmark-only", "--benchmark-enable",
-        "-p", "no:xdist", "-o", "addopts=", "--benchmark-columns=mean,ops,rounds",
-        *session.posargs, external=True,
+        f"{VENV_BIN}pytest",
+        "benchmarks",
+        "--benchmark-only",
+        "--benchmark-enable",
+        "-p",
+        "no:xdist",
+        "-o",
+        "addopts=",
+        "--benchmark-columns=mean,ops,rounds",
+        *session.posargs,
+        external=True,
     )
 
 
@@ -44,3 +52,15 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's main job."""
     session.run("bash", "scripts/demo.sh", external=True)
+
+
+@nox.session(venv_backend="venv")
+def crosscheck(session: nox.Session) -> None:
+    """Compare analysis/stats.py with rliable 1.2.0 in a fresh, isolated env (needs PyPI).
+
+    rliable does not import next to pandas 3, so this session builds its own venv under
+    .nox/ with versions it does import with, and loads ``analysis/stats.py`` by path (not
+    the gapbench package, which would pull in torch and MuJoCo).
+    """
+    session.install("numpy>=1.26,<2", "pandas>=2.1,<2.2", "scipy<1.14", "rliable==1.2.0")
+    session.run("python", "tests/crosscheck_rliable.py", *session.posargs)

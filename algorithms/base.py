@@ -92,9 +92,9 @@ class Algorithm:
         (found by attribute, so an algorithm file needs no bookkeeping)."""
         out: dict[str, Any] = {}
         for key, value in vars(self).items():
-            if isinstance(value, nn.Module | torch.optim.Optimizer | LRScheduler):
-                out[key] = value
-            elif isinstance(value, Tensor) and value.is_leaf and value.requires_grad:
+            stateful = isinstance(value, nn.Module | torch.optim.Optimizer | LRScheduler)
+            free_param = isinstance(value, Tensor) and value.is_leaf and value.requires_grad
+            if stateful or free_param:
                 out[key] = value
         return out
 
@@ -148,9 +148,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"hyper-parameter {key!r} needs a number, got {value!r}"
-            ) from None
+            raise ConfigError(f"hyper-parameter {key!r} needs a number, got {value!r}") from None
         if annotation is int:
             if number != int(number):
                 raise ConfigError(f"hyper-parameter {key!r} needs an integer, got {value!r}")
@@ -172,8 +170,8 @@ def make_config(config_cls: type, overrides: dict[str, Any], owner: str = "") ->
     unknown = [k for k in overrides if k not in fields]
     if unknown:
         raise ConfigError(
-            f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for {owner or config_cls.__name__}; "
-            f"valid: {', '.join(fields)}"
+            f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for "
+            f"{owner or config_cls.__name__}; valid: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(config_cls)
     values = {k: _coerce(v, hints[k], k) for k, v in overrides.items()}

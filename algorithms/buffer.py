@@ -111,7 +111,9 @@ class TensorBuffer:
         return self.index(idx)
 
     def index(self, idx: Tensor) -> Batch:
-        return Batch(self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx])
+        return Batch(
+            self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx]
+        )
 
     def all(self) -> Batch:
         return self.index(torch.arange(self.size, device=self.device))
@@ -132,7 +134,10 @@ class TensorBuffer:
             "capacity": self.capacity,
             "size": n,
             "ptr": self.ptr,
-            "data": {k: getattr(self, k)[:n].cpu() for k in ("obs", "act", "rew", "next_obs", "done", "end")},
+            "data": {
+                k: getattr(self, k)[:n].cpu()
+                for k in ("obs", "act", "rew", "next_obs", "done", "end")
+            },
             "generator": self.generator.get_state(),
         }
 

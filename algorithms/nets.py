@@ -145,10 +145,7 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """A reparametrised action and its log-probability (summed over action dims)."""
         mean, log_std = self.dist_params(obs)
-        if deterministic:
-            u = mean
-        else:
-            u = mean + log_std.exp() * torch.randn_like(mean)
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
     @torch.no_grad()

@@ -43,16 +43,28 @@ def envs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from gap_envs import TASKS
 
     rows = [
-        {"task": t.name, "gym_id": t.gym_id, "gapbench_id": t.gapbench_id, "obs_dim": t.obs_dim,
-         "act_dim": t.act_dim, "random_score": t.random_score, "expert_score": t.expert_score}
+        {
+            "task": t.name,
+            "gym_id": t.gym_id,
+            "gapbench_id": t.gapbench_id,
+            "obs_dim": t.obs_dim,
+            "act_dim": t.act_dim,
+            "random_score": t.random_score,
+            "expert_score": t.expert_score,
+        }
         for t in TASKS.values()
     ]
     if as_json:
         return print_json(rows)
     table = Table("task", "gymnasium id", "obs", "act", "D4RL random / expert return")
     for r in rows:
-        table.add_row(r["task"], r["gapbench_id"], str(r["obs_dim"]), str(r["act_dim"]),
-                      f"{r['random_score']:.1f} / {r['expert_score']:.1f}")
+        table.add_row(
+            r["task"],
+            r["gapbench_id"],
+            str(r["obs_dim"]),
+            str(r["act_dim"]),
+            f"{r['random_score']:.1f} / {r['expert_score']:.1f}",
+        )
     out.print(table)
 
 
@@ -79,7 +91,9 @@ def envs_describe(
     for body, mass in info["body_mass"].items():
         if body != "world":
             table.add_row(f"  mass {body}", f"{info['nominal_body_mass'][body]:.4g}", f"{mass:.4g}")
-    for geom, nom, new in zip(info["geoms"], info["nominal_friction"], info["friction"], strict=True):
+    for geom, nom, new in zip(
+        info["geoms"], info["nominal_friction"], info["friction"], strict=True
+    ):
         table.add_row(f"  friction {geom}", fmt(nom), fmt(new))
     table.add_row("joint noise std", "0", f"{info['joint_noise']:g}")
     out.print(table)
@@ -100,7 +114,9 @@ def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         return print_json(rows)
     table = Table("name", "regime", "hyper-parameters (defaults)")
     for r in rows:
-        table.add_row(r["name"], r["regime"], ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+        table.add_row(
+            r["name"], r["regime"], ", ".join(f"{k}={v}" for k, v in r["hparams"].items())
+        )
     out.print(table)
 
 
@@ -122,11 +138,17 @@ def run(
     gap: Annotated[str, typer.Option(help="Sim gap spec (online/hybrid), e.g. gravity=2.0")] = "",
     real_gap: Annotated[str, typer.Option(help="Gap of the 'real' system (default nominal)")] = "",
     dataset: Annotated[str | None, typer.Option(help="Dataset id or D4RL HDF5 path")] = None,
-    regime: Annotated[str | None, typer.Option(help="offline|online|oracle|hybrid (default: the algorithm's)")] = None,
+    regime: Annotated[
+        str | None, typer.Option(help="offline|online|oracle|hybrid (default: the algorithm's)")
+    ] = None,
     seed: int = 0,
     preset: Annotated[str, typer.Option(help="Budget preset: smoke, mini or paper")] = "smoke",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value")] = None,
-    budget: Annotated[list[str] | None, typer.Option(help="Budget override key=value, e.g. updates=5000")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value")
+    ] = None,
+    budget: Annotated[
+        list[str] | None, typer.Option(help="Budget override key=value, e.g. updates=5000")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("results/runs"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
@@ -137,10 +159,19 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         spec = RunSpec(
-            task=task, algorithm=algo, seed=seed, gap=gap, real_gap=real_gap, dataset=dataset,
-            regime=regime, hparams=parse_sets(set_ or []), preset=preset, device=device,
+            task=task,
+            algorithm=algo,
+            seed=seed,
+            gap=gap,
+            real_gap=real_gap,
+            dataset=dataset,
+            regime=regime,
+            hparams=parse_sets(set_ or []),
+            preset=preset,
+            device=device,
             budget=preset_budget(preset, **{k: int(v) for k, v in parse_sets(budget or []).items()})
-            if budget else None,
+            if budget
+            else None,
         ).resolved()
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
@@ -167,7 +198,9 @@ def behavior_train(
     steps: Annotated[int, typer.Option(help="Env steps (= SAC updates)")] = 200_000,
     seed: int = 0,
     snapshot_every: Annotated[int, typer.Option(help="Env steps between snapshots")] = 10_000,
-    out_dir: Annotated[Path, typer.Option("--out", help="Training folder")] = Path("results/behavior"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Training folder")] = Path(
+        "results/behavior"
+    ),
     device: str = "cpu",
 ) -> None:
     """Train SAC on the real system, saving evaluated actor snapshots; resumes if killed."""
@@ -176,8 +209,9 @@ def behavior_train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "gapbench behavior train " + " ".join(sys.argv[3:])
     try:
-        summary = train_behavior(task, out_dir, real_gap, steps, seed, snapshot_every, device,
-                                 command=command)
+        summary = train_behavior(
+            task, out_dir, real_gap, steps, seed, snapshot_every, device, command=command
+        )
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
     if summary["status"] != "ok":

@@ -28,7 +28,7 @@ import torch
 
 import algorithms
 import gap_envs
-from algorithms.base import SOURCES, RUN_REGIMES
+from algorithms.base import RUN_REGIMES, SOURCES
 from algorithms.buffer import TensorBuffer
 from benchmark import records
 from benchmark.evaluation import evaluate, make_eval_env
@@ -51,7 +51,10 @@ def seed_everything(seed: int) -> None:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or None
@@ -72,8 +75,9 @@ def resolved_record(spec: RunSpec) -> dict[str, Any]:
     return {
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
-        "config": {k: list(v) if isinstance(v, tuple) else v
-                   for k, v in dataclasses.asdict(config).items()},
+        "config": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+        },
         "gapbench_version": pkg_version,
         "git_commit": _git_commit(),
         "torch_version": torch.__version__,
@@ -108,8 +112,12 @@ class _Collector:
             else:
                 self.obs = next_obs
         self.buffer.add(
-            np.asarray(obs_l), np.asarray(act_l), np.asarray(rew_l), np.asarray(next_l),
-            np.asarray(done_l, dtype=np.float32), np.asarray(end_l),
+            np.asarray(obs_l),
+            np.asarray(act_l),
+            np.asarray(rew_l),
+            np.asarray(next_l),
+            np.asarray(done_l, dtype=np.float32),
+            np.asarray(end_l),
         )
 
 
@@ -165,7 +173,9 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
         raise RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
     seed_everything(spec.seed)
     algo_cls = algorithms.get(spec.algorithm)
-    algo = algo_cls(task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device)
+    algo = algo_cls(
+        task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device
+    )
     sources = SOURCES[RUN_REGIMES[spec.regime]]
 
     dataset = None
@@ -178,8 +188,9 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     replay = collector = None
     if "replay" in sources:
         capacity = spec.sim_replay_capacity or (
-            10 * len(dataset) if dataset is not None else budget.updates * budget.steps_per_update
-            + budget.warmup_steps
+            10 * len(dataset)
+            if dataset is not None
+            else budget.updates * budget.steps_per_update + budget.warmup_steps
         )
         replay = TensorBuffer(capacity, task.obs_dim, task.act_dim, device, seed=spec.seed + 2)
         env_gap = spec.real_gap if spec.regime == "oracle" else spec.gap
@@ -213,7 +224,11 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     bar = _progress(progress, spec, budget.updates, done_updates)
     with bar:
         while done_updates < budget.updates:
-            n = min(chunk, budget.updates - done_updates, budget.eval_every - done_updates % budget.eval_every)
+            n = min(
+                chunk,
+                budget.updates - done_updates,
+                budget.eval_every - done_updates % budget.eval_every,
+            )
             if collector is not None:
                 missing = budget.warmup_steps - collector.steps
                 if missing > 0:
@@ -229,7 +244,9 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
             update_time += time.perf_counter() - t0
             bar.advance(n)
             if done_updates % budget.eval_every == 0 or done_updates == budget.updates:
-                row = _evaluate_row(spec, algo, eval_env, done_updates, sums, n_sum, start, collector)
+                row = _evaluate_row(
+                    spec, algo, eval_env, done_updates, sums, n_sum, start, collector
+                )
                 sums, n_sum = {}, 0
                 curve.append(row)
                 records.write_curve(run_dir / records.CURVE, curve)
@@ -240,18 +257,27 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                 if on_eval is not None:
                     on_eval(row, algo)
                 n_evals = len(curve)
-                if budget.checkpoint_every and n_evals % budget.checkpoint_every == 0 and done_updates < budget.updates:
-                    records.save_checkpoint(ckpt_path, {
-                        "algo": algo.state_dict(),
-                        "replay": replay.state_dict() if replay is not None else None,
-                        "env_steps": collector.steps if collector is not None else 0,
-                        "dataset_rng": dataset.generator.get_state() if dataset is not None else None,
-                        "torch_rng": torch.get_rng_state(),
-                        "numpy_rng": np.random.get_state(),
-                        "curve": curve,
-                        "updates": done_updates,
-                        "wall_time_s": time.perf_counter() - start,
-                    })
+                if (
+                    budget.checkpoint_every
+                    and n_evals % budget.checkpoint_every == 0
+                    and done_updates < budget.updates
+                ):
+                    records.save_checkpoint(
+                        ckpt_path,
+                        {
+                            "algo": algo.state_dict(),
+                            "replay": replay.state_dict() if replay is not None else None,
+                            "env_steps": collector.steps if collector is not None else 0,
+                            "dataset_rng": dataset.generator.get_state()
+                            if dataset is not None
+                            else None,
+                            "torch_rng": torch.get_rng_state(),
+                            "numpy_rng": np.random.get_state(),
+                            "curve": curve,
+                            "updates": done_updates,
+                            "wall_time_s": time.perf_counter() - start,
+                        },
+                    )
     eval_env.close()
     scores = [r["normalized_score"] for r in curve]
     wall = time.perf_counter() - start
@@ -268,7 +294,9 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
 
 
 def _evaluate_row(spec, algo, eval_env, updates, sums, n_sum, start, collector) -> dict[str, Any]:
-    returns = evaluate(eval_env, lambda o: algo.act(o, deterministic=True), spec.seed + EVAL_SEED_OFFSET)
+    returns = evaluate(
+        eval_env, lambda o: algo.act(o, deterministic=True), spec.seed + EVAL_SEED_OFFSET
+    )
     row: dict[str, Any] = {
         "step": updates,
         "env_steps": collector.steps if collector is not None else 0,
@@ -292,13 +320,21 @@ class _Bar:
         self.spec = spec
         self.progress = None
         if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 TextColumn("{task.fields[ups]}"),
-                TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[last]}"),
             )
             self.task = self.progress.add_task(
                 f"{spec.algorithm} {spec.task}", total=total, completed=done, ups="", last=""
@@ -324,8 +360,15 @@ class _Bar:
         if self.progress is not None:
             self.progress.update(self.task, ups=ups, last=last)
         else:
-            log.info("%s %s update %d/%d %s, %s", self.spec.algorithm, self.spec.task,
-                     row["step"], self.total, ups, last)
+            log.info(
+                "%s %s update %d/%d %s, %s",
+                self.spec.algorithm,
+                self.spec.task,
+                row["step"],
+                self.total,
+                ups,
+                last,
+            )
 
 
 def _progress(progress: bool | None, spec: RunSpec, total: int, done: int) -> _Bar:

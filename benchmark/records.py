@@ -55,7 +55,10 @@ def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_curve(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as f:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if v != "" else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -62,7 +62,10 @@ PRESETS: dict[str, Budget] = {
     "mini": Budget(updates=30_000, eval_every=3_000, eval_episodes=5, warmup_steps=5_000),
     # the papers' budgets: H2O's 1000 epochs x 1000 updates, evaluated every 10 epochs
     "paper": Budget(
-        updates=1_000_000, eval_every=10_000, eval_episodes=5, warmup_steps=10_000,
+        updates=1_000_000,
+        eval_every=10_000,
+        eval_episodes=5,
+        warmup_steps=10_000,
         checkpoint_every=5,
     ),
 }
@@ -139,7 +142,9 @@ class RunSpec:
     # -- plain data ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams.items()}
+        data["hparams"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams.items()
+        }
         return data
 
     @classmethod

@@ -6,6 +6,7 @@ never to the installed XML files, so parallel runs cannot race on shared files.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -15,6 +16,16 @@ from gymnasium.envs.registration import load_env_creator
 
 from gap_envs.spec import GapSpec, GapSpecError
 from gap_envs.tasks import TASKS, get_task
+
+
+def _mujoco_warning(message: str) -> None:
+    # Gymnasium's half_cheetah.xml uses the deprecated `settotalmass`; MuJoCo would print
+    # that to stdout at every env construction (once per vector sub-env, per run...).
+    if "settotalmass" not in message:
+        warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
+
+
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 class JointNoise(gym.Wrapper):

@@ -70,9 +70,13 @@ class GapSpec:
         if self.joint_noise is not None:
             noise = _number("joint_noise", self.joint_noise)
             if noise < 0:
-                raise GapSpecError(f"gap key 'joint_noise' is a std and must be >= 0, got {noise!r}")
+                raise GapSpecError(
+                    f"gap key 'joint_noise' is a std and must be >= 0, got {noise!r}"
+                )
             object.__setattr__(self, "joint_noise", noise)
-        bodies = tuple(sorted((str(b), _scale(f"mass.{b}", v)) for b, v in dict(self.body_mass).items()))
+        bodies = tuple(
+            sorted((str(b), _scale(f"mass.{b}", v)) for b, v in dict(self.body_mass).items())
+        )
         object.__setattr__(self, "body_mass", bodies)
 
     # -- parsing -------------------------------------------------------------------------
@@ -97,7 +101,8 @@ class GapSpec:
                 raise GapSpecError(f"cannot parse gap spec {value!r}: {err}") from None
             if not isinstance(loaded, Mapping):
                 raise GapSpecError(
-                    f"cannot parse gap spec {value!r}: expected 'key=value,...' with keys {_KEY_HELP}"
+                    f"cannot parse gap spec {value!r}: "
+                    f"expected 'key=value,...' with keys {_KEY_HELP}"
                 )
             return cls._from_mapping(loaded)
         items: dict[str, Any] = {}

@@ -26,14 +26,34 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("halfcheetah", "HalfCheetah-v5",
-             "gymnasium.envs.mujoco.half_cheetah_v5:HalfCheetahEnv", 17, 6, -280.178953, 12135.0),
-        Task("hopper", "Hopper-v5",
-             "gymnasium.envs.mujoco.hopper_v5:HopperEnv", 11, 3, -20.272305, 3234.3),
-        Task("walker2d", "Walker2d-v5",
-             "gymnasium.envs.mujoco.walker2d_v5:Walker2dEnv", 17, 6, 1.629008, 4592.3),
-        Task("ant", "Ant-v5",
-             "gymnasium.envs.mujoco.ant_v5:AntEnv", 105, 8, -325.6, 3879.7),
+        Task(
+            "halfcheetah",
+            "HalfCheetah-v5",
+            "gymnasium.envs.mujoco.half_cheetah_v5:HalfCheetahEnv",
+            17,
+            6,
+            -280.178953,
+            12135.0,
+        ),
+        Task(
+            "hopper",
+            "Hopper-v5",
+            "gymnasium.envs.mujoco.hopper_v5:HopperEnv",
+            11,
+            3,
+            -20.272305,
+            3234.3,
+        ),
+        Task(
+            "walker2d",
+            "Walker2d-v5",
+            "gymnasium.envs.mujoco.walker2d_v5:Walker2dEnv",
+            17,
+            6,
+            1.629008,
+            4592.3,
+        ),
+        Task("ant", "Ant-v5", "gymnasium.envs.mujoco.ant_v5:AntEnv", 105, 8, -325.6, 3879.7),
     )
 }
 
@@ -46,15 +66,15 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise UnknownTaskError(
-            f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}"
-        ) from None
+        raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
 
 
 def normalized_score(task: str, returns: float | np.ndarray) -> float | np.ndarray:
     """D4RL normalized score: 100 * (R - R_random) / (R_expert - R_random)."""
     t = get_task(task)
-    score = 100.0 * (np.asarray(returns, dtype=np.float64) - t.random_score) / (
-        t.expert_score - t.random_score
+    score = (
+        100.0
+        * (np.asarray(returns, dtype=np.float64) - t.random_score)
+        / (t.expert_score - t.random_score)
     )
     return float(score) if score.ndim == 0 else score

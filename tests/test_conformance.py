@@ -1,4 +1,5 @@
-"""Every registered algorithm (plug-ins included) honours the interface: a new one is tested for free."""
+"""Every registered algorithm (plug-ins included) honours the interface: a new one is
+tested for free."""
 
 from __future__ import annotations
 

@@ -19,8 +19,13 @@ TINY = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=50)
 
 
 def spec(**kw):
-    base = dict(task="hopper", algorithm="sac", gap="gravity=2.0", budget=TINY,
-                hparams={"batch_size": 32, "hidden": (32, 32)})
+    base = dict(
+        task="hopper",
+        algorithm="sac",
+        gap="gravity=2.0",
+        budget=TINY,
+        hparams={"batch_size": 32, "hidden": (32, 32)},
+    )
     base.update(kw)
     return RunSpec(**base)
 

@@ -1,0 +1,99 @@
+"""Timing helpers behind ``gapbench bench`` and ``nox -s bench``: updates/s at the
+published sizes on random data, env steps/s, and the vector-evaluation speed-up."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import algorithms
+import gap_envs
+from algorithms.base import SOURCES
+from algorithms.buffer import TensorBuffer
+
+
+def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> TensorBuffer:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32)
+    next_obs = obs + 0.05 * rng.normal(size=(n, obs_dim)).astype(np.float32)
+    end = np.arange(n) % 1000 == 999
+    return TensorBuffer.from_arrays(
+        obs, act, rng.normal(size=n), next_obs, np.zeros(n), end, device=device, seed=seed
+    )
+
+
+def make_workload(name: str, task: str = "halfcheetah", device: str = "cpu", n: int = 100_000):
+    """An algorithm at its published sizes and the buffers its regime samples from."""
+    t = gap_envs.get_task(task)
+    cls = algorithms.get(name)
+    algo = cls(t.obs_dim, t.act_dim, cls.make_config({}), seed=0, device=device)
+    buffers = {
+        src: random_buffer(n, t.obs_dim, t.act_dim, device, seed=i)
+        for i, src in enumerate(SOURCES[cls.regime])
+    }
+    algo.setup(buffers.get("dataset"))
+    return algo, buffers
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def updates_per_second(
+    name: str,
+    seconds: float = 5.0,
+    device: str = "cpu",
+    task: str = "halfcheetah",
+    warmup: int = 10,
+) -> float:
+    algo, buffers = make_workload(name, task, device)
+    for _ in range(warmup):
+        algo.update(**buffers)
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            algo.update(**buffers)
+        n += 10
+        _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def env_steps_per_second(task: str = "halfcheetah", gap: str = "", steps: int = 5_000) -> float:
+    env = gap_envs.make(task, gap, seed=0)
+    act = env.action_space.sample()
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(act)
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def evaluation_speedup(
+    task: str = "halfcheetah", episodes: int = 10, name: str = "sac"
+) -> dict[str, Any]:
+    """Seconds for ``episodes`` deterministic episodes as one vector env vs one by one."""
+    from benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
+
+    t = gap_envs.get_task(task)
+    algo = algorithms.get(name)(t.obs_dim, t.act_dim, seed=0)
+    policy = lambda o: algo.act(o, deterministic=True)  # noqa: E731
+    env = make_eval_env(task, "", episodes)
+    start = time.perf_counter()
+    evaluate(env, policy, seed=0)
+    vector = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate_sequential(task, "", policy, episodes, seed=0)
+    sequential = time.perf_counter() - start
+    return {
+        "episodes": episodes,
+        "vector_s": vector,
+        "sequential_s": sequential,
+        "speedup": sequential / vector,
+    }

@@ -1,0 +1,1128 @@
+"""Offline datasets of *real* transitions: built the way D4RL built its MuJoCo datasets,
+stored as Minari datasets, and read back from gapbench, Minari or D4RL files.
+
+H2O and the offline baselines learn from a fixed log of transitions gathered on the real
+system. D4RL cannot be downloaded here, so :func:`build` rolls behaviour policies out on
+the real system (the nominal MuJoCo task, or ``real_gap`` applied to it) and writes the log
+with Minari. :func:`load` reads any of
+
+* a gapbench id, ``gapbench/<task>/<quality>-v0``;
+* any Minari dataset id already present locally (e.g. Farama's ``mujoco/halfcheetah/medium-v0``
+  after ``minari download``; nothing is ever downloaded here);
+* a path to a D4RL-layout HDF5 file (``observations``, ``actions``, ``rewards``,
+  ``terminals``, ``timeouts`` and optionally ``next_observations``).
+
+Qualities (D4RL's names; the behaviour policies are the snapshots of :mod:`gap_envs.policies`)
+
+``random``         uniform random actions.
+``medium``         the ``medium`` snapshot, actions *sampled* from it (stochastic, as D4RL did).
+``expert``         the ``expert`` snapshot, sampled likewise.
+``medium-expert``  half ``medium`` (first), half ``expert``.
+``medium-replay``  the transitions as gathered while training up to ``medium``: the snapshots
+                   with ``steps`` <= medium's, each rolled out for a share proportional to its
+                   step spacing (snapshot j stands for the training interval
+                   (steps_{j-1}, steps_j], with steps_0 = 0); the first interval starts with a
+                   uniform-random share, the trainer's warm-up (``warmup_steps`` of the first
+                   record, else ``steps - updates`` when it lists ``updates``, i.e. one env
+                   step per update, else half the first interval).
+
+Sizes: D4RL's datasets hold 1M transitions (medium-replay: the replay buffer). gapbench's
+default is :data:`DEFAULT_SIZE` = 100_000 transitions, which builds in well under a minute on
+two CPU cores; pass ``size=1_000_000`` for D4RL's size.
+
+Rollouts run ``num_envs`` copies of the real system in a gymnasium vector env with batched
+policy inference, fully determined by ``seed`` (env resets, the action space's sampler and a
+local torch generator for the policy noise). A dataset holds exactly ``size`` transitions:
+when the count is reached, the episodes still running are cut, and their last transition is
+flagged as a time-out (its next observation is real; only its episode stops). Time-outs at
+the task's ``max_episode_steps`` keep the true final observation as ``next_observations``
+(gymnasium 1.x vector envs reset on the *next* step; that reset step is never stored).
+
+Ids and storage: ``gapbench/<task>/<quality>-v0`` on the nominal real system; with a
+non-nominal ``real_gap`` the task part carries a slug of the canonical gap string:
+``gapbench/<task>-<slug>/<quality>-v0``, where each ``key=value`` becomes ``key_value`` with
+``.`` -> ``_`` in keys, ``.`` -> ``p`` and ``-`` -> ``m`` in numbers, joined by ``-`` (e.g.
+``gravity=2.0,friction=0.3`` -> ``halfcheetah-gravity_2-friction_0p3``). Datasets live in
+:func:`data_dir`: an explicit argument, else ``$GAPBENCH_DATA_DIR``, else Minari's own
+(``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``). Each dataset's metadata holds D4RL's
+reference scores (``ref_min_score``/``ref_max_score``, so :func:`minari.get_normalized_score`
+works; it returns fractions, gapbench's :func:`gap_envs.normalized_score` percent), and under
+``"gapbench"`` its card (:func:`card`): size, episodes, returns, normalized score, snapshots,
+seed, real gap, build command and versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gap_envs import policies as _policies
+from gap_envs.envs import make_vector
+from gap_envs.spec import GapSpec
+from gap_envs.tasks import get_task
+
+DATA_DIR_ENV = "GAPBENCH_DATA_DIR"
+MINARI_ENV = "MINARI_DATASETS_PATH"
+QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+DEFAULT_SIZE = 100_000
+D4RL_SIZE = 1_000_000
+DEFAULT_NUM_ENVS = 8
+VERSION = 0
+META_KEY = "gapbench"
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built, found, read or used for a task."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """The dataset is not present locally."""
+
+
+class DatasetExistsError(DatasetError):
+    """Building would overwrite an existing dataset (pass overwrite=True)."""
+
+
+# =============================================================================================
+# transitions
+# =============================================================================================
+@dataclass
+class Transitions:
+    """A flat log of transitions as numpy arrays (leading axis = transition).
+
+    ``terminals`` marks true terminations (no bootstrap), ``timeouts`` the other ends of an
+    episode (time limit, or where the log cut it): ``next_observations`` is real there.
+    """
+
+    observations: np.ndarray  # (N, obs_dim) float32
+    actions: np.ndarray  # (N, act_dim) float32
+    rewards: np.ndarray  # (N,) float32
+    next_observations: np.ndarray  # (N, obs_dim) float32
+    terminals: np.ndarray  # (N,) bool
+    timeouts: np.ndarray  # (N,) bool
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.observations = np.asarray(self.observations, dtype=np.float32)
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
+        self.next_observations = np.asarray(self.next_observations, dtype=np.float32)
+        self.terminals = np.asarray(self.terminals).reshape(-1).astype(bool)
+        self.timeouts = np.asarray(self.timeouts).reshape(-1).astype(bool)
+        n = len(self.observations)
+        if self.observations.ndim != 2 or self.actions.ndim != 2:
+            raise DatasetError(
+                f"observations and actions must be 2-D, got shapes {self.observations.shape} "
+                f"and {self.actions.shape}"
+            )
+        if self.next_observations.shape != self.observations.shape:
+            raise DatasetError(
+                f"next_observations {self.next_observations.shape} != observations "
+                f"{self.observations.shape}"
+            )
+        for name in ("actions", "rewards", "terminals", "timeouts"):
+            if len(getattr(self, name)) != n:
+                raise DatasetError(f"{name} has {len(getattr(self, name))} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def ends(self) -> np.ndarray:
+        """The last transition of each episode (termination or time-out)."""
+        return self.terminals | self.timeouts
+
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of each episode that ends in the log (like
+        ``TensorBuffer.episode_returns``: the whole log's sum when none ends)."""
+        return _segment_returns(self.rewards, self.ends)
+
+    def to_buffer(self, device: str | torch.device = "cpu", seed: int = 0):
+        """A full :class:`algorithms.buffer.TensorBuffer` (done = terminals,
+        end = terminals | timeouts)."""
+        from algorithms.buffer import TensorBuffer
+
+        return TensorBuffer.from_arrays(
+            self.observations,
+            self.actions,
+            self.rewards,
+            self.next_observations,
+            self.terminals.astype(np.float32),
+            self.ends,
+            device=device,
+            seed=seed,
+        )
+
+
+def _segment_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    rew = np.asarray(rewards, dtype=np.float64)
+    idx = np.flatnonzero(ends)
+    if len(idx) == 0:
+        return np.array([rew.sum()]) if len(rew) else np.zeros(0)
+    cums = np.concatenate([[0.0], np.cumsum(rew)])
+    starts = np.concatenate([[0], idx[:-1] + 1])
+    return cums[idx + 1] - cums[starts]
+
+
+# =============================================================================================
+# data directory, ids
+# =============================================================================================
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where datasets live: ``path`` if given, else ``$GAPBENCH_DATA_DIR``, else Minari's
+    default (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``)."""
+    return _resolve_data_dir(path)
+
+
+def _resolve_data_dir(path: str | os.PathLike | None) -> Path:
+    if path:
+        return Path(path).expanduser()
+    for var in (DATA_DIR_ENV, MINARI_ENV):
+        value = os.environ.get(var)
+        if value:
+            return Path(value).expanduser()
+    return Path.home() / ".minari" / "datasets"
+
+
+@contextlib.contextmanager
+def minari_datasets_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Point Minari at ``path`` (``$MINARI_DATASETS_PATH``) inside the block, then restore."""
+    old = os.environ.get(MINARI_ENV)
+    os.environ[MINARI_ENV] = os.fspath(path)
+    try:
+        yield Path(path)
+    finally:
+        if old is None:
+            os.environ.pop(MINARI_ENV, None)
+        else:
+            os.environ[MINARI_ENV] = old
+
+
+def _number_slug(value: float) -> str:
+    text = repr(float(value))
+    if text.endswith(".0"):
+        text = text[:-2]
+    return text.replace(".", "p").replace("-", "m").replace("+", "")
+
+
+def gap_slug(gap: GapSpec | str | dict | None) -> str:
+    """The id-safe form of a gap spec ('' for nominal): ``gravity=2.0,friction=0.3`` ->
+    ``gravity_2-friction_0p3``."""
+    spec = GapSpec.parse(gap)
+    parts = []
+    for key, value in spec.to_dict().items():
+        safe_key = re.sub(r"[^A-Za-z0-9_]", "_", key)
+        parts.append(f"{safe_key}_{_number_slug(value)}")
+    return "-".join(parts)
+
+
+def dataset_id(task: str, quality: str, real_gap: GapSpec | str | dict | None = None) -> str:
+    """``gapbench/<task>/<quality>-v0``, or ``gapbench/<task>-<gap slug>/<quality>-v0``."""
+    get_task(task)
+    _check_quality(quality)
+    slug = gap_slug(real_gap)
+    name = f"{task}-{slug}" if slug else task
+    return f"gapbench/{name}/{quality}-v{VERSION}"
+
+
+def _check_quality(quality: str) -> None:
+    if quality not in QUALITIES:
+        raise DatasetError(f"unknown quality {quality!r}; valid qualities: {', '.join(QUALITIES)}")
+
+
+def _gapbench_version() -> str:
+    try:
+        return importlib.metadata.version("gapbench")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def _minari():
+    import minari
+
+    return minari
+
+
+# =============================================================================================
+# behaviour: which policy gathers how many transitions
+# =============================================================================================
+@dataclass
+class Segment:
+    """``transitions`` gathered by one behaviour (``label`` 'random' = uniform actions)."""
+
+    label: str
+    transitions: int
+    steps: int | None = None  # the snapshot's training env steps (None for random)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _allocate(size: int, weights: list[float]) -> list[int]:
+    """Split ``size`` in proportion to ``weights`` (largest remainder, sums exactly)."""
+    w = np.asarray(weights, dtype=np.float64)
+    exact = size * w / w.sum()
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: size - counts.sum()]] += 1
+    return counts.tolist()
+
+
+def _replay_plan(task: str, size: int, root: str | os.PathLike | None) -> list[Segment]:
+    medium = _policies.get_snapshot(task, "medium", root)
+    top = int(medium["steps"])
+    by_steps: dict[int, dict[str, Any]] = {}
+    for rec in _policies.list_snapshots(task, root):
+        steps = int(rec.get("steps") or 0)
+        if not 0 < steps <= top:
+            continue
+        if steps not in by_steps or rec["label"] == "medium":  # a duplicate of medium: use medium
+            by_steps[steps] = rec
+    if top <= 0 or not by_steps:
+        raise DatasetError(
+            f"medium-replay needs training snapshots with steps > 0; {task!r}'s medium snapshot "
+            f"has steps={top}"
+        )
+    recs = [by_steps[s] for s in sorted(by_steps)]
+    first = recs[0]
+    s1 = int(first["steps"])
+    if first.get("warmup_steps") is not None:
+        warm = int(first["warmup_steps"])
+    elif first.get("updates") is not None:
+        warm = s1 - int(first["updates"])  # one env step per update
+    else:
+        warm = s1 // 2
+    warm = min(max(warm, 0), s1)
+    labels, weights, steps_of, rec_of = ["random"], [float(warm)], [None], [{}]
+    prev = 0
+    for rec in recs:
+        steps = int(rec["steps"])
+        weights.append(float(steps - prev - (warm if prev == 0 else 0)))
+        labels.append(rec["label"])
+        steps_of.append(steps)
+        rec_of.append(rec)
+        prev = steps
+    counts = _allocate(size, weights)
+    return [
+        Segment(label, n, steps, rec)
+        for label, n, steps, rec in zip(labels, counts, steps_of, rec_of, strict=True)
+        if n > 0
+    ]
+
+
+def plan(
+    task: str, quality: str, size: int, policy_dir: str | os.PathLike | None = None
+) -> list[Segment]:
+    """The behaviours of a dataset and how many transitions each gathers, in order."""
+    _check_quality(quality)
+    if quality == "random":
+        return [Segment("random", size)]
+    if quality == "medium-replay":
+        return _replay_plan(task, size, policy_dir)
+    labels = ["medium", "expert"] if quality == "medium-expert" else [quality]
+    counts = _allocate(size, [1.0] * len(labels)) if len(labels) > 1 else [size]
+    segs = []
+    for label, n in zip(labels, counts, strict=True):
+        rec = _policies.get_snapshot(task, label, policy_dir)
+        segs.append(
+            Segment(label, n, int(rec["steps"]) if rec.get("steps") is not None else None, rec)
+        )
+    return [s for s in segs if s.transitions > 0]
+
+
+# =============================================================================================
+# rollouts
+# =============================================================================================
+@dataclass
+class _Episode:
+    observations: np.ndarray  # (T+1, obs_dim): the T+1-th is the true final observation
+    actions: np.ndarray  # (T, act_dim)
+    rewards: np.ndarray  # (T,)
+    terminations: np.ndarray  # (T,) bool
+    truncations: np.ndarray  # (T,) bool; the last is True for time-outs and cuts
+    cut: bool  # ended by the size limit, not by the env
+    segment: int
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+ActFn = Callable[[np.ndarray, Any, torch.Generator], np.ndarray]
+
+
+def _random_act(obs: np.ndarray, env: Any, gen: torch.Generator) -> np.ndarray:
+    return env.action_space.sample()
+
+
+def _policy_act(actor: torch.nn.Module, low: np.ndarray, high: np.ndarray) -> ActFn:
+    """Stochastic actions a = tanh(mean + std * eps) with eps from the local generator."""
+    rescale = not (np.all(low == -1.0) and np.all(high == 1.0))
+
+    @torch.no_grad()
+    def act(obs: np.ndarray, env: Any, gen: torch.Generator) -> np.ndarray:
+        mean, log_std = actor.dist_params(torch.as_tensor(obs, dtype=torch.float32))
+        eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+        a = torch.tanh(mean + log_std.exp() * eps).numpy()
+        if rescale:  # gapbench's tasks all act in [-1, 1]; other bounds are mapped linearly
+            a = (low + (a + 1.0) * 0.5 * (high - low)).astype(np.float32)
+        return a
+
+    return act
+
+
+def _rollout(
+    env: Any,
+    act_fn: ActFn,
+    n: int,
+    seed: int,
+    segment: int,
+    advance: Callable[[int], None],
+) -> list[_Episode]:
+    """Exactly ``n`` transitions from the vector ``env`` (reset with ``seed``)."""
+    from gymnasium.vector import AutoresetMode
+
+    mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        raise DatasetError(f"unsupported vector-env autoreset mode {mode}")
+    num = env.num_envs
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    resetting = np.zeros(num, dtype=bool)  # NEXT_STEP: this step only resets these envs
+    steps: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("obs", "act", "rew", "fin", "te", "tr", "ok")
+    }
+    count = 0
+    while count < n:
+        act = np.asarray(act_fn(obs, env, gen), dtype=np.float32)
+        nxt, rew, term, trunc, info = env.step(act)
+        nxt = np.array(nxt, copy=True)
+        valid = ~resetting
+        final = nxt
+        done = np.logical_or(term, trunc)
+        if mode == AutoresetMode.SAME_STEP:
+            if done.any():
+                final = nxt.copy()
+                for i in np.flatnonzero(done):
+                    final[i] = info["final_obs"][i]
+        else:
+            resetting = done
+        for key, value in (
+            ("obs", np.array(obs, copy=True)),
+            ("act", act),
+            ("rew", np.asarray(rew, dtype=np.float64)),
+            ("fin", final),
+            ("te", np.asarray(term, dtype=bool)),
+            ("tr", np.asarray(trunc, dtype=bool)),
+            ("ok", valid),
+        ):
+            steps[key].append(value)
+        k = int(valid.sum())
+        advance(min(k, n - count))
+        count += k
+        obs = nxt
+
+    s = {key: np.stack(value) for key, value in steps.items()}  # (S, num, ...)
+    flat = s["ok"].reshape(-1)
+    keep = (flat & (np.cumsum(flat) <= n)).reshape(s["ok"].shape)  # first n in (step, env) order
+    episodes: list[tuple[tuple[int, int], _Episode]] = []
+    for e in range(num):
+        rows = np.flatnonzero(keep[:, e])
+        if len(rows) == 0:
+            continue
+        ends = np.flatnonzero(s["te"][rows, e] | s["tr"][rows, e]).tolist()
+        cut = not ends or ends[-1] != len(rows) - 1
+        if cut:
+            ends.append(len(rows) - 1)
+        start = 0
+        for j, end in enumerate(ends):
+            r = rows[start : end + 1]
+            obs_ep = np.concatenate([s["obs"][r, e], s["fin"][r[-1], e][None]])
+            if not np.array_equal(obs_ep[1:-1], s["fin"][r[:-1], e]):  # pragma: no cover
+                raise RuntimeError("internal error: an episode's observations are not contiguous")
+            is_cut = cut and j == len(ends) - 1
+            truncs = s["tr"][r, e].copy()
+            if is_cut:
+                truncs[-1] = True
+            ep = _Episode(
+                obs_ep,
+                s["act"][r, e],
+                s["rew"][r, e],
+                s["te"][r, e].copy(),
+                truncs,
+                is_cut,
+                segment,
+            )
+            episodes.append(((int(r[-1]), e), ep))
+            start = end + 1
+    episodes.sort(key=lambda item: item[0])  # completion order
+    return [ep for _, ep in episodes]
+
+
+def _segment_seed(seed: int, k: int) -> int:
+    if k == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0] >> 1)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda k: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        tid = bar.add_task(description, total=total)
+        pending = [0]
+
+        def advance(k: int) -> None:
+            pending[0] += k
+            if pending[0] >= 1000:
+                bar.advance(tid, pending[0])
+                pending[0] = 0
+
+        yield advance
+        bar.advance(tid, pending[0])
+
+
+# =============================================================================================
+# cards
+# =============================================================================================
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _return_stats(
+    complete: np.ndarray, partial: np.ndarray, ref: tuple[float, float] | None
+) -> dict[str, Any]:
+    returns, over = (
+        (complete, "complete episodes") if len(complete) else (partial, "partial episodes")
+    )
+    if len(returns) == 0:
+        mean = std = lo = hi = None
+    else:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        lo, hi = float(np.min(returns)), float(np.max(returns))
+    score = None
+    if mean is not None and ref is not None:
+        score = 100.0 * (mean - ref[0]) / (ref[1] - ref[0])
+    return {
+        "return_mean": _finite(mean),
+        "return_std": _finite(std),
+        "return_min": _finite(lo),
+        "return_max": _finite(hi),
+        "returns_of": over,
+        "normalized_score": _finite(score),
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# =============================================================================================
+# build
+# =============================================================================================
+def _command(
+    task: str,
+    quality: str,
+    size: int,
+    seed: int,
+    gap: GapSpec,
+    num_envs: int,
+    policy_root: Path | None,
+) -> str:
+    parts = ["gapbench", "datasets", "build", "--task", task, "--quality", quality]
+    parts += ["--size", str(size), "--seed", str(seed)]
+    if not gap.is_nominal:
+        parts += ["--real-gap", str(gap)]
+    if num_envs != DEFAULT_NUM_ENVS:
+        parts += ["--num-envs", str(num_envs)]
+    if policy_root is not None:
+        parts += ["--policy-dir", str(policy_root)]
+    return shlex.join(parts)
+
+
+def _exists(root: Path, did: str) -> bool:
+    return (root / did / "data").exists()
+
+
+def build(
+    task: str,
+    quality: str,
+    size: int | None = None,
+    seed: int = 0,
+    real_gap: GapSpec | str | dict | None = None,
+    data_dir: str | os.PathLike | None = None,
+    policy_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    num_envs: int = DEFAULT_NUM_ENVS,
+) -> str:
+    """Roll out ``quality``'s behaviour on the real system and store exactly ``size``
+    transitions (default :data:`DEFAULT_SIZE` = 100_000; D4RL used 1_000_000) as a Minari
+    dataset. Returns its id. Refuses to replace an existing id unless ``overwrite``; the old
+    dataset stays intact until the new one is complete."""
+    t = get_task(task)
+    _check_quality(quality)
+    gap = GapSpec.parse(real_gap)
+    size = DEFAULT_SIZE if size is None else int(size)
+    if size <= 0:
+        raise DatasetError(f"size must be > 0, got {size}")
+    if seed < 0:
+        raise DatasetError(f"seed must be >= 0, got {seed}")
+    if num_envs < 1:
+        raise DatasetError(f"num_envs must be >= 1, got {num_envs}")
+    did = dataset_id(task, quality, gap)
+    root = _resolve_data_dir(data_dir)
+    if _exists(root, did) and not overwrite:
+        raise DatasetExistsError(
+            f"dataset {did} already exists in {root}; pass overwrite=True (--overwrite) to "
+            "replace it"
+        )
+
+    segments = plan(task, quality, size, policy_dir)
+    policy_root = None  # named in the build command when it is not the shipped folder
+    if quality != "random" and (policy_dir or os.environ.get(_policies.POLICY_DIR_ENV)):
+        policy_root = _policies.policy_dir(policy_dir).resolve()
+    actors = {
+        s.label: _policies.load_actor(task, s.label, policy_dir)
+        for s in segments
+        if s.label != "random"
+    }
+
+    env = make_vector(task, gap, num_envs=num_envs)
+    low, high = env.single_action_space.low, env.single_action_space.high
+    episodes: list[_Episode] = []
+    try:
+        with _progress(progress, size, f"{did}") as advance:
+            for k, seg in enumerate(segments):
+                if seg.label == "random":
+                    act_fn = _random_act
+                else:
+                    act_fn = _policy_act(actors[seg.label], low, high)
+                seg_seed = _segment_seed(seed, k)
+                episodes += _rollout(env, act_fn, seg.transitions, seg_seed, k, advance)
+    finally:
+        env.close()
+
+    complete = np.array([ep.rewards.sum() for ep in episodes if not ep.cut], dtype=np.float64)
+    partial = np.array([ep.rewards.sum() for ep in episodes], dtype=np.float64)
+    ref = (t.random_score, t.expert_score)
+    snapshots = []
+    for k, seg in enumerate(segments):
+        entry: dict[str, Any] = {
+            "label": seg.label,
+            "steps": seg.steps,
+            "transitions": seg.transitions,
+            "seed": _segment_seed(seed, k),
+        }
+        if seg.label != "random":
+            entry["snapshot_normalized_score"] = seg.record.get("normalized_score")
+            entry["snapshot_return_mean"] = seg.record.get("return_mean")
+            file = _policies.policy_dir(policy_dir) / task / seg.record.get("file", "")
+            entry["sha256"] = _sha256(file)
+        snapshots.append(entry)
+    minari = _minari()
+    info: dict[str, Any] = {
+        "id": did,
+        "source": "gapbench",
+        "task": task,
+        "quality": quality,
+        "size": int(sum(len(ep) for ep in episodes)),
+        "episodes": len(episodes),
+        "complete_episodes": int(len(complete)),
+        **_return_stats(complete, partial, ref),
+        "ref_min_score": t.random_score,
+        "ref_max_score": t.expert_score,
+        "snapshots": snapshots,
+        "seed": seed,
+        "real_gap": str(gap),
+        "num_envs": num_envs,
+        "command": _command(task, quality, size, seed, gap, num_envs, policy_root),
+        "gapbench_version": _gapbench_version(),
+        "minari_version": minari.__version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    assert info["size"] == size, (info["size"], size)
+    _write(root, did, episodes, info, t, gap, overwrite)
+    return did
+
+
+def _env_spec(task: str, gap: GapSpec):
+    import dataclasses
+
+    import gymnasium as gym
+
+    from gap_envs.envs import register_envs
+
+    register_envs()
+    spec = gym.spec(get_task(task).gapbench_id)
+    return dataclasses.replace(spec, kwargs={**spec.kwargs, "gap": str(gap)})
+
+
+def _write(
+    root: Path,
+    did: str,
+    episodes: list[_Episode],
+    info: dict[str, Any],
+    t: Any,
+    gap: GapSpec,
+    overwrite: bool,
+) -> None:
+    """Write into a hidden staging folder of ``root``, then move it into place."""
+    minari = _minari()
+    from minari.data_collector import EpisodeBuffer
+
+    root.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staging = root / f".gapbench-staging-{token}"
+    old = root / f".gapbench-replaced-{token}"
+    try:
+        buffers = [
+            EpisodeBuffer(
+                observations=ep.observations,
+                actions=ep.actions,
+                rewards=ep.rewards,
+                terminations=ep.terminations,
+                truncations=ep.truncations,
+            )
+            for ep in episodes
+        ]
+        spec = _env_spec(info["task"], gap)
+        gap_text = f"real gap {gap}" if not gap.is_nominal else "the nominal real system"
+        with minari_datasets_path(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ds = minari.create_dataset_from_buffers(
+                dataset_id=did,
+                buffer=buffers,
+                env=spec,
+                eval_env=spec,
+                algorithm_name=f"gapbench/{info['quality']}",
+                author="gapbench",
+                ref_min_score=t.random_score,
+                ref_max_score=t.expert_score,
+                description=(
+                    f"gapbench {info['quality']} dataset of {info['task']}: {info['size']} "
+                    f"transitions rolled out on {gap_text} (seed {info['seed']}). "
+                    f"Built by: {info['command']}"
+                ),
+                data_format="hdf5",
+            )
+            ds.storage.update_metadata({META_KEY: info})
+        target = root / did
+        if _exists(root, did) and not overwrite:
+            raise DatasetExistsError(f"dataset {did} appeared in {root} while building")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_namespace_metadata(staging, root, did)
+        replaced = target.exists()
+        if replaced:
+            os.replace(target, old)
+        try:
+            os.replace(staging / did, target)
+        except BaseException:
+            if replaced:
+                os.replace(old, target)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_namespace_metadata(staging: Path, root: Path, did: str) -> None:
+    """Minari marks namespace folders with ``namespace_metadata.json``: keep that at home."""
+    parts = did.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        rel = Path(*parts[:i]) / "namespace_metadata.json"
+        if (staging / rel).exists() and not (root / rel).exists():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staging / rel, root / rel)
+
+
+# =============================================================================================
+# loading
+# =============================================================================================
+def _looks_like_id(source: str) -> bool:
+    from minari.dataset.minari_dataset import DATASET_ID_RE
+
+    return DATASET_ID_RE.fullmatch(source) is not None and not source.endswith((".hdf5", ".h5"))
+
+
+def _not_found(source: str, root: Path) -> DatasetNotFoundError:
+    hint = (
+        "download it with `minari download "
+        f"{source}` (needs internet) into that folder, or point --data-dir/{DATA_DIR_ENV} at "
+        "the folder that holds it"
+    )
+    m = re.fullmatch(r"gapbench/([A-Za-z0-9]+)(?:-[-\w]+)?/([-\w]+?)-v\d+", source)
+    if m:
+        hint = (
+            f"build it with `gapbench datasets build --task {m.group(1)} --quality {m.group(2)}"
+            f"{' --real-gap ...' if '-' in source.split('/')[1] else ''}`, or point "
+            f"--data-dir/{DATA_DIR_ENV} at the folder that holds it"
+        )
+    return DatasetNotFoundError(
+        f"dataset {source!r} is not present locally in {root} (nothing is downloaded); {hint}"
+    )
+
+
+def _minari_data_path(source: str, root: Path) -> Path | None:
+    """The ``data`` folder of a Minari id in ``root`` or of a Minari dataset folder."""
+    if _looks_like_id(source) and (root / source / "data" / "metadata.json").exists():
+        return root / source / "data"
+    path = Path(source).expanduser()
+    for cand in (path / "data", path):
+        if (cand / "metadata.json").is_file():
+            return cand
+    return None
+
+
+def _read_minari(data_path: Path) -> Transitions:
+    minari = _minari()
+    import gymnasium as gym
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = minari.MinariDataset(data_path)
+            meta = ds.storage.metadata
+        obs_space, act_space = ds.observation_space, ds.action_space
+        if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
+            raise DatasetError(
+                f"dataset at {data_path} has {type(obs_space).__name__} observations and "
+                f"{type(act_space).__name__} actions; only flat Box spaces are supported"
+            )
+        obs, act, rew, nxt, term, tout = [], [], [], [], [], []
+        for ep in ds.storage.get_episodes(ds.episode_indices):
+            o = np.asarray(ep["observations"]).reshape(len(ep["observations"]), -1)
+            a = np.asarray(ep["actions"]).reshape(len(ep["actions"]), -1)
+            steps = len(a)
+            if steps == 0:
+                continue
+            if len(o) != steps + 1:
+                raise DatasetError(
+                    f"episode {ep['id']} has {len(o)} observations for {steps} actions"
+                )
+            te = np.asarray(ep["terminations"], dtype=bool).reshape(-1)
+            tr = np.asarray(ep["truncations"], dtype=bool).reshape(-1)
+            if not (te[-1] or tr[-1]):  # an episode cut short: its next observation is real
+                tr = tr.copy()
+                tr[-1] = True
+            obs.append(o[:-1])
+            nxt.append(o[1:])
+            act.append(a)
+            rew.append(np.asarray(ep["rewards"]).reshape(-1))
+            term.append(te)
+            tout.append(tr & ~te)
+    except DatasetError:
+        raise
+    except Exception as err:  # corrupt hdf5/arrow, malformed metadata, ...
+        raise DatasetError(f"cannot read the Minari dataset at {data_path}: {err}") from None
+    if not obs:
+        raise DatasetError(f"the Minari dataset at {data_path} holds no transitions")
+    tr_ = Transitions(
+        np.concatenate(obs),
+        np.concatenate(act),
+        np.concatenate(rew),
+        np.concatenate(nxt),
+        np.concatenate(term),
+        np.concatenate(tout),
+    )
+    tr_.metadata = {
+        "source": "minari",
+        "dataset_id": meta.get("dataset_id"),
+        "path": str(data_path),
+        "env_id": _env_id(meta),
+        "ref_min_score": meta.get("ref_min_score"),
+        "ref_max_score": meta.get("ref_max_score"),
+        META_KEY: meta.get(META_KEY),
+    }
+    return tr_
+
+
+def _env_id(meta: dict[str, Any]) -> str | None:
+    text = meta.get("env_spec")
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text).get("id")
+    except ValueError:
+        return None
+
+
+def _read_d4rl_hdf5(path: Path) -> Transitions:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except Exception as err:
+        raise DatasetError(f"cannot read {path}: not a readable HDF5 file ({err})") from None
+    try:
+        with f:
+            missing = [k for k in D4RL_KEYS if k not in f]
+            if missing:
+                raise DatasetError(
+                    f"{path} is not a D4RL-layout file: it lacks {', '.join(missing)} "
+                    f"(expected {', '.join(D4RL_KEYS)}, optional next_observations)"
+                )
+            data = {k: np.asarray(f[k][()]) for k in (*D4RL_KEYS, "next_observations") if k in f}
+    except DatasetError:
+        raise
+    except Exception as err:
+        raise DatasetError(f"cannot read {path}: {err}") from None
+    obs = data["observations"].reshape(len(data["observations"]), -1)
+    n = len(obs)
+    for k in ("actions", "rewards", "terminals", "timeouts"):
+        if len(data[k]) != n:
+            raise DatasetError(f"{path}: {k!r} has {len(data[k])} rows but observations has {n}")
+    act = data["actions"].reshape(n, -1)
+    rew = data["rewards"].reshape(n)
+    term = data["terminals"].reshape(n).astype(bool)
+    tout = data["timeouts"].reshape(n).astype(bool) & ~term
+    if "next_observations" in data:
+        nxt = data["next_observations"].reshape(n, -1)
+        if nxt.shape != obs.shape:
+            raise DatasetError(f"{path}: next_observations {nxt.shape} != observations {obs.shape}")
+        tr = Transitions(obs, act, rew, nxt, term, tout)
+    else:
+        # As D4RL's qlearning_dataset: next_obs is the next row; a time-out row (and the last
+        # row) has no successor and is dropped. A terminal keeps the next row as a placeholder
+        # next_obs (it is never bootstrapped from). The row before a dropped one becomes its
+        # episode's last transition, so it is flagged as a time-out.
+        idx = np.arange(n)
+        keep = (idx < n - 1) & ~tout
+        new_tout = np.zeros(n, dtype=bool)
+        dropped = np.flatnonzero(~keep)
+        prev = dropped[dropped > 0] - 1
+        prev = prev[keep[prev] & ~term[prev]]
+        new_tout[prev] = True
+        nxt = obs[np.minimum(idx + 1, n - 1)]
+        tr = Transitions(obs[keep], act[keep], rew[keep], nxt[keep], term[keep], new_tout[keep])
+    tr.metadata = {"source": "d4rl-hdf5", "path": str(path)}
+    return tr
+
+
+def _check_task(tr: Transitions, task: str, name: str) -> None:
+    t = get_task(task)
+    if (tr.obs_dim, tr.act_dim) != (t.obs_dim, t.act_dim):
+        raise DatasetError(
+            f"dataset {name} has observations of size {tr.obs_dim} and actions of size "
+            f"{tr.act_dim}, but task {task!r} needs {t.obs_dim} and {t.act_dim}"
+        )
+    ours = tr.metadata.get(META_KEY)
+    if isinstance(ours, dict) and ours.get("task") not in (None, task):
+        raise DatasetError(f"dataset {name} was built for task {ours['task']!r}, not {task!r}")
+    env_id = tr.metadata.get("env_id")
+    if env_id and not isinstance(ours, dict):
+        base = lambda s: s.split("/")[-1].split("-v")[0].lower()  # noqa: E731
+        if base(env_id) != base(t.gym_id):
+            raise DatasetError(
+                f"dataset {name} was collected on {env_id!r}, not on task {task!r} ({t.gym_id})"
+            )
+
+
+def load(
+    source: str | os.PathLike,
+    task: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Transitions:
+    """Read a dataset: a gapbench or other local Minari id (looked up in :func:`data_dir`),
+    a Minari dataset folder, or a D4RL-layout HDF5 file. With ``task``, the observation
+    and action sizes (and the recorded task/env, when known) must match it."""
+    src = os.fspath(source)
+    root = _resolve_data_dir(data_dir)
+    path = Path(src).expanduser()
+    data_path = _minari_data_path(src, root)
+    if data_path is not None:
+        tr = _read_minari(data_path)
+    elif path.is_file():
+        tr = _read_d4rl_hdf5(path)
+    elif src.endswith((".hdf5", ".h5")) or (os.sep in src and path.suffix):
+        raise DatasetNotFoundError(f"dataset file {path} does not exist")
+    elif _looks_like_id(src):
+        raise _not_found(src, root)
+    else:
+        raise DatasetNotFoundError(
+            f"{src!r} is neither a dataset id present in {root} nor a file; ids look like "
+            "gapbench/<task>/<quality>-v0"
+        )
+    if task is not None:
+        _check_task(tr, task, src)
+    return tr
+
+
+def save_d4rl_hdf5(
+    tr: Transitions, path: str | os.PathLike, next_observations: bool = True
+) -> Path:
+    """Write ``tr`` as a D4RL-layout HDF5 file (rows = transitions)."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["observations"] = tr.observations
+        f["actions"] = tr.actions
+        f["rewards"] = tr.rewards
+        f["terminals"] = tr.terminals
+        f["timeouts"] = tr.timeouts
+        if next_observations:
+            f["next_observations"] = tr.next_observations
+    return path
+
+
+# =============================================================================================
+# listing, cards
+# =============================================================================================
+def _light_card(did: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": did,
+        "source": "minari",
+        "task": None,
+        "quality": None,
+        "size": meta.get("total_steps"),
+        "episodes": meta.get("total_episodes"),
+        "return_mean": None,
+        "normalized_score": None,
+        "seed": None,
+        "real_gap": None,
+        "env_id": _env_id(meta),
+        "ref_min_score": meta.get("ref_min_score"),
+        "ref_max_score": meta.get("ref_max_score"),
+    }
+
+
+def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The cards of every Minari dataset in :func:`data_dir`, sorted by id: gapbench's full
+    cards (read from their metadata), other datasets' size and episodes only."""
+    root = _resolve_data_dir(data_dir)
+    if not root.is_dir():
+        return []
+    minari = _minari()
+    with minari_datasets_path(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = minari.list_local_datasets()
+    out = []
+    for did, meta in local.items():
+        ours = meta.get(META_KEY)
+        out.append(dict(ours, id=did) if isinstance(ours, dict) else _light_card(did, meta))
+    return sorted(out, key=lambda c: c["id"])
+
+
+def card(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A dataset's card: size, episodes, return mean/std/min/max over complete episodes, the
+    mean's normalized score, behaviour snapshots, seed, real gap and build command. Stored at
+    build time for gapbench datasets; computed from the data for other Minari datasets and
+    D4RL-layout files."""
+    root = _resolve_data_dir(data_dir)
+    data_path = _minari_data_path(dataset_id, root)
+    if data_path is not None:
+        try:
+            meta = json.loads((data_path / "metadata.json").read_text())
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"cannot read the metadata of {data_path}: {err}") from None
+        if isinstance(meta.get(META_KEY), dict):
+            return dict(meta[META_KEY], id=meta.get("dataset_id", dataset_id))
+    tr = load(dataset_id, data_dir=root)
+    meta = tr.metadata
+    ends = tr.ends
+    returns = _segment_returns(tr.rewards, ends) if ends.any() else np.zeros(0)
+    partial = _segment_returns(tr.rewards, ends)
+    ref = None
+    if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
+        ref = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
+    task = _task_of_env(meta.get("env_id"))
+    if ref is None and task is not None:
+        ref = (get_task(task).random_score, get_task(task).expert_score)
+    return {
+        "id": meta.get("dataset_id") or dataset_id,
+        "source": meta["source"],
+        "task": task,
+        "quality": None,
+        "size": len(tr),
+        "episodes": int(ends.sum()),
+        "complete_episodes": int(ends.sum()),
+        **_return_stats(returns, partial, ref),
+        "ref_min_score": ref[0] if ref else None,
+        "ref_max_score": ref[1] if ref else None,
+        "snapshots": None,
+        "seed": None,
+        "real_gap": None,
+        "command": None,
+        "env_id": meta.get("env_id"),
+        "path": meta.get("path"),
+    }
+
+
+def _task_of_env(env_id: str | None) -> str | None:
+    if not env_id:
+        return None
+    from gap_envs.tasks import TASKS
+
+    base = env_id.split("/")[-1].split("-v")[0].lower()
+    for name, t in TASKS.items():
+        if t.gym_id.split("-v")[0].lower() == base:
+            return name
+    return None
+
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "QUALITIES",
+    "DatasetError",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "Segment",
+    "Transitions",
+    "build",
+    "card",
+    "data_dir",
+    "dataset_id",
+    "gap_slug",
+    "list_datasets",
+    "load",
+    "minari_datasets_path",
+    "plan",
+    "save_d4rl_hdf5",
+]

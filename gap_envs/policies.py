@@ -1,0 +1,251 @@
+"""Behaviour-policy snapshots: the actors that gapbench's datasets are rolled out from.
+
+A snapshot of task ``T`` labelled ``L`` is the file ``<policy_dir>/T/L.pt``::
+
+    torch.save({"actor": TanhGaussianActor.state_dict(), "obs_dim": int, "act_dim": int,
+                "hidden": [256, 256]})
+
+listed in ``<policy_dir>/T/snapshots.json``, a list of records in training order (sorted
+by ``steps``)::
+
+    {"label", "file", "steps", "seed", "return_mean", "return_std", "normalized_score",
+     "real_gap", "command", ...}
+
+``steps`` counts environment steps of the behaviour-policy training run. The labels
+``medium`` and ``expert`` are the named qualities; other labels (``step-20000``, ...) are the
+successive training snapshots that ``medium-replay`` datasets are rolled out from. Extra
+keys in a record (e.g. ``updates``) are kept.
+
+``policy_dir()`` is ``$GAPBENCH_POLICY_DIR`` when set, else the package folder
+``gap_envs/policies/`` shipped with the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from algorithms.nets import TanhGaussianActor
+from gap_envs.tasks import get_task
+
+POLICY_DIR_ENV = "GAPBENCH_POLICY_DIR"
+INDEX_FILE = "snapshots.json"
+NAMED_LABELS = ("medium", "expert")
+RECORD_KEYS = (
+    "label",
+    "file",
+    "steps",
+    "seed",
+    "return_mean",
+    "return_std",
+    "normalized_score",
+    "real_gap",
+    "command",
+)
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+class SnapshotError(ValueError):
+    """A snapshot that is missing, malformed or cannot be read."""
+
+
+class SnapshotNotFoundError(SnapshotError):
+    """No snapshot for the task, or no snapshot with that label."""
+
+
+def policy_dir(path: str | os.PathLike | None = None) -> Path:
+    """The snapshot root: ``path`` if given, else ``$GAPBENCH_POLICY_DIR``, else
+    ``gap_envs/policies/`` in the package."""
+    return _root(path)
+
+
+def _root(path: str | os.PathLike | None) -> Path:
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get(POLICY_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent / "policies"
+
+
+def _task_dir(task: str, root: str | os.PathLike | None) -> Path:
+    get_task(task)  # a clear error for an unknown task name
+    return _root(root) / task
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _read_index(task_dir: Path) -> list[dict[str, Any]]:
+    index = task_dir / INDEX_FILE
+    if not index.exists():
+        return []
+    try:
+        records = json.loads(index.read_text())
+    except (OSError, ValueError) as err:
+        raise SnapshotError(f"cannot read the snapshot index {index}: {err}") from None
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and "label" in r for r in records
+    ):
+        raise SnapshotError(f"malformed snapshot index {index}: expected a list of records")
+    return records
+
+
+def _tasks_with_snapshots(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / INDEX_FILE).is_file())
+
+
+def list_snapshots(task: str, policy_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The records of ``task``'s snapshots in training order ([] when it has none)."""
+    return _read_index(_task_dir(task, policy_dir))
+
+
+def get_snapshot(
+    task: str, label: str, policy_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The record of one snapshot; a clear error naming the available ones if it is missing."""
+    task_dir = _task_dir(task, policy_dir)
+    records = _read_index(task_dir)
+    if not records:
+        others = _tasks_with_snapshots(task_dir.parent)
+        raise SnapshotNotFoundError(
+            f"no behaviour-policy snapshots for task {task!r} in {task_dir.parent} "
+            f"(tasks with snapshots: {', '.join(others) or 'none'}); train them with the "
+            f"behaviour-policy trainer or point {POLICY_DIR_ENV} at a folder that has them"
+        )
+    for record in records:
+        if record["label"] == label:
+            return record
+    raise SnapshotNotFoundError(
+        f"no snapshot {label!r} for task {task!r} in {task_dir}; "
+        f"available: {', '.join(r['label'] for r in records)}"
+    )
+
+
+def load_actor(
+    task: str, label: str, policy_dir: str | os.PathLike | None = None
+) -> TanhGaussianActor:
+    """The snapshot's actor on the CPU, in eval mode."""
+    record = get_snapshot(task, label, policy_dir)
+    path = _task_dir(task, policy_dir) / record.get("file", f"{label}.pt")
+    if not path.is_file():
+        raise SnapshotNotFoundError(
+            f"snapshot {label!r} of task {task!r} is listed but its file {path} is missing"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        actor = TanhGaussianActor(
+            int(state["obs_dim"]), int(state["act_dim"]), tuple(int(h) for h in state["hidden"])
+        )
+        actor.load_state_dict(state["actor"])
+    except Exception as err:  # a truncated/corrupt file, a wrong layout, a shape mismatch
+        raise SnapshotError(f"cannot load snapshot {path}: {err}") from None
+    t = get_task(task)
+    if (actor.net[0].in_features, actor.act_dim) != (t.obs_dim, t.act_dim):
+        raise SnapshotError(
+            f"snapshot {path} is for obs/action sizes {actor.net[0].in_features}/"
+            f"{actor.act_dim}, but task {task!r} has {t.obs_dim}/{t.act_dim}"
+        )
+    return actor.eval()
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(task_dir: Path) -> Iterator[None]:
+    """Serialise read-modify-write of one task's index between processes (POSIX only)."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(task_dir, os.O_RDONLY)  # lock the folder itself: no stray lock file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _hidden_sizes(actor: nn.Module) -> list[int]:
+    linears = [m for m in actor.net if isinstance(m, nn.Linear)]
+    return [m.out_features for m in linears[:-1]]
+
+
+def save_snapshot(
+    task: str,
+    label: str,
+    actor: TanhGaussianActor,
+    record: dict[str, Any] | None = None,
+    policy_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Save ``actor`` as ``<policy_dir>/<task>/<label>.pt`` and list ``record`` for it.
+
+    Both files are written atomically (temp file + rename); a snapshot with the same label
+    is replaced and the index stays sorted by ``steps``. Returns the stored record.
+    """
+    if not _LABEL_RE.fullmatch(label):
+        raise SnapshotError(f"snapshot label {label!r} must match {_LABEL_RE.pattern}")
+    t = get_task(task)
+    obs_dim, act_dim = actor.net[0].in_features, actor.act_dim
+    if (obs_dim, act_dim) != (t.obs_dim, t.act_dim):
+        raise SnapshotError(
+            f"actor has obs/action sizes {obs_dim}/{act_dim}, but task {task!r} has "
+            f"{t.obs_dim}/{t.act_dim}"
+        )
+    rec = {k: None for k in RECORD_KEYS}
+    rec.update(record or {})
+    if rec.get("steps") is None:
+        raise SnapshotError(f"the record of snapshot {label!r} needs 'steps' (env steps trained)")
+    rec["steps"] = int(rec["steps"])
+    rec["label"], rec["file"] = label, f"{label}.pt"
+
+    import io
+
+    state = {
+        "actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
+        "obs_dim": int(obs_dim),
+        "act_dim": int(act_dim),
+        "hidden": _hidden_sizes(actor),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    task_dir = _task_dir(task, policy_dir)
+    with _locked(task_dir):
+        _atomic_write(task_dir / rec["file"], buf.getvalue())
+        records = [r for r in _read_index(task_dir) if r["label"] != label]
+        records.append(rec)
+        records.sort(key=lambda r: int(r.get("steps") or 0))  # stable: ties keep their order
+        text = json.dumps(records, indent=2, default=_json_default) + "\n"
+        _atomic_write(task_dir / INDEX_FILE, text.encode())
+    return rec
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)

@@ -1,0 +1,88 @@
+"""The command line: the outputs users and scripts rely on, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmark.cli import app
+
+runner = CliRunner()
+
+
+def test_envs_describe_json_shows_the_shift():
+    result = runner.invoke(
+        app, ["envs", "describe", "halfcheetah", "--gap", "gravity=2.0,friction=0.3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    for key in (
+        "task",
+        "gap",
+        "gravity",
+        "total_mass",
+        "nominal_total_mass",
+        "friction",
+        "nominal_friction",
+        "joint_noise",
+    ):
+        assert key in info
+    assert info["gravity"] == pytest.approx([0, 0, -19.62])
+    assert info["friction"][0] == pytest.approx([0.12, 0.03, 0.03])
+    assert info["nominal_friction"][0] == pytest.approx([0.4, 0.1, 0.1])
+
+
+def test_envs_describe_table_and_list():
+    assert runner.invoke(app, ["envs", "list"]).exit_code == 0
+    result = runner.invoke(app, ["envs", "describe", "hopper", "--gap", "mass.torso=2"])
+    assert result.exit_code == 0 and "torso" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["envs", "describe", "hoper"], "unknown task 'hoper'"),
+        (["envs", "describe", "hopper", "--gap", "gravity=-1"], "must be > 0"),
+        (["run", "--task", "hopper", "--algo", "ppo"], "unknown algorithm 'ppo'"),
+        (
+            ["run", "--task", "hopper", "--algo", "sac", "--set", "nope=1"],
+            "unknown hyper-parameter",
+        ),
+        (["run", "--task", "hopper", "--algo", "cql"], "needs a dataset"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args, fragment):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_run_smoke_writes_a_record(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--task",
+            "hopper",
+            "--algo",
+            "sac",
+            "--gap",
+            "gravity=2.0",
+            "--budget",
+            "updates=20",
+            "--budget",
+            "eval_every=10",
+            "--budget",
+            "warmup_steps=50",
+            "--set",
+            "hidden=32,32",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "ok"
