@@ -26,6 +26,7 @@ per evaluation.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -99,10 +100,12 @@ class Algorithm:
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """A snapshot that shares no tensors with the live algorithm (an optimizer's own
+        state_dict holds references to its moment buffers, which later steps mutate)."""
         state: dict[str, Any] = {}
         for key, value in self.components().items():
-            state[key] = value.detach().clone() if isinstance(value, Tensor) else value.state_dict()
-        return state
+            state[key] = value.detach() if isinstance(value, Tensor) else value.state_dict()
+        return copy.deepcopy(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         comps = self.components()
