@@ -24,11 +24,13 @@ Qualities (D4RL's names; the behaviour policies are the snapshots of :mod:`gap_e
                    (steps_{j-1}, steps_j], with steps_0 = 0); the first interval starts with a
                    uniform-random share, the trainer's warm-up (``warmup_steps`` of the first
                    record, else ``steps - updates`` when it lists ``updates``, i.e. one env
-                   step per update, else half the first interval).
+                   step per update, else half the first interval). Like a replay buffer, it is
+                   one continuous rollout: episodes carry on when the policy switches.
 
 Sizes: D4RL's datasets hold 1M transitions (medium-replay: the replay buffer). gapbench's
-default is :data:`DEFAULT_SIZE` = 100_000 transitions, which builds in well under a minute on
-two CPU cores; pass ``size=1_000_000`` for D4RL's size.
+default is :data:`DEFAULT_SIZE` = 100_000 transitions, which takes 20-70 s of CPU time to build
+(one core; halfcheetah random ~21 s, halfcheetah medium ~34 s, hopper random ~66 s, most of it
+MuJoCo stepping); pass ``size=1_000_000`` for D4RL's size (10x that).
 
 Rollouts run ``num_envs`` copies of the real system in a gymnasium vector env with batched
 policy inference, fully determined by ``seed`` (env resets, the action space's sampler and a
@@ -104,7 +106,7 @@ class DatasetExistsError(DatasetError):
 # =============================================================================================
 # transitions
 # =============================================================================================
-@dataclass
+@dataclass(eq=False)
 class Transitions:
     """A flat log of transitions as numpy arrays (leading axis = transition).
 
@@ -250,6 +252,24 @@ def dataset_id(task: str, quality: str, real_gap: GapSpec | str | dict | None = 
     return f"gapbench/{name}/{quality}-v{VERSION}"
 
 
+_ID_RE = re.compile(
+    r"gapbench/(?P<task>[A-Za-z0-9]+)(?:-(?P<gap>[-\w]+))?/(?P<quality>[-\w]+?)-v(?P<version>\d+)"
+)
+
+
+def parse_id(did: str) -> dict[str, Any] | None:
+    """``{"task", "gap_slug", "quality", "version"}`` of a gapbench id, else None."""
+    m = _ID_RE.fullmatch(did)
+    if m is None:
+        return None
+    return {
+        "task": m["task"],
+        "gap_slug": m["gap"] or "",
+        "quality": m["quality"],
+        "version": int(m["version"]),
+    }
+
+
 def _check_quality(quality: str) -> None:
     if quality not in QUALITIES:
         raise DatasetError(f"unknown quality {quality!r}; valid qualities: {', '.join(QUALITIES)}")
@@ -273,12 +293,18 @@ def _minari():
 # =============================================================================================
 @dataclass
 class Segment:
-    """``transitions`` gathered by one behaviour (``label`` 'random' = uniform actions)."""
+    """``transitions`` gathered by one behaviour (``label`` 'random' = uniform actions).
+
+    Segments with the same ``rollout`` are one continuous rollout whose policy switches
+    when a segment's count is reached, mid-episode, as in a replay buffer; a new rollout
+    starts from fresh resets with its own seed (medium-expert's two halves).
+    """
 
     label: str
     transitions: int
     steps: int | None = None  # the snapshot's training env steps (None for random)
     record: dict[str, Any] = field(default_factory=dict)
+    rollout: int = 0
 
 
 def _allocate(size: int, weights: list[float]) -> list[int]:
@@ -345,11 +371,10 @@ def plan(
     labels = ["medium", "expert"] if quality == "medium-expert" else [quality]
     counts = _allocate(size, [1.0] * len(labels)) if len(labels) > 1 else [size]
     segs = []
-    for label, n in zip(labels, counts, strict=True):
+    for k, (label, n) in enumerate(zip(labels, counts, strict=True)):
         rec = _policies.get_snapshot(task, label, policy_dir)
-        segs.append(
-            Segment(label, n, int(rec["steps"]) if rec.get("steps") is not None else None, rec)
-        )
+        steps = int(rec["steps"]) if rec.get("steps") is not None else None
+        segs.append(Segment(label, n, steps, rec, rollout=k))
     return [s for s in segs if s.transitions > 0]
 
 
@@ -364,7 +389,6 @@ class _Episode:
     terminations: np.ndarray  # (T,) bool
     truncations: np.ndarray  # (T,) bool; the last is True for time-outs and cuts
     cut: bool  # ended by the size limit, not by the env
-    segment: int
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -395,13 +419,13 @@ def _policy_act(actor: torch.nn.Module, low: np.ndarray, high: np.ndarray) -> Ac
 
 def _rollout(
     env: Any,
-    act_fn: ActFn,
-    n: int,
+    schedule: list[tuple[ActFn, int]],
     seed: int,
-    segment: int,
     advance: Callable[[int], None],
 ) -> list[_Episode]:
-    """Exactly ``n`` transitions from the vector ``env`` (reset with ``seed``)."""
+    """Exactly ``sum(counts)`` transitions from the vector ``env`` (reset with ``seed``): the
+    first ``counts[0]`` from ``schedule[0]``'s behaviour, the next from ``schedule[1]``'s, ...
+    (switching per transition, also within a vector step and within an episode)."""
     from gymnasium.vector import AutoresetMode
 
     mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
@@ -412,15 +436,24 @@ def _rollout(
     env.action_space.seed(seed)
     gen = torch.Generator().manual_seed(seed)
     resetting = np.zeros(num, dtype=bool)  # NEXT_STEP: this step only resets these envs
+    fns = [fn for fn, _ in schedule]
+    bounds = np.cumsum([c for _, c in schedule])
+    n = int(bounds[-1])
     steps: dict[str, list[np.ndarray]] = {
         k: [] for k in ("obs", "act", "rew", "fin", "te", "tr", "ok")
     }
     count = 0
     while count < n:
-        act = np.asarray(act_fn(obs, env, gen), dtype=np.float32)
+        valid = ~resetting
+        index = count + np.cumsum(valid) - 1  # each valid env's transition number
+        which = np.minimum(np.searchsorted(bounds, index, side="right"), len(fns) - 1)
+        needed = np.unique(which[valid]) if valid.any() else which[:1]
+        act = None
+        for k in needed:
+            a_k = np.asarray(fns[k](obs, env, gen), dtype=np.float32)
+            act = a_k if act is None else np.where((which == k)[:, None], a_k, act)
         nxt, rew, term, trunc, info = env.step(act)
         nxt = np.array(nxt, copy=True)
-        valid = ~resetting
         final = nxt
         done = np.logical_or(term, trunc)
         if mode == AutoresetMode.SAME_STEP:
@@ -474,7 +507,6 @@ def _rollout(
                 s["te"][r, e].copy(),
                 truncs,
                 is_cut,
-                segment,
             )
             episodes.append(((int(r[-1]), e), ep))
             start = end + 1
@@ -636,28 +668,38 @@ def build(
     env = make_vector(task, gap, num_envs=num_envs)
     low, high = env.single_action_space.low, env.single_action_space.high
     episodes: list[_Episode] = []
+    threads = torch.get_num_threads()
+    # A batch of num_envs observations is far too small for intra-op threads: on a busy
+    # machine their synchronisation made each forward pass ~100x slower.
+    torch.set_num_threads(1)
     try:
         with _progress(progress, size, f"{did}") as advance:
-            for k, seg in enumerate(segments):
-                if seg.label == "random":
-                    act_fn = _random_act
-                else:
-                    act_fn = _policy_act(actors[seg.label], low, high)
-                seg_seed = _segment_seed(seed, k)
-                episodes += _rollout(env, act_fn, seg.transitions, seg_seed, k, advance)
+            for k in sorted({seg.rollout for seg in segments}):
+                schedule = [
+                    (
+                        _random_act
+                        if seg.label == "random"
+                        else _policy_act(actors[seg.label], low, high),
+                        seg.transitions,
+                    )
+                    for seg in segments
+                    if seg.rollout == k
+                ]
+                episodes += _rollout(env, schedule, _segment_seed(seed, k), advance)
     finally:
+        torch.set_num_threads(threads)
         env.close()
 
     complete = np.array([ep.rewards.sum() for ep in episodes if not ep.cut], dtype=np.float64)
     partial = np.array([ep.rewards.sum() for ep in episodes], dtype=np.float64)
     ref = (t.random_score, t.expert_score)
     snapshots = []
-    for k, seg in enumerate(segments):
+    for seg in segments:
         entry: dict[str, Any] = {
             "label": seg.label,
             "steps": seg.steps,
             "transitions": seg.transitions,
-            "seed": _segment_seed(seed, k),
+            "seed": _segment_seed(seed, seg.rollout),
         }
         if seg.label != "random":
             entry["snapshot_normalized_score"] = seg.record.get("normalized_score")
@@ -796,16 +838,37 @@ def _not_found(source: str, root: Path) -> DatasetNotFoundError:
         f"{source}` (needs internet) into that folder, or point --data-dir/{DATA_DIR_ENV} at "
         "the folder that holds it"
     )
-    m = re.fullmatch(r"gapbench/([A-Za-z0-9]+)(?:-[-\w]+)?/([-\w]+?)-v\d+", source)
-    if m:
+    parsed = parse_id(source)
+    if parsed:
         hint = (
-            f"build it with `gapbench datasets build --task {m.group(1)} --quality {m.group(2)}"
-            f"{' --real-gap ...' if '-' in source.split('/')[1] else ''}`, or point "
+            f"build it with `gapbench datasets build --task {parsed['task']} --quality "
+            f"{parsed['quality']}{' --real-gap ...' if parsed['gap_slug'] else ''}`, or point "
             f"--data-dir/{DATA_DIR_ENV} at the folder that holds it"
         )
     return DatasetNotFoundError(
         f"dataset {source!r} is not present locally in {root} (nothing is downloaded); {hint}"
     )
+
+
+def exists(
+    source: str | os.PathLike, task: str | None = None, data_dir: str | os.PathLike | None = None
+) -> bool:
+    """Whether :func:`load` finds ``source`` locally (without reading its data). With
+    ``task``, a dataset that records another task raises :class:`DatasetError`."""
+    src = os.fspath(source)
+    data_path = _minari_data_path(src, _resolve_data_dir(data_dir))
+    if data_path is None:
+        return Path(src).expanduser().is_file()
+    if task is not None:
+        get_task(task)
+        try:
+            meta = json.loads((data_path / "metadata.json").read_text())
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"cannot read the metadata of {data_path}: {err}") from None
+        ours = meta.get(META_KEY)
+        if isinstance(ours, dict) and ours.get("task") not in (None, task):
+            raise DatasetError(f"dataset {src} was built for task {ours['task']!r}, not {task!r}")
+    return True
 
 
 def _minari_data_path(source: str, root: Path) -> Path | None:
@@ -834,8 +897,17 @@ def _read_minari(data_path: Path) -> Transitions:
                 f"dataset at {data_path} has {type(obs_space).__name__} observations and "
                 f"{type(act_space).__name__} actions; only flat Box spaces are supported"
             )
+        if len(obs_space.shape) != 1 or len(act_space.shape) != 1:
+            raise DatasetError(
+                f"dataset at {data_path} has observations of shape {obs_space.shape} and actions "
+                f"of shape {act_space.shape}; only flat (1-D) Box spaces are supported"
+            )
+        if meta.get("data_format") == "hdf5":
+            episodes = _hdf5_episodes(data_path / "main_data.hdf5", ds.episode_indices)
+        else:
+            episodes = ds.storage.get_episodes(ds.episode_indices)
         obs, act, rew, nxt, term, tout = [], [], [], [], [], []
-        for ep in ds.storage.get_episodes(ds.episode_indices):
+        for ep in episodes:
             o = np.asarray(ep["observations"]).reshape(len(ep["observations"]), -1)
             a = np.asarray(ep["actions"]).reshape(len(ep["actions"]), -1)
             steps = len(a)
@@ -880,6 +952,27 @@ def _read_minari(data_path: Path) -> Transitions:
         META_KEY: meta.get(META_KEY),
     }
     return tr_
+
+
+_EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def _hdf5_episodes(path: Path, indices: Any) -> Iterator[dict[str, Any]]:
+    """Minari's HDF5 layout (``episode_<i>/<key>``) read with h5py's low-level calls: about
+    twice as fast as ``MinariStorage.get_episodes`` for logs of many short episodes."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        for i in indices:
+            gid = h5py.h5g.open(f.id, f"episode_{int(i)}".encode())
+            ep: dict[str, Any] = {"id": int(i)}
+            for key in _EPISODE_KEYS:
+                dset = h5py.h5d.open(gid, key.encode())
+                arr = np.empty(dset.get_space().shape, dtype=dset.dtype)
+                if arr.size:
+                    dset.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+                ep[key] = arr
+            yield ep
 
 
 def _env_id(meta: dict[str, Any]) -> str | None:
@@ -1119,10 +1212,12 @@ __all__ = [
     "card",
     "data_dir",
     "dataset_id",
+    "exists",
     "gap_slug",
     "list_datasets",
     "load",
     "minari_datasets_path",
+    "parse_id",
     "plan",
     "save_d4rl_hdf5",
 ]

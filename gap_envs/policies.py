@@ -210,6 +210,8 @@ def save_snapshot(
     """
     if not _LABEL_RE.fullmatch(label):
         raise SnapshotError(f"snapshot label {label!r} must match {_LABEL_RE.pattern}")
+    if label == "random":
+        raise SnapshotError("'random' is reserved for uniform random actions; choose another label")
     t = get_task(task)
     obs_dim, act_dim = actor.net[0].in_features, actor.act_dim
     if (obs_dim, act_dim) != (t.obs_dim, t.act_dim):
