@@ -1,0 +1,317 @@
+"""``gapbench matrix run|status``: many runs from one YAML file (see benchmark.matrix)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _unwrap(text: str) -> str:
+    """Join the lines of prose paragraphs (the help renderer keeps line breaks); indented
+    blocks stay as they are."""
+    paragraphs = []
+    for para in text.strip("\n").split("\n\n"):
+        lines = para.split("\n")
+        if any(line.startswith("    ") for line in lines):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+# Kept here (not imported from benchmark.matrix) so ``--help`` does not import torch.
+DOCS = _unwrap("""Run a benchmark matrix: a YAML file that expands to many runs.
+
+Matrix file (every key but tasks and algorithms is optional):
+
+    name: demo                 # default: the file's stem
+    out: results/demo          # output folder; --out overrides
+    preset: mini               # budget preset: smoke | mini | paper
+    budget: {updates: 2000}    # overrides of preset budget fields
+    device: cpu                # cpu | cuda | cuda:N
+    tasks: [halfcheetah, hopper]
+    sim_gaps: ["gravity=2.0"]  # online, hybrid; default [""]
+    real_gaps: [""]            # default [""]: the nominal system
+    datasets: [gapbench/{task}/medium-replay-v0]
+    algorithms:                # label: {algorithm, regime,
+      h2o: {}                  #         hparams, budget}
+      sac: {}                  # online in the simulator
+      sac-oracle: {algorithm: sac, regime: oracle}
+      cql: {hparams: {cql_min_q_weight: 5.0}}
+    seeds: [0, 1, 2]           # or an int n: seeds 0..n-1
+    exclude: [{task: hopper, algorithm: darc}]
+    include: [{task: hopper, algorithm: sac, seed: 7}]
+
+Regime-aware pairing: each label runs in its regime (the algorithm's own unless regime: says
+otherwise) and is crossed only with the axes that regime uses:
+
+    offline  tasks x datasets x real_gaps            x seeds
+    online   tasks x sim_gaps x real_gaps            x seeds
+    oracle   tasks x real_gaps                       x seeds
+    hybrid   tasks x sim_gaps x datasets x real_gaps x seeds
+
+Offline and oracle runs have no sim gap, online and oracle runs no dataset. In a dataset,
+"{task}" is replaced by each task and "{real}" by the task plus the real gap's slug (the
+gapbench id of data gathered on that real system, e.g. hopper-mass_1p5); a gapbench/TASK...
+dataset pairs only with its own task.
+exclude drops the runs whose fields all match a rule (keys: task, gap, real_gap, dataset,
+algorithm = the label, regime, seed); include adds explicit runs (task and algorithm required;
+seed, gap, real_gap, dataset, regime, hparams, budget, label optional). Runs with the same run
+id collapse to one. OUT/matrix.json maps every run id to its label and cell (task, gap,
+real_gap, dataset, algorithm, regime, seed) for analysis.
+
+Everything is validated before anything is written: one error lists every unknown task,
+algorithm, regime, gap key, preset, budget key, hyper-parameter and missing dataset.
+
+Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
+failed ones unless --retry-failed (the old summary is kept as summary.failed-N.json). A
+per-run lock, OUT/RUN_ID/.lock, stops two processes running the same id.
+""")
+
+_HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]
+app = typer.Typer(help=_HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load(file: Path, out: Path | None, check_datasets: bool = True):
+    from benchmark.matrix import MatrixError, load
+
+    try:
+        return load(file, out=out, check_datasets=check_datasets)
+    except MatrixError as e:
+        raise _fail(str(e).replace("[", r"\[")) from None
+
+
+def _setup_logging(console: Console, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(
+        console=console, show_path=False, show_level=False, log_time_format="[%X]", markup=False
+    )
+    logger = logging.getLogger("gapbench")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _score(value: Any) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+STYLE = {
+    "ok": "green",
+    "done": "green",
+    "failed": "red",
+    "crashed": "red",
+    "pruned": "yellow",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "missing": "dim",
+}
+
+
+@app.command("run", help="Run every run of FILE that has no complete record.\n\n" + _HELP)
+def run(
+    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(help="Parallel runs (default: min(#runs, #cpus))", min=1)
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (default: start a local Ray instance)")
+    ] = None,
+    cpus_per_run: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads per run (local default: #cpus // workers); ray: also the "
+            "CPUs each task reserves (default 1)",
+            min=1,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs; run nothing")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Re-run failed runs (their old summary is kept aside)"),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No per-evaluation log lines")
+    ] = False,
+) -> None:
+    from benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
+    from benchmark.matrix import status as matrix_status
+
+    if executor not in EXECUTORS:
+        raise _fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    matrix = _load(file, out, check_datasets=not dry_run)
+    out_dir = Path(out or matrix.out)
+    if dry_run:
+        from benchmark.matrix import dataset_problem
+
+        pairs = dict.fromkeys((r.spec.dataset, r.spec.task) for r in matrix.runs if r.spec.dataset)
+        for problem in filter(None, (dataset_problem(*pair) for pair in pairs)):
+            err_console.print(
+                f"[yellow]warning:[/] {problem} (a real run stops here)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        report = matrix_status(matrix, out_dir)
+        columns = ["label", "gap", "real_gap", "dataset", "seed"]
+        if not any(r["real_gap"] for r in report["runs"]):
+            columns.remove("real_gap")
+        table = Table(title=f"{matrix.name}: {len(matrix)} runs -> {out_dir}")
+        table.add_column("run id", no_wrap=True)
+        for column in columns:
+            table.add_column(column.replace("_", " "))
+        table.add_column("status")
+        for r in report["runs"]:
+            cells = [str(r[c]) if r[c] not in ("", None) else "-" for c in columns]
+            table.add_row(r["run_id"], *cells, f"[{STYLE[r['status']]}]{r['status']}[/]")
+        out_console.print(table)
+        counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+        out_console.print(f"{counts}; {matrix.collapsed} duplicate(s) collapsed; nothing run")
+        return
+    if executor == "ray":
+        try:
+            import_ray()
+        except RuntimeError:
+            raise _fail(RAY_MISSING) from None
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    _setup_logging(err_console, verbose=not quiet)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failures]} failed[/]"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    bar = progress.add_task(f"matrix {matrix.name}", total=len(matrix), failures=0)
+    failures = 0
+
+    def on_plan(todo, known) -> None:
+        nonlocal failures
+        failures = sum(r["status"] not in ("ok", "running") for r in known.values())
+        progress.update(bar, completed=len(known), failures=failures)
+        logging.getLogger("gapbench.matrix").info(
+            "%s: %d runs, %d to run, %d already recorded -> %s",
+            matrix.name,
+            len(matrix),
+            len(todo),
+            len(known),
+            out_dir,
+        )
+
+    def on_result(result) -> None:
+        nonlocal failures
+        failures += result["status"] not in ("ok", "running")
+        progress.update(bar, advance=1, failures=failures)
+
+    start = time.perf_counter()
+    try:
+        with progress:
+            results = run_matrix(
+                matrix,
+                out_dir,
+                executor,
+                workers,
+                retry_failed,
+                ray_address,
+                cpus_per_run,
+                on_result=on_result,
+                on_plan=on_plan,
+            )
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: re-run the same command to resume")
+        raise typer.Exit(130) from None
+    except (ValueError, RuntimeError) as e:
+        raise _fail(str(e)) from None
+
+    labels = {r.run_id: r.label for r in matrix.runs}
+    table = Table(title=f"{matrix.name} ({time.perf_counter() - start:.0f} s) -> {out_dir}")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("label")
+    table.add_column("status")
+    table.add_column("final normalized score", justify="right")
+    for run_id, result in results.items():
+        st = result["status"]
+        note = " (recorded)" if result.get("skipped") and st != "running" else ""
+        table.add_row(
+            run_id,
+            labels[run_id],
+            f"[{STYLE.get(st, 'white')}]{st}[/]{note}",
+            _score(result.get("final_normalized_score")),
+        )
+    out_console.print(table)
+    bad = [r for r in results.values() if r["status"] not in ("ok", "running")]
+    if bad:
+        err_console.print(
+            f"[bold red]{len(bad)} run(s) did not finish ok[/]; see "
+            f"OUT/RUN_ID/summary.json, or re-run with --retry-failed"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Done / failed / running / interrupted / missing runs of a matrix, and which ids.
+
+    running: started, no summary yet, and its lock's process is alive (or on another
+    host). interrupted: started, no summary, no live process (the next run resumes it)."""
+    from benchmark.matrix import status as matrix_status
+
+    matrix = _load(file, out, check_datasets=False)
+    report = matrix_status(matrix, out or matrix.out)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(
+        "status",
+        "runs",
+        "run ids",
+        title=f"{matrix.name}: {report['total']} runs -> {report['out']}",
+    )
+    for st, ids in report["ids"].items():
+        shown = ", ".join(ids[:6]) + (f", ... (+{len(ids) - 6})" if len(ids) > 6 else "")
+        table.add_row(f"[{STYLE[st]}]{st}[/]", str(len(ids)), shown if st != "done" else "")
+    out_console.print(table)
+    for row in report["runs"]:
+        if row["status"] == "failed":
+            out_console.print(
+                f"[red]failed[/] {row['run_id']} ({row['label']}): {row['error']}",
+                highlight=False,
+                markup=True,
+            )

@@ -1,0 +1,476 @@
+"""Executors: run a matrix's runs in local worker processes or as Ray tasks.
+
+Both executors call the same worker function, :func:`execute_run`, which
+
+1. takes the run's lock ``OUT/<run_id>/.lock`` (created with O_EXCL, holding the owner's
+   PID and host; a lock whose PID is dead on this host is stale and taken over), so two
+   processes never run the same id;
+2. returns a complete record as is (a failed one too, unless ``retry_failed``: then its
+   ``summary.json``/``curve.csv`` are moved aside to ``summary.failed-<n>.json`` /
+   ``curve.failed-<n>.csv`` first, so a record never shows two summaries);
+3. calls :func:`benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
+   run left one and records exceptions as ``status: failed``.
+
+Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
+a script that calls :func:`run_matrix` needs the ``if __name__ == "__main__":`` guard);
+each worker sets ``torch.set_num_threads(cpus_per_run)``, by default
+``max(1, cpu_count // workers)``, sends its log records to the parent, and exits when the
+parent dies (so a killed matrix leaves no orphan training behind, only checkpoints to
+resume from). On a busy machine ``cpus_per_run=1`` avoids OpenMP threads spinning against
+each other.
+
+Ray: each run is a ``ray.remote`` task with ``num_cpus=cpus_per_run`` (default 1, also its
+torch threads) and one GPU when the spec's device is cuda. ``address`` joins a running
+cluster (the output folder must then be on a filesystem every node shares; a lock from
+another node counts as held while its heartbeat is fresh); without one, a local Ray
+instance is started with ``num_cpus = workers * cpus_per_run``. An already initialised
+Ray session is used as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import multiprocessing
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from benchmark import records
+from benchmark.matrix import (
+    LOCK,
+    LOCK_HEARTBEAT_S,
+    Matrix,
+    lock_alive,
+    read_lock,
+    run_status,
+    write_manifest,
+)
+
+log = logging.getLogger("gapbench.matrix")
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "the Ray executor needs ray: pip install 'gapbench[ray]'"
+Result = dict[str, Any]
+
+
+# -- the per-run lock ----------------------------------------------------------------------
+class RunLock:
+    """``OUT/<run_id>/.lock``: {"pid", "host", "since"}, touched every LOCK_HEARTBEAT_S
+    while held; see the module docstring and :func:`benchmark.matrix.lock_alive`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> RunLock | None:
+        """The lock, or None when a live process holds it."""
+        path = Path(run_dir) / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = read_lock(run_dir)
+                if held is None:  # released in the meantime: try again
+                    continue
+                if lock_alive(held):
+                    return None
+                # stale: move it aside atomically (one mover wins), then take it anew
+                stale = path.with_name(f"{LOCK}.stale-{os.getpid()}")
+                try:
+                    os.rename(path, stale)
+                except FileNotFoundError:
+                    continue
+                if _content(stale) == {k: v for k, v in held.items() if k != "mtime"}:
+                    log.info("taking over the stale lock of pid %s in %s", held.get("pid"), run_dir)
+                    stale.unlink(missing_ok=True)
+                    continue
+                # we moved a lock someone had just taken over: give it back
+                with contextlib.suppress(OSError):
+                    os.link(stale, path)
+                stale.unlink(missing_ok=True)
+                return None
+            try:
+                os.write(fd, json.dumps(mine).encode())
+            finally:
+                os.close(fd)
+            lock = cls(path)
+            lock._beat.start()
+            return lock
+        return None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        held = _content(self.path)
+        if held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+
+def _content(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# -- the worker function -------------------------------------------------------------------
+_current_run = threading.local()
+
+
+class _RunPrefix(logging.Filter):
+    """Prefixes a worker's log lines with the run they belong to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        prefix = getattr(_current_run, "prefix", "")
+        if prefix and not getattr(record, "_gapbench_prefixed", False):
+            record.msg = f"[{prefix}] {record.getMessage()}"
+            record.args = None
+            record._gapbench_prefixed = True
+        return True
+
+
+def _set_aside_failed(run_dir: Path) -> int:
+    """Move a failed record's summary (and curve) to ``*.failed-<n>.*``; return n."""
+    taken = [re.fullmatch(r"summary\.failed-(\d+)\.json", p.name) for p in run_dir.iterdir()]
+    n = 1 + max((int(m[1]) for m in taken if m), default=0)
+    curve = run_dir / records.CURVE
+    if curve.exists():
+        os.replace(curve, run_dir / f"curve.failed-{n}.csv")
+    os.replace(run_dir / records.SUMMARY, run_dir / f"summary.failed-{n}.json")
+    return n
+
+
+def result_of(run_id: str, summary: dict[str, Any], skipped: bool = False) -> Result:
+    return {
+        "run_id": run_id,
+        "status": summary.get("status", "failed"),
+        "final_normalized_score": summary.get("final_normalized_score"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "error": summary.get("error"),
+        "skipped": skipped,
+    }
+
+
+def execute_run(
+    spec_dict: dict[str, Any], out: str, retry_failed: bool = False, label: str = ""
+) -> Result:
+    """Run one spec under its lock (see the module docstring); return a small result."""
+    from benchmark.harness import run as run_one
+    from benchmark.spec import RunSpec
+
+    spec = RunSpec.from_dict(spec_dict)
+    run_id = spec.run_id
+    run_dir = Path(out) / run_id
+    lock = RunLock.acquire(run_dir)
+    if lock is None:
+        held = read_lock(run_dir) or {}
+        return {
+            "run_id": run_id,
+            "status": "running",
+            "skipped": True,
+            "error": f"locked by pid {held.get('pid')} on {held.get('host')}",
+        }
+    _current_run.prefix = f"{label or spec.algorithm} {run_id}"
+    try:
+        summary_path = run_dir / records.SUMMARY
+        if summary_path.is_file():
+            summary = records.read_json(summary_path)
+            if summary.get("status") == "ok" or not retry_failed:
+                return result_of(run_id, summary, skipped=True)
+            n = _set_aside_failed(run_dir)
+            log.info("retrying failed run (previous record kept as summary.failed-%d.json)", n)
+        log.info("starting")
+        summary = run_one(spec, out, progress=False)
+        log.info("finished: %s", summary.get("status"))
+        return result_of(run_id, summary)
+    finally:
+        _current_run.prefix = ""
+        lock.release()
+
+
+# -- local processes -----------------------------------------------------------------------
+class _Forward(logging.Handler):
+    """In the parent: hand a worker's record to the logger it was logged with."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)  # the matrix process died: stop; the checkpoint is there to resume
+
+
+def _init_worker(threads: int, queue: Any, level: int, parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler = logging.handlers.QueueHandler(queue)
+    handler.addFilter(_RunPrefix())
+    root.addHandler(handler)
+    root.setLevel(level)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def worker_threads(workers: int) -> int:
+    """Default torch threads of a local worker: the cores shared out evenly."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_local(
+    jobs: list[tuple[dict[str, Any], str]],
+    out: Path,
+    workers: int,
+    retry_failed: bool,
+    on_result: Callable[[Result], None],
+    threads: int | None = None,
+) -> None:
+    """Run (spec_dict, label) jobs in a pool of ``workers`` spawned processes, each with
+    ``threads`` torch threads (default :func:`worker_threads`)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    listener = logging.handlers.QueueListener(queue, _Forward())
+    listener.start()
+    level = logging.getLogger("gapbench").getEffectiveLevel()
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(threads or worker_threads(workers), queue, level, os.getpid()),
+    )
+    futures = {}
+    try:
+        for spec_dict, label in jobs:
+            fut = pool.submit(execute_run, spec_dict, str(out), retry_failed, label)
+            futures[fut] = spec_dict
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(_future_result(fut, futures[fut]))
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        listener.stop()
+        queue.close()
+
+
+def _future_result(fut, spec_dict: dict[str, Any]) -> Result:
+    try:
+        return fut.result()
+    except BrokenProcessPool as err:
+        error = f"worker process died: {err}"
+    except Exception as err:  # noqa: BLE001 - reported per run, the matrix goes on
+        error = f"{type(err).__name__}: {err}"
+    from benchmark.spec import RunSpec
+
+    return {
+        "run_id": RunSpec.from_dict(spec_dict).run_id,
+        "status": "crashed",
+        "error": error,
+        "skipped": False,
+    }
+
+
+# -- Ray -----------------------------------------------------------------------------------
+def import_ray():
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError(RAY_MISSING) from err
+    return ray
+
+
+def _ray_entry(
+    spec_dict: dict[str, Any], out: str, retry_failed: bool, label: str, threads: int
+) -> Result:
+    import torch
+
+    torch.set_num_threads(threads)
+    root = logging.getLogger()
+    if not any(
+        isinstance(h, logging.StreamHandler) and getattr(h, "_gapbench", False)
+        for h in root.handlers
+    ):
+        handler = logging.StreamHandler()
+        handler._gapbench = True
+        handler.addFilter(_RunPrefix())
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        logging.getLogger("gapbench").setLevel(logging.INFO)
+    return execute_run(spec_dict, out, retry_failed, label)
+
+
+def run_ray(
+    jobs: list[tuple[dict[str, Any], str]],
+    out: Path,
+    workers: int,
+    retry_failed: bool,
+    on_result: Callable[[Result], None],
+    address: str | None = None,
+    cpus_per_run: int = 1,
+) -> None:
+    """Run (spec_dict, label) jobs as Ray tasks (see the module docstring)."""
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=workers * cpus_per_run, include_dashboard=False)
+        started = True
+    task = ray.remote(_ray_entry)
+    out_abs = str(Path(out).resolve())
+    refs = {}
+    try:
+        for spec_dict, label in jobs:
+            gpus = 1 if str(spec_dict.get("device", "cpu")).startswith("cuda") else 0
+            ref = task.options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=2).remote(
+                spec_dict, out_abs, retry_failed, label, cpus_per_run
+            )
+            refs[ref] = spec_dict
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - a crashed task, reported per run
+                    from benchmark.spec import RunSpec
+
+                    result = {
+                        "run_id": RunSpec.from_dict(refs[ref]).run_id,
+                        "status": "crashed",
+                        "error": f"{type(err).__name__}: {err}",
+                        "skipped": False,
+                    }
+                on_result(result)
+    except BaseException:
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- a whole matrix ------------------------------------------------------------------------
+def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict[str, Result]]:
+    """(runs to execute, results of the runs that are not executed: done, failed, running)."""
+    todo, known = [], {}
+    for r in matrix.runs:
+        st, summary = run_status(out / r.run_id)
+        if st == "done" or (st == "failed" and not retry_failed):
+            known[r.run_id] = result_of(r.run_id, summary or {}, skipped=True)
+        elif st == "running":
+            held = read_lock(out / r.run_id) or {}
+            known[r.run_id] = {
+                "run_id": r.run_id,
+                "status": "running",
+                "skipped": True,
+                "error": f"locked by pid {held.get('pid')} on {held.get('host')}",
+            }
+        else:
+            todo.append(r)
+    return todo, known
+
+
+def run_matrix(
+    matrix: Matrix,
+    out: str | Path | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    retry_failed: bool = False,
+    ray_address: str | None = None,
+    cpus_per_run: int | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    on_plan: Callable[[list[Any], dict[str, Result]], None] | None = None,
+) -> dict[str, Result]:
+    """Run every run of ``matrix`` that has no complete record; return run_id -> result
+    in matrix order. Writes ``OUT/matrix.json`` first."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        import_ray()  # fail before anything is written
+    out = Path(out or matrix.out)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if cpus_per_run is not None and cpus_per_run < 1:
+        raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(matrix, out)
+    todo, results = plan(matrix, out, retry_failed)
+    if on_plan is not None:
+        on_plan(todo, results)
+    labels = {r.run_id: r.label for r in matrix.runs}
+
+    def collect(result: Result) -> None:
+        results[result["run_id"]] = result
+        if result["status"] not in ("ok", "running"):
+            log.warning(
+                "run %s (%s) %s: %s",
+                result["run_id"],
+                labels.get(result["run_id"]),
+                result["status"],
+                result.get("error"),
+            )
+        if on_result is not None:
+            on_result(result)
+
+    if todo:
+        jobs = [(r.spec.to_dict(), r.label) for r in todo]
+        n = workers or min(len(todo), os.cpu_count() or 1)
+        if executor == "local":
+            run_local(jobs, out, min(n, len(todo)), retry_failed, collect, cpus_per_run)
+        else:
+            run_ray(jobs, out, n, retry_failed, collect, ray_address, cpus_per_run or 1)
+    return {
+        r.run_id: results.get(r.run_id, {"run_id": r.run_id, "status": "missing"})
+        for r in matrix.runs
+    }
+
+
+__all__ = [
+    "EXECUTORS",
+    "RAY_MISSING",
+    "RunLock",
+    "execute_run",
+    "import_ray",
+    "plan",
+    "run_local",
+    "run_matrix",
+    "run_ray",
+    "worker_threads",
+]

@@ -1,0 +1,815 @@
+"""Benchmark matrices: a YAML file that expands to many RunSpecs, validated up front.
+
+A matrix file::
+
+    name: demo                   # optional, default: the file's stem
+    out: results/demo            # output folder (``--out`` overrides)
+    preset: mini                 # budget preset (smoke, mini, paper)
+    budget: {updates: 2000}      # optional: override fields of the preset's budget
+    device: cpu                  # optional: cpu | cuda | cuda:N for every run
+    tasks: [halfcheetah]
+    sim_gaps: ["gravity=2.0"]    # the simulator's gap (online / hybrid); default [""]
+    real_gaps: [""]              # the real system's gap; default [""] (nominal)
+    datasets: [gapbench/{task}/medium-replay-v0]   # offline / hybrid; {task} is substituted
+    algorithms:                  # label -> {algorithm, regime, hparams, budget}, all optional
+      h2o: {}
+      sac: {}                                        # online: trained in the simulator
+      sac-oracle: {algorithm: sac, regime: oracle}   # trained on the real system
+      cql: {hparams: {cql_min_q_weight: 5.0}}
+    seeds: [0, 1, 2]             # or an int n: seeds 0..n-1
+    exclude: [{task: hopper, algorithm: darc}]
+    include: [{task: hopper, algorithm: sac, gap: "friction=0.3", seed: 7}]
+
+Regime-aware pairing. Each algorithm label runs in its regime (the algorithm's own
+unless ``regime:`` says otherwise) and is crossed only with the axes that regime uses::
+
+    offline  tasks x datasets x real_gaps            x seeds   (sim gap "")
+    online   tasks x sim_gaps x real_gaps            x seeds   (no dataset)
+    oracle   tasks x real_gaps                       x seeds   (sim gap "", no dataset)
+    hybrid   tasks x sim_gaps x datasets x real_gaps x seeds
+
+In a dataset, ``{task}`` is replaced by each task and ``{real}`` by the task plus the real
+gap's slug, as gapbench names datasets gathered on a shifted real system
+(``gapbench/{real}/medium-v0`` -> ``gapbench/hopper-mass_1p5/medium-v0`` for real gap
+``mass=1.5``, ``gapbench/hopper/medium-v0`` for the nominal one). A ``gapbench/<task>...``
+dataset is crossed only with its own task, so a list can also name one dataset per task.
+
+``exclude`` rules drop every expanded run whose fields all match the rule; a rule's keys
+are any of task, gap (or sim_gap), real_gap, dataset, algorithm (the *label*, i.e. the key
+under ``algorithms:``), regime, seed; gaps compare canonically. ``include`` adds explicit
+runs (not subject to ``exclude``): task and algorithm (a label or a registered name) are
+required; seed (default 0), gap, real_gap, dataset, regime, hparams (merged over the
+label's), budget and label are optional. Runs with the same run id collapse to one (the
+first label wins).
+
+Every run keeps its label (``sac`` vs ``sac-oracle``) in ``OUT/matrix.json``, written
+atomically before anything runs and merged with what an earlier matrix wrote there::
+
+    {"runs": {"<run_id>": {"label", "algorithm", "regime", "task", "gap", "real_gap",
+                           "dataset", "seed", "matrix"}}, "matrices": {...}}
+
+Validation happens before anything is written: an unknown task, algorithm, regime, gap
+key, preset, budget key, hyper-parameter, a missing dataset or a malformed entry gives one
+:class:`MatrixError` that lists every problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import algorithms
+from algorithms.base import RUN_REGIMES
+from benchmark import records
+from benchmark.spec import PRESETS, Budget, RunSpec
+from gap_envs import TASKS, GapSpec
+
+log = logging.getLogger("gapbench.matrix")
+
+MANIFEST = "matrix.json"
+LOCK = ".lock"
+LOCK_HEARTBEAT_S = 30.0  # a lock's holder touches it this often
+LOCK_TIMEOUT_S = 300.0  # a lock from another host not touched for this long is stale
+TOP_KEYS = (
+    "name",
+    "out",
+    "preset",
+    "budget",
+    "device",
+    "tasks",
+    "sim_gaps",
+    "real_gaps",
+    "datasets",
+    "algorithms",
+    "seeds",
+    "exclude",
+    "include",
+)
+ALGO_KEYS = ("algorithm", "regime", "hparams", "budget")
+RULE_KEYS = ("task", "gap", "sim_gap", "real_gap", "dataset", "algorithm", "regime", "seed")
+INCLUDE_KEYS = (
+    "task",
+    "algorithm",
+    "label",
+    "regime",
+    "seed",
+    "gap",
+    "sim_gap",
+    "real_gap",
+    "dataset",
+    "hparams",
+    "budget",
+)
+STATUSES = ("done", "failed", "running", "interrupted", "missing")
+# gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gap_envs.datasets.dataset_id)
+_GAPBENCH_ID = re.compile(
+    r"^gapbench/(?P<task>[A-Za-z0-9]+)(?:-(?P<gap>[-\w]+))?/(?P<name>[-\w.+]+?)-v(?P<version>\d+)$"
+)
+
+
+class MatrixError(ValueError):
+    """Every problem found in a matrix file, listed together."""
+
+    def __init__(self, problems: list[str], source: str = "matrix"):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class MatrixRun:
+    """One expanded run: its resolved spec plus the label it has in the matrix."""
+
+    label: str
+    spec: RunSpec  # resolved
+    run_id: str
+
+    def cell(self) -> dict[str, Any]:
+        """The manifest entry: the label and the fields that place the run in the grid."""
+        s = self.spec
+        return {
+            "label": self.label,
+            "algorithm": s.algorithm,
+            "regime": s.regime,
+            "task": s.task,
+            "gap": s.gap,
+            "real_gap": s.real_gap,
+            "dataset": s.dataset,
+            "seed": s.seed,
+        }
+
+
+@dataclass
+class Matrix:
+    name: str
+    out: Path
+    runs: list[MatrixRun]
+    source: str = ""
+    collapsed: int = 0  # duplicates removed
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def by_id(self) -> dict[str, MatrixRun]:
+        return {r.run_id: r for r in self.runs}
+
+
+# -- loading and validation ----------------------------------------------------------------
+def load(
+    source: str | Path | Mapping[str, Any],
+    out: str | Path | None = None,
+    check_datasets: bool = True,
+) -> Matrix:
+    """Read, validate and expand a matrix (a YAML path or an already-loaded mapping).
+
+    ``out`` overrides the file's ``out``. ``check_datasets=False`` skips the check that
+    each dataset exists locally (``status`` on a machine without the data).
+    Raises :class:`MatrixError` listing every problem.
+    """
+    if isinstance(source, Mapping):
+        data, where, stem = dict(source), "matrix", "matrix"
+    else:
+        path = Path(source)
+        where, stem = str(path), path.stem
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise MatrixError([f"cannot read {path}: {err.strerror or err}"], where) from None
+        except yaml.YAMLError as err:
+            raise MatrixError([f"invalid YAML: {err}"], where) from None
+        if not isinstance(data, Mapping):
+            raise MatrixError(["a matrix file must be a YAML mapping"], where)
+    return _Expander(dict(data), where, stem, out, check_datasets).expand()
+
+
+def dataset_problem(dataset: str, task: str) -> str | None:
+    """Hook: why ``dataset`` cannot be loaded for ``task`` on this machine, or None if it can.
+
+    Asks ``gap_envs.datasets.exists(source, task=...)`` (gapbench ids, local Minari ids and
+    folders, D4RL HDF5 files; it raises when the data was built for another task). Without
+    that module only the form is checked: a ``gapbench/<task>[-<gap>]/<quality>-v<N>`` id
+    must name a known task (this one), a file path must exist.
+    """
+    try:
+        from gap_envs import datasets as ds_module
+    except ModuleNotFoundError as err:
+        if err.name != "gap_envs.datasets":
+            raise
+        ds_module = None
+    match = _GAPBENCH_ID.match(dataset)
+    if dataset.startswith("gapbench/"):
+        if not match:
+            return f"dataset {dataset!r} is not of the form gapbench/<task>/<quality>-v<N>"
+        if match["task"] not in TASKS:
+            return f"dataset {dataset!r} names unknown task {match['task']!r}"
+        if match["task"] != task:
+            return f"dataset {dataset!r} is for task {match['task']!r}, not {task!r}"
+    if ds_module is not None and callable(getattr(ds_module, "exists", None)):
+        try:
+            if not ds_module.exists(dataset, task=task):
+                hint = ""
+                if match:
+                    hint = f" (gapbench datasets build --task {task} --quality {match['name']}"
+                    hint += " --real-gap ...)" if match["gap"] else ")"
+                return f"dataset {dataset!r} is not available locally{hint}"
+        except (ValueError, KeyError, OSError) as err:
+            return f"dataset {dataset!r}: {err}"
+        return None
+    is_file = not match and dataset.endswith((".hdf5", ".h5", ".npz"))
+    if is_file and not Path(dataset).expanduser().exists():
+        return f"dataset file {dataset!r} does not exist"
+    return None
+
+
+def fill_dataset(template: str, task: str, real_gap: str = "") -> str:
+    """Substitute ``{task}`` (the task) and ``{real}`` (the task plus the real gap's slug,
+    as in gapbench dataset ids: ``halfcheetah`` or ``halfcheetah-gravity_2``)."""
+    dataset = template.replace("{task}", task)
+    if "{real}" in dataset:
+        from gap_envs.datasets import gap_slug
+
+        slug = gap_slug(real_gap)
+        dataset = dataset.replace("{real}", f"{task}-{slug}" if slug else task)
+    return dataset
+
+
+def _dataset_task(dataset: str) -> str | None:
+    match = _GAPBENCH_ID.match(dataset)
+    return match["task"] if match else None
+
+
+def _canonical_gap(value: Any) -> str:
+    return str(GapSpec.parse("" if value is None else value))
+
+
+class _Expander:
+    """Collects problems while reading a matrix, then expands it if there are none."""
+
+    def __init__(self, data, where, stem, out, check_datasets):
+        self.data, self.where, self.stem = data, where, stem
+        self.out_override, self.check_datasets = out, check_datasets
+        self.problems: list[str] = []
+
+    def problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    # -- field readers ------------------------------------------------------------------
+    def _list(self, key: str, default: list[Any] | None = None) -> list[Any]:
+        value = self.data.get(key, default)
+        if value is None:
+            return [] if default is None else list(default)
+        if isinstance(value, str | int | float):
+            return [value]
+        if not isinstance(value, list):
+            self.problem(f"{key}: expected a list, got {type(value).__name__}")
+            return []
+        return value
+
+    def _gaps(self, key: str) -> list[str]:
+        gaps = []
+        for value in self._list(key, [""]):
+            try:
+                gaps.append(_canonical_gap(value))
+            except ValueError as err:
+                self.problem(f"{key}: {err}")
+        return list(dict.fromkeys(gaps))
+
+    def _budget(self, base: Budget | None, overrides: Any, where: str) -> Budget | None:
+        if base is None:
+            return None
+        if overrides in (None, {}):
+            return base
+        if not isinstance(overrides, Mapping):
+            self.problem(f"{where}: expected a mapping of budget fields")
+            return None
+        valid = [f.name for f in dataclasses.fields(Budget)]
+        values, ok = {}, True
+        for key, value in overrides.items():
+            if key not in valid:
+                self.problem(f"{where}: unknown budget key {key!r}; valid: {', '.join(valid)}")
+                ok = False
+            elif key == "collect_every" and value is None:
+                values[key] = None
+            elif isinstance(value, bool) or not isinstance(value, int | float | str):
+                self.problem(f"{where}: budget {key} needs an integer, got {value!r}")
+                ok = False
+            else:
+                try:
+                    number = float(value)
+                    if number != int(number):
+                        raise ValueError
+                    values[key] = int(number)
+                except (TypeError, ValueError, OverflowError):
+                    self.problem(f"{where}: budget {key} needs an integer, got {value!r}")
+                    ok = False
+        if not ok:
+            return None
+        try:
+            return dataclasses.replace(base, **values)
+        except ValueError as err:
+            self.problem(f"{where}: {err}")
+            return None
+
+    def _seeds(self) -> list[int]:
+        value = self.data.get("seeds", 1)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                self.problem(f"seeds: an int means seeds 0..n-1 and must be >= 1, got {value}")
+            return list(range(value))
+        seeds = []
+        for s in value if isinstance(value, list) else [value]:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                self.problem(f"seeds: expected non-negative integers, got {s!r}")
+            else:
+                seeds.append(s)
+        if not seeds and isinstance(value, list):
+            self.problem("seeds: the list is empty")
+        return list(dict.fromkeys(seeds))
+
+    def _hparams(self, owner: str, algorithm: str | None, hparams: Any) -> dict[str, Any] | None:
+        if hparams is None:
+            return {}
+        if not isinstance(hparams, Mapping):
+            self.problem(f"{owner}: hparams must be a mapping, got {hparams!r}")
+            return None
+        if algorithm is not None:
+            try:
+                algorithms.get(algorithm).make_config(dict(hparams))
+            except (ValueError, TypeError) as err:
+                self.problem(f"{owner}: {err}")
+                return None
+        return dict(hparams)
+
+    def _algorithm(self, owner: str, name: Any, regime: Any) -> tuple[str | None, str | None]:
+        """(algorithm, regime) checked against the registry; None where invalid."""
+        if not isinstance(name, str):
+            self.problem(f"{owner}: algorithm must be a name, got {name!r}")
+            return None, None
+        try:
+            cls = algorithms.get(name)
+        except KeyError as err:
+            self.problem(f"{owner}: {err}")
+            return None, None
+        regime = regime if regime is not None else cls.regime
+        if regime not in RUN_REGIMES:
+            valid = ", ".join(RUN_REGIMES)
+            self.problem(f"{owner}: unknown regime {regime!r}; valid regimes: {valid}")
+            return name, None
+        if RUN_REGIMES[regime] != cls.regime:
+            valid = [r for r, a in RUN_REGIMES.items() if a == cls.regime]
+            self.problem(
+                f"{owner}: algorithm {name!r} ({cls.regime}) cannot run in regime {regime!r}; "
+                f"valid: {', '.join(valid)}"
+            )
+            return name, None
+        return name, regime
+
+    # -- expansion ----------------------------------------------------------------------
+    def expand(self) -> Matrix:
+        d = self.data
+        for key in d:
+            if key not in TOP_KEYS:
+                self.problem(f"unknown key {key!r}; valid keys: {', '.join(TOP_KEYS)}")
+        name = str(d.get("name") or self.stem)
+        out = self.out_override or d.get("out") or Path("results") / name
+        preset = d.get("preset", "smoke")
+        base = PRESETS.get(preset) if isinstance(preset, str) else None
+        if base is None:
+            self.problem(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        budget = self._budget(base, d.get("budget"), "budget")
+        device = str(d.get("device", "cpu"))
+        if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+            self.problem(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+
+        tasks = []
+        for t in self._list("tasks"):
+            if t in TASKS:
+                tasks.append(t)
+            else:
+                self.problem(f"tasks: unknown task {t!r}; valid tasks: {', '.join(TASKS)}")
+        if "tasks" not in d:
+            self.problem("tasks: missing (a list of task names)")
+        tasks = list(dict.fromkeys(tasks))
+        sim_gaps, real_gaps = self._gaps("sim_gaps"), self._gaps("real_gaps")
+        datasets = [str(x) for x in self._list("datasets")]
+        seeds = self._seeds()
+
+        labels = self._labels(budget)
+        cells = self._cross(tasks, sim_gaps, real_gaps, datasets, seeds, labels)
+        cells = self._apply_exclude(cells, labels)
+        cells += self._includes(labels, budget)
+
+        runs: list[MatrixRun] = []
+        seen: set[str] = set()
+        collapsed = 0
+        checked: dict[tuple[str, str], str | None] = {}
+        for label, kwargs in cells:
+            if kwargs.get("dataset") and self.check_datasets:
+                key = (kwargs["dataset"], kwargs["task"])
+                if key not in checked:
+                    checked[key] = dataset_problem(*key)
+                msg = checked[key]
+                if msg:
+                    self.problem(msg)
+                    continue
+            try:
+                spec = RunSpec(
+                    preset=preset if isinstance(preset, str) else "smoke", device=device, **kwargs
+                ).resolved()
+                run_id = spec.run_id
+            except (ValueError, KeyError, TypeError) as err:
+                self.problem(f"{label} on {kwargs.get('task')}: {err}")
+                continue
+            if run_id in seen:
+                collapsed += 1
+                continue
+            seen.add(run_id)
+            runs.append(MatrixRun(label, spec, run_id))
+        if not runs and not self.problems:
+            self.problem("the matrix expands to no runs")
+        if self.problems:
+            raise MatrixError(self.problems, self.where)
+        return Matrix(
+            name,
+            Path(out),
+            runs,
+            self.where,
+            collapsed,
+            {k: {kk: vv for kk, vv in v.items() if kk != "budget_obj"} for k, v in labels.items()},
+        )
+
+    def _labels(self, budget: Budget | None) -> dict[str, dict[str, Any]]:
+        entries = self.data.get("algorithms")
+        if not isinstance(entries, Mapping) or not entries:
+            self.problem(
+                "algorithms: missing or empty (a mapping label -> {algorithm, regime, "
+                "hparams, budget})"
+            )
+            return {}
+        labels = {}
+        for label, entry in entries.items():
+            label = str(label)
+            owner = f"algorithms.{label}"
+            entry = {} if entry is None else entry
+            if not isinstance(entry, Mapping):
+                self.problem(f"{owner}: expected a mapping, got {entry!r}")
+                continue
+            bad = [k for k in entry if k not in ALGO_KEYS]
+            if bad:
+                self.problem(f"{owner}: unknown key(s) {bad}; valid: {', '.join(ALGO_KEYS)}")
+            algo, regime = self._algorithm(
+                owner, entry.get("algorithm", label), entry.get("regime")
+            )
+            hparams = self._hparams(owner, algo, entry.get("hparams"))
+            label_budget = self._budget(budget, entry.get("budget"), f"{owner}.budget")
+            if algo and regime and hparams is not None and label_budget is not None:
+                labels[label] = {
+                    "algorithm": algo,
+                    "regime": regime,
+                    "hparams": hparams,
+                    "budget_obj": label_budget,
+                }
+        return labels
+
+    def _cross(self, tasks, sim_gaps, real_gaps, datasets, seeds, labels):
+        needs = {r for v in labels.values() for r in [v["regime"]]}
+        if needs & {"offline", "hybrid"} and not datasets:
+            users = [k for k, v in labels.items() if v["regime"] in ("offline", "hybrid")]
+            self.problem(f"datasets: missing, but {', '.join(users)} (offline/hybrid) need one")
+        used: set[str] = set()
+        filled: dict[tuple[str, str], list[str]] = {}
+
+        def task_datasets(task: str, real_gap: str) -> list[str]:
+            """The datasets for one task and real system, templates filled in."""
+            if (task, real_gap) not in filled:
+                result = []
+                for template in datasets:
+                    try:
+                        ds = fill_dataset(template, task, real_gap)
+                    except (ImportError, ValueError) as err:
+                        self.problem(f"datasets: cannot fill {template!r}: {err}")
+                        continue
+                    if _dataset_task(ds) in (None, task):
+                        result.append(ds)
+                        used.add(template)
+                filled[task, real_gap] = list(dict.fromkeys(result))
+            return filled[task, real_gap]
+
+        cells = []
+        for seed in seeds:
+            for task in tasks:
+                for label, v in labels.items():
+                    regime = v["regime"]
+                    sims = sim_gaps if regime in ("online", "hybrid") else [""]
+                    for gap in sims:
+                        for real_gap in real_gaps:
+                            dsets = (
+                                task_datasets(task, real_gap)
+                                if regime in ("offline", "hybrid")
+                                else [None]
+                            )
+                            for dataset in dsets:
+                                cells.append(
+                                    (
+                                        label,
+                                        {
+                                            "task": task,
+                                            "algorithm": v["algorithm"],
+                                            "seed": seed,
+                                            "gap": gap,
+                                            "real_gap": real_gap,
+                                            "dataset": dataset,
+                                            "regime": v["regime"],
+                                            "hparams": v["hparams"],
+                                            "budget": v["budget_obj"],
+                                        },
+                                    )
+                                )
+        if tasks and needs & {"offline", "hybrid"}:
+            for template in datasets:
+                if template not in used:
+                    self.problem(f"datasets: {template!r} matches none of the tasks {tasks}")
+        return cells
+
+    def _rule(self, owner: str, rule: Any, labels) -> dict[str, Any] | None:
+        if not isinstance(rule, Mapping) or not rule:
+            self.problem(f"{owner}: expected a non-empty mapping of run fields")
+            return None
+        norm: dict[str, Any] = {}
+        for key, value in rule.items():
+            if key not in RULE_KEYS:
+                self.problem(f"{owner}: unknown key {key!r}; valid: {', '.join(RULE_KEYS)}")
+                return None
+            key = "gap" if key == "sim_gap" else key
+            if key in ("gap", "real_gap"):
+                try:
+                    value = _canonical_gap(value)
+                except ValueError as err:
+                    self.problem(f"{owner}: {err}")
+                    return None
+            elif key == "task" and value not in TASKS:
+                self.problem(f"{owner}: unknown task {value!r}; valid tasks: {', '.join(TASKS)}")
+                return None
+            elif key == "algorithm" and value not in labels:
+                declared = ", ".join(labels) or "none"
+                self.problem(
+                    f"{owner}: algorithm {value!r} is not a label under algorithms: ({declared})"
+                )
+                return None
+            elif key == "regime" and value not in RUN_REGIMES:
+                self.problem(f"{owner}: unknown regime {value!r}; valid: {', '.join(RUN_REGIMES)}")
+                return None
+            norm[key] = value
+        return norm
+
+    def _apply_exclude(self, cells, labels):
+        rules = []
+        for i, rule in enumerate(self._list("exclude")):
+            rule = self._rule(f"exclude[{i}]", rule, labels)
+            if rule is not None:
+                rules.append(rule)
+
+        def matches(label: str, kw: dict[str, Any], rule: dict[str, Any]) -> bool:
+            for key, want in rule.items():
+                if key == "algorithm":
+                    have = label
+                elif key == "dataset":
+                    have = kw["dataset"]
+                    with contextlib.suppress(ImportError, ValueError):
+                        want = fill_dataset(str(want), kw["task"], kw["real_gap"])
+                else:
+                    have = kw[key]
+                if have != want:
+                    return False
+            return True
+
+        kept = [(label, kw) for label, kw in cells if not any(matches(label, kw, r) for r in rules)]
+        for rule in rules:
+            if not any(matches(label, kw, rule) for label, kw in cells):
+                log.warning("exclude rule %s matches no run", rule)
+        return kept
+
+    def _includes(self, labels, budget):
+        cells = []
+        for i, entry in enumerate(self._list("include")):
+            owner = f"include[{i}]"
+            if not isinstance(entry, Mapping):
+                self.problem(f"{owner}: expected a mapping of run fields")
+                continue
+            bad = [k for k in entry if k not in INCLUDE_KEYS]
+            if bad:
+                self.problem(f"{owner}: unknown key(s) {bad}; valid: {', '.join(INCLUDE_KEYS)}")
+                continue
+            missing = [k for k in ("task", "algorithm") if k not in entry]
+            if missing:
+                self.problem(f"{owner}: missing {', '.join(missing)}")
+                continue
+            task = entry["task"]
+            if task not in TASKS:
+                self.problem(f"{owner}: unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+                continue
+            name = str(entry["algorithm"])
+            base = labels.get(name)
+            if base is not None:
+                algo, regime = base["algorithm"], entry.get("regime", base["regime"])
+                hparams, run_budget = dict(base["hparams"]), base["budget_obj"]
+                if "regime" in entry:
+                    algo, regime = self._algorithm(owner, algo, regime)
+            else:
+                algo, regime = self._algorithm(owner, name, entry.get("regime"))
+                hparams, run_budget = {}, budget
+            extra = self._hparams(owner, algo, entry.get("hparams"))
+            run_budget = self._budget(run_budget, entry.get("budget"), f"{owner}.budget")
+            seed = entry.get("seed", 0)
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                self.problem(f"{owner}: seed must be a non-negative integer, got {seed!r}")
+                continue
+            try:
+                gap = _canonical_gap(entry.get("gap", entry.get("sim_gap", "")))
+                real_gap = _canonical_gap(entry.get("real_gap", ""))
+            except ValueError as err:
+                self.problem(f"{owner}: {err}")
+                continue
+            if algo is None or regime is None or extra is None or run_budget is None:
+                continue
+            dataset = entry.get("dataset")
+            if dataset is not None:
+                try:
+                    dataset = fill_dataset(str(dataset), task, real_gap)
+                except (ImportError, ValueError) as err:
+                    self.problem(f"{owner}: cannot fill dataset {dataset!r}: {err}")
+                    continue
+            cells.append(
+                (
+                    str(entry.get("label", name)),
+                    {
+                        "task": task,
+                        "algorithm": algo,
+                        "seed": seed,
+                        "gap": gap,
+                        "real_gap": real_gap,
+                        "dataset": dataset,
+                        "regime": regime,
+                        "hparams": {**hparams, **extra},
+                        "budget": run_budget,
+                    },
+                )
+            )
+        return cells
+
+
+# -- manifest ------------------------------------------------------------------------------
+def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
+    """Write (merge into) ``OUT/matrix.json``: run_id -> label and cell fields."""
+    out = Path(out or matrix.out)
+    path = out / MANIFEST
+    manifest: dict[str, Any] = {"runs": {}, "matrices": {}}
+    if path.is_file():
+        try:
+            old = records.read_json(path)
+            manifest["runs"].update(old.get("runs", {}))
+            manifest["matrices"].update(old.get("matrices", {}))
+        except (OSError, ValueError):
+            log.warning("%s is unreadable; rewriting it", path)
+    for r in matrix.runs:
+        manifest["runs"][r.run_id] = {**r.cell(), "matrix": matrix.name}
+    manifest["matrices"][matrix.name] = {
+        "source": matrix.source,
+        "runs": len(matrix.runs),
+        "labels": matrix.labels,
+    }
+    records.write_json(path, manifest)
+    return path
+
+
+def read_manifest(out: str | Path) -> dict[str, dict[str, Any]]:
+    """run_id -> {label, algorithm, regime, task, gap, real_gap, dataset, seed, matrix}."""
+    path = Path(out) / MANIFEST
+    return records.read_json(path).get("runs", {}) if path.is_file() else {}
+
+
+# -- locks and status ----------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_lock(run_dir: Path) -> dict[str, Any] | None:
+    """A run's lock: its content ({"pid", "host", "since"}) plus the file's "mtime"
+    (refreshed by the holder's heartbeat); None when there is none."""
+    path = Path(run_dir) / LOCK
+    try:
+        text, mtime = path.read_text(), path.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    data["mtime"] = mtime
+    return data
+
+
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), where /proc tells; else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def lock_alive(lock: dict[str, Any] | None) -> bool:
+    """Whether a lock's holder may still be running.
+
+    Same host: its PID is alive (and was not reused by a process started after the lock
+    was taken). Another host (a Ray cluster on a shared filesystem): its heartbeat touched
+    the file within LOCK_TIMEOUT_S. A lock without a PID is being written by its creator
+    for a moment, and garbage after that."""
+    if not lock:
+        return False
+    age = time.time() - lock.get("mtime", 0.0)
+    if "pid" not in lock:
+        return age < 10.0
+    if lock.get("host") not in (None, socket.gethostname()):
+        return age < LOCK_TIMEOUT_S
+    pid = int(lock["pid"])
+    if not pid_alive(pid):
+        return False
+    started, since = _started_at(pid), lock.get("since")
+    return not (started is not None and since is not None and started > float(since) + 2.0)
+
+
+def run_status(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
+    """(status, summary) of one run record: done, failed, running, interrupted or missing.
+
+    running: started (spec.json or checkpoint.pt) without a summary, and its lock's process
+    is alive. interrupted: started, no summary, no live lock: the next ``run`` resumes it.
+    """
+    run_dir = Path(run_dir)
+    summary_path = run_dir / records.SUMMARY
+    if summary_path.is_file():
+        try:
+            summary = records.read_json(summary_path)
+        except (OSError, ValueError):
+            return "failed", {"status": "failed", "error": "unreadable summary.json"}
+        return ("done" if summary.get("status") == "ok" else "failed"), summary
+    if lock_alive(read_lock(run_dir)):
+        return "running", None
+    if (run_dir / records.SPEC).is_file() or (run_dir / records.CHECKPOINT).is_file():
+        return "interrupted", None
+    return "missing", None
+
+
+def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
+    """Counts and run ids per status, plus one row per run."""
+    out = Path(out or matrix.out)
+    ids: dict[str, list[str]] = {s: [] for s in STATUSES}
+    rows = []
+    for r in matrix.runs:
+        st, summary = run_status(out / r.run_id)
+        ids[st].append(r.run_id)
+        rows.append(
+            {
+                "run_id": r.run_id,
+                "label": r.label,
+                "status": st,
+                **{k: v for k, v in r.cell().items() if k != "label"},
+                "final_normalized_score": (summary or {}).get("final_normalized_score"),
+                "error": (summary or {}).get("error") if st == "failed" else None,
+            }
+        )
+    return {
+        "name": matrix.name,
+        "out": str(out),
+        "total": len(matrix.runs),
+        "counts": {s: len(v) for s, v in ids.items()},
+        "ids": ids,
+        "runs": rows,
+    }

@@ -1,0 +1,422 @@
+"""Benchmark matrices: expansion, validation, executors, resume, failures, status, Ray."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from benchmark import matrix as mx
+from benchmark import records
+from benchmark.cli import app as cli_app
+from benchmark.executors import RunLock, run_matrix
+from benchmark.matrix import MatrixError, load, read_manifest, status
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BUDGET = {"updates": 60, "eval_every": 20, "eval_episodes": 1, "warmup_steps": 50}
+TINY_NET = {"hidden": [32, 32], "batch_size": 32}
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def grid(**kw) -> dict:
+    base = {
+        "name": "t",
+        "preset": "smoke",
+        "tasks": ["hopper", "halfcheetah"],
+        "sim_gaps": ["gravity=2.0", "friction=0.3"],
+        "datasets": ["gapbench/{task}/medium-v0", "gapbench/{task}/expert-v0"],
+        "algorithms": {
+            "sac": {},
+            "cql": {},
+            "sac-oracle": {"algorithm": "sac", "regime": "oracle"},
+        },
+        "seeds": 2,
+    }
+    base.update(kw)
+    return base
+
+
+def cells(m) -> list[dict]:
+    return [r.cell() for r in m.runs]
+
+
+# -- expansion -------------------------------------------------------------------------------
+def test_regime_aware_pairing_counts():
+    m = load(grid(), check_datasets=False)
+    by_label = {
+        label: [c for c in cells(m) if c["label"] == label]
+        for label in ("sac", "cql", "sac-oracle")
+    }
+    # online: tasks x sim_gaps x seeds; offline: tasks x datasets x seeds; oracle: tasks x seeds
+    assert [len(by_label[k]) for k in ("sac", "cql", "sac-oracle")] == [8, 8, 4]
+    assert len(m) == 20 and len({r.run_id for r in m.runs}) == 20
+    assert all(
+        c["dataset"] is None and c["gap"] and c["regime"] == "online" for c in by_label["sac"]
+    )
+    assert all(
+        c["gap"] == "" and c["dataset"] and c["regime"] == "offline" for c in by_label["cql"]
+    )
+    assert all(
+        c["gap"] == "" and c["dataset"] is None and c["regime"] == "oracle"
+        for c in by_label["sac-oracle"]
+    )
+    # {task} is substituted per task
+    assert {(c["task"], c["dataset"]) for c in by_label["cql"]} == {
+        (t, f"gapbench/{t}/{q}-v0") for t in ("hopper", "halfcheetah") for q in ("medium", "expert")
+    }
+    # real gaps multiply every regime; seeds as a list
+    m2 = load(grid(real_gaps=["", "mass=1.5"], seeds=[3]), check_datasets=False)
+    assert len(m2) == 20 and {c["seed"] for c in cells(m2)} == {3}
+
+
+def test_hybrid_pairing_and_datasets_of_one_task():
+    data = grid(
+        datasets=["gapbench/hopper/medium-v0", "gapbench/halfcheetah/medium-v0"],
+        algorithms={"cql": {}},
+        seeds=1,
+    )
+    m = load(data, check_datasets=False)
+    # a gapbench/<task>/ id pairs only with its own task
+    assert sorted((c["task"], c["dataset"]) for c in cells(m)) == [
+        ("halfcheetah", "gapbench/halfcheetah/medium-v0"),
+        ("hopper", "gapbench/hopper/medium-v0"),
+    ]
+    import algorithms
+
+    hybrid = [n for n in algorithms.names() if algorithms.get(n).regime == "hybrid"]
+    if hybrid:  # h2o / darc when registered: tasks x sim_gaps x datasets x seeds
+        m = load(grid(algorithms={hybrid[0]: {}}), check_datasets=False)
+        assert len(m) == 2 * 2 * 2 * 2
+        assert all(c["gap"] and c["dataset"] for c in cells(m))
+
+
+def test_real_placeholder_names_the_dataset_of_each_real_system():
+    data = grid(
+        tasks=["hopper"],
+        real_gaps=["", "mass=1.5"],
+        datasets=["gapbench/{real}/medium-v0"],
+        algorithms={"cql": {}},
+        seeds=1,
+    )
+    m = load(data, check_datasets=False)
+    assert sorted((c["real_gap"], c["dataset"]) for c in cells(m)) == [
+        ("", "gapbench/hopper/medium-v0"),
+        ("mass=1.5", "gapbench/hopper-mass_1p5/medium-v0"),
+    ]
+
+
+def test_exclude_include_and_duplicates_collapse():
+    data = grid(
+        tasks=["hopper", "halfcheetah"],
+        seeds=1,
+        sim_gaps=["gravity=2.0", "gravity=2", "friction=0.3"],  # gravity=2 == gravity=2.0
+        algorithms={
+            "sac": {},
+            "cql": {},
+            "sac-oracle": {"algorithm": "sac", "regime": "oracle"},
+            "sac-again": {"algorithm": "sac"},  # the same runs as sac: they collapse
+        },
+        exclude=[{"task": "hopper", "algorithm": "cql"}, {"gap": "friction=0.30", "seed": 0}],
+        include=[
+            {"task": "hopper", "algorithm": "cql", "dataset": "gapbench/{task}/medium-v0"},
+            {
+                "task": "hopper",
+                "algorithm": "sac",
+                "gap": "joint_noise=1.0",
+                "seed": 7,
+                "label": "sac-noisy",
+                "hparams": {"tau": 0.01},
+            },
+            {"task": "hopper", "algorithm": "sac-oracle"},  # already in the grid: collapses
+        ],
+    )
+    m = load(data, check_datasets=False)
+    cs = cells(m)
+    # sac: 2 tasks x 1 gap (friction excluded, duplicates collapsed); cql: halfcheetah x 2
+    # datasets + 1 included for hopper; oracle: 2; sac-noisy: 1
+    assert len([c for c in cs if c["label"] == "sac"]) == 2
+    assert {c["gap"] for c in cs if c["label"] == "sac"} == {"gravity=2.0"}
+    assert sorted((c["task"], c["dataset"]) for c in cs if c["label"] == "cql") == [
+        ("halfcheetah", "gapbench/halfcheetah/expert-v0"),
+        ("halfcheetah", "gapbench/halfcheetah/medium-v0"),
+        ("hopper", "gapbench/hopper/medium-v0"),
+    ]
+    assert len([c for c in cs if c["label"] == "sac-oracle"]) == 2
+    noisy = [r for r in m.runs if r.label == "sac-noisy"]
+    assert len(noisy) == 1 and noisy[0].spec.seed == 7 and noisy[0].spec.hparams == {"tau": 0.01}
+    assert len(m) == 2 + 3 + 2 + 1
+    assert m.collapsed == 2 + 1  # sac-again's two runs and the included oracle
+    assert not [r for r in m.runs if r.label == "sac-again"]  # the first label wins
+
+
+def test_validation_lists_every_problem_and_writes_nothing(tmp_path):
+    bad = grid(
+        algorithms={
+            "ppo": {},
+            "sac": {"hparams": {"learning_rate": 1e-3}},
+            "cql": {"hparams": {"tau": "fast"}},
+        },
+        sim_gaps=["gravty=2.0"],
+        budget={"updatez": 5},
+        preset="smoke",
+    )
+    out = tmp_path / "out"
+    with pytest.raises(MatrixError) as info:
+        load(bad, out=out, check_datasets=False)
+    text = str(info.value)
+    for fragment in (
+        "unknown algorithm 'ppo'",
+        "unknown gap key 'gravty'",
+        "'learning_rate'",
+        "'tau' needs a number",
+        "unknown budget key 'updatez'",
+    ):
+        assert fragment in text, fragment
+    assert len(info.value.problems) == 5
+    # through the CLI: exit status 2, one message, nothing written
+    path = write(tmp_path / "bad.yaml", bad)
+    result = CliRunner().invoke(cli_app, ["matrix", "run", str(path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "unknown algorithm 'ppo'" in result.output and "gravty" in result.output
+    assert not out.exists()
+
+
+def test_missing_dataset_and_unknown_task_are_reported(monkeypatch, tmp_path):
+    problem = mx.dataset_problem
+    assert "not of the form gapbench/" in problem("gapbench/medium", "hopper")
+    assert "unknown task 'cheetah'" in problem("gapbench/cheetah/medium-v0", "hopper")
+    assert "not 'hopper'" in problem("gapbench/walker2d/medium-v0", "hopper")
+    assert problem("/nowhere/data.hdf5", "hopper") is not None
+    monkeypatch.setenv("GAPBENCH_DATA_DIR", str(tmp_path))  # an empty dataset folder
+    if importlib.util.find_spec("gap_envs.datasets") is not None:
+        assert "not available locally" in problem("gapbench/hopper/medium-v0", "hopper")
+    monkeypatch.setattr(
+        mx, "dataset_problem", lambda ds, task: f"dataset {ds!r} is not available locally"
+    )
+    with pytest.raises(MatrixError) as info:
+        load(grid(tasks=["hopper", "cheetah"], algorithms={"cql": {}}, seeds=1))
+    text = str(info.value)
+    assert "unknown task 'cheetah'" in text
+    assert "'gapbench/hopper/medium-v0' is not available locally" in text
+
+
+# -- locks -----------------------------------------------------------------------------------
+def test_run_lock_excludes_and_stale_locks_are_taken_over(tmp_path):
+    lock = RunLock.acquire(tmp_path)
+    assert lock is not None and RunLock.acquire(tmp_path) is None
+    lock.release()
+    assert not (tmp_path / mx.LOCK).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / mx.LOCK).write_text(
+        json.dumps({"pid": dead.pid, "host": os.uname().nodename, "since": time.time()})
+    )
+    assert mx.run_status(tmp_path)[0] == "missing"
+    lock = RunLock.acquire(tmp_path)
+    assert lock is not None
+    assert json.loads((tmp_path / mx.LOCK).read_text())["pid"] == os.getpid()
+    lock.release()
+    # a lock from another node (Ray on a shared filesystem) holds while its heartbeat is fresh
+    (tmp_path / mx.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
+    assert RunLock.acquire(tmp_path) is None and mx.run_status(tmp_path)[0] == "running"
+    old = time.time() - mx.LOCK_TIMEOUT_S - 1
+    os.utime(tmp_path / mx.LOCK, (old, old))
+    lock = RunLock.acquire(tmp_path)
+    assert lock is not None
+    lock.release()
+
+
+# -- running ---------------------------------------------------------------------------------
+def tiny_matrix(**kw) -> dict:
+    base = {
+        "name": "tiny",
+        "preset": "smoke",
+        "budget": TINY_BUDGET,
+        "tasks": ["hopper"],
+        "sim_gaps": ["gravity=2.0"],
+        "algorithms": {
+            "sac": {"hparams": TINY_NET},
+            "sac-oracle": {"algorithm": "sac", "regime": "oracle", "hparams": TINY_NET},
+        },
+        "seeds": 1,
+    }
+    base.update(kw)
+    return base
+
+
+def check_record(run_dir: Path, steps: list[int]) -> dict:
+    summary = records.read_json(run_dir / records.SUMMARY)
+    spec = records.read_json(run_dir / records.SPEC)
+    assert spec["run_id"] == run_dir.name == summary["run_id"]
+    with open(run_dir / records.CURVE) as f:
+        got = [int(r["step"]) for r in csv.DictReader(f)]
+    assert got == steps  # strictly increasing, no duplicate rows after a resume
+    assert not (run_dir / records.CHECKPOINT).exists() and not (run_dir / mx.LOCK).exists()
+    assert not list(run_dir.glob(".*.tmp"))
+    return summary
+
+
+def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path):
+    budget = {**TINY_BUDGET, "updates": 120, "eval_every": 40}
+    path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2, budget=budget))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "matrix",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--cpus-per-run",  # one torch thread: no OpenMP spinning on a busy 2-core machine
+        "1",
+        "--quiet",
+    ]
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    try:
+        while not list(out.glob("*/summary.json")):
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no run finished in time"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # the orphaned worker notices its parent died and stops; its lock goes stale
+    deadline = time.time() + 30
+    while any(mx.lock_alive(mx.read_lock(d)) for d in out.iterdir() if d.is_dir()):
+        assert time.time() < deadline, "the worker outlived the killed matrix"
+        time.sleep(0.2)
+    m = load(path, out=out)
+    before = status(m)["counts"]
+    assert before["done"] >= 1 and before["done"] < 4
+    results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
+    assert {r["status"] for r in results.values()} == {"ok"}
+    after = status(m)
+    assert after["counts"]["done"] == 4 and after["total"] == 4
+    for r in m.runs:
+        summary = check_record(out / r.run_id, [40, 80, 120])
+        assert summary["status"] == "ok" and summary["updates"] == 120
+        assert len(list((out / r.run_id).glob("summary*.json"))) == 1
+    assert sorted(d.name for d in out.iterdir() if d.is_dir()) == sorted(r.run_id for r in m.runs)
+    manifest = read_manifest(out)
+    assert {k: v["label"] for k, v in manifest.items()} == {r.run_id: r.label for r in m.runs}
+
+
+FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # NaN at update 20
+
+
+def tiny_dataset(path: Path, n: int = 500) -> Path:
+    """A D4RL-layout HDF5 file of random hopper-shaped transitions (offline runs need one)."""
+    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
+    ends = np.arange(n) % 100 == 99
+    tr = Transitions(
+        obs[:-1], rng.uniform(-1, 1, (n, 3)), rng.normal(size=n), obs[1:], np.zeros(n, bool), ends
+    )
+    return save_d4rl_hdf5(tr, path)
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    """A good online run, a failing one and an offline (CQL) one, through the local executor."""
+    root = tmp_path_factory.mktemp("three")
+    data = tiny_matrix(
+        datasets=[str(tiny_dataset(root / "tiny.hdf5"))],
+        algorithms={
+            "sac": {"hparams": TINY_NET},
+            "sac-bad": FAILING,
+            "cql": {"hparams": {**TINY_NET, "cql_n_actions": 2}},
+        },
+    )
+    path = write(root / "m.yaml", data)
+    m = load(path, out=root / "out")
+    results = run_matrix(m, workers=1, cpus_per_run=1)
+    return path, m, results
+
+
+def test_failed_run_is_recorded_and_the_matrix_goes_on(three_runs, tmp_path):
+    path, m, results = three_runs
+    out = m.out
+    ids = {r.label: r.run_id for r in m.runs}
+    assert {label: results[i]["status"] for label, i in ids.items()} == {
+        "sac": "ok",
+        "sac-bad": "failed",
+        "cql": "ok",
+    }
+    assert "non-finite" in results[ids["sac-bad"]]["error"]
+    check_record(out / ids["sac"], [20, 40, 60])
+    check_record(out / ids["cql"], [20, 40, 60])
+
+    # status --json: done / failed / missing (a second seed was never run)
+    more = write(tmp_path / "more.yaml", {**yaml.safe_load(path.read_text()), "seeds": 2})
+    res = CliRunner().invoke(cli_app, ["matrix", "status", str(more), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["counts"] == {
+        "done": 2,
+        "failed": 1,
+        "running": 0,
+        "interrupted": 0,
+        "missing": 3,
+    }
+    assert report["ids"]["done"] == [ids["sac"], ids["cql"]]
+    assert report["ids"]["failed"] == [ids["sac-bad"]]
+    assert {r["seed"] for r in report["runs"] if r["status"] == "missing"} == {1}
+
+    # a plain re-run skips them all; --retry-failed re-runs the failed one only
+    again = run_matrix(m)
+    assert all(r["skipped"] for r in again.values())
+    assert not list((out / ids["sac-bad"]).glob("summary.failed-*"))
+    first_ok = (out / ids["sac"] / records.SUMMARY).read_text()
+    retried = run_matrix(m, retry_failed=True, cpus_per_run=1)
+    assert retried[ids["sac"]]["skipped"] and not retried[ids["sac-bad"]]["skipped"]
+    assert retried[ids["sac-bad"]]["status"] == "failed"  # same hyper-parameters, same fate
+    bad_dir = out / ids["sac-bad"]
+    assert (bad_dir / "summary.failed-1.json").is_file()
+    assert sorted(p.name for p in bad_dir.glob("summary*.json")) == [
+        "summary.failed-1.json",
+        "summary.json",
+    ]
+    assert (out / ids["sac"] / records.SUMMARY).read_text() == first_ok
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ray_executor_gives_the_same_records(three_runs, tmp_path):
+    ray = pytest.importorskip("ray")
+    _, m, local = three_runs
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = run_matrix(m, out=tmp_path, executor="ray")
+    finally:
+        ray.shutdown()
+    assert {k: v["status"] for k, v in results.items()} == {
+        k: v["status"] for k, v in local.items()
+    }
+    for run_id, result in results.items():
+        summary = records.read_json(tmp_path / run_id / records.SUMMARY)
+        assert summary["status"] == result["status"]
+        assert (tmp_path / run_id / records.SPEC).is_file()
+    assert set(read_manifest(tmp_path)) == set(local)
