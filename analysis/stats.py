@@ -97,7 +97,8 @@ def _percentile_interval(dist: np.ndarray, confidence: float) -> tuple[np.ndarra
 
 
 # --------------------------------------------------------------------------------------------
-# point metrics (batched kernels operate on the last axis of a (..., m) array)
+# point metrics (the _batched_* kernels operate on the last axis of a (..., m) array, except
+# _batched_median, which needs the task axis: (..., n_runs, n_tasks))
 # --------------------------------------------------------------------------------------------
 
 
@@ -116,7 +117,12 @@ def _batched_mean(a: np.ndarray) -> np.ndarray:
 
 
 def _batched_median(a: np.ndarray) -> np.ndarray:
-    return np.median(a, axis=-1)
+    """Median over tasks of the per-task mean scores: (..., n_runs, n_tasks) -> (...).
+
+    This is rliable's ``aggregate_median`` (``np.median(np.mean(scores, axis=0))``), not the
+    median of the pooled runs.
+    """
+    return np.median(a.mean(axis=-2), axis=-1)
 
 
 def _batched_iqm(a: np.ndarray) -> np.ndarray:
@@ -127,12 +133,22 @@ def _batched_optimality_gap(a: np.ndarray, gamma: float = 100.0) -> np.ndarray:
     return np.maximum(gamma - a, 0.0).mean(axis=-1)
 
 
-# Name -> kernel on flattened scores of shape (..., n_runs * n_tasks).
+def _pooled(kernel: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Apply a last-axis kernel to all runs of all tasks pooled: (..., n_runs, n_tasks)."""
+
+    def fn(a: np.ndarray) -> np.ndarray:
+        return kernel(a.reshape(*a.shape[:-2], -1))
+
+    return fn
+
+
+# Name -> kernel on score arrays of shape (..., n_runs, n_tasks). The mean of the pooled scores
+# equals rliable's mean of per-task means, because every task has the same number of runs.
 _METRIC_KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "mean": _batched_mean,
+    "mean": _pooled(_batched_mean),
     "median": _batched_median,
-    "iqm": _batched_iqm,
-    "optimality_gap": _batched_optimality_gap,
+    "iqm": _pooled(_batched_iqm),
+    "optimality_gap": _pooled(_batched_optimality_gap),
 }
 METRICS: tuple[str, ...] = tuple(_METRIC_KERNELS)
 
@@ -173,11 +189,12 @@ def optimality_gap(x: np.ndarray, gamma: float = 100.0) -> float:
 def aggregate_metrics(x: np.ndarray) -> dict[str, float]:
     """Mean, median, IQM and optimality gap of a ``(n_runs, n_tasks)`` score matrix.
 
-    All four are computed on the flattened scores (every run of every task pooled). Note that
-    rliable's ``aggregate_median`` is instead the median of per-task mean scores.
+    As in rliable: the mean, IQM and optimality gap pool every run of every task; the median
+    is the median over tasks of the per-task mean scores (rliable's ``aggregate_median``,
+    ``np.median(np.mean(x, axis=0))``), so it is robust to outlier tasks rather than runs.
     """
-    flat = _as_scores(x).ravel()
-    return {name: float(kernel(flat)) for name, kernel in _METRIC_KERNELS.items()}
+    arr = _as_scores(x)
+    return {name: float(kernel(arr)) for name, kernel in _METRIC_KERNELS.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +251,7 @@ def stratified_bootstrap(
         kernel = _METRIC_KERNELS[_check_metrics(stat)[0]]
 
         def fn(batch: np.ndarray) -> np.ndarray:
-            return kernel(batch.reshape(batch.shape[0], -1))
+            return kernel(batch)
     else:
         fn = stat
     rng = np.random.default_rng(seed)
@@ -293,8 +310,7 @@ def interval_estimates(
     kernels = [_METRIC_KERNELS[m] for m in metrics]
 
     def all_metrics(batch: np.ndarray) -> np.ndarray:
-        flat = batch.reshape(batch.shape[0], -1)
-        return np.stack([k(flat) for k in kernels], axis=-1)
+        return np.stack([k(batch) for k in kernels], axis=-1)
 
     rows = []
     for name, arr in arrays.items():

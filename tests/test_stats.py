@@ -57,9 +57,20 @@ def test_aggregate_metrics():
     out = stats.aggregate_metrics(x)
     assert set(out) == {"mean", "median", "iqm", "optimality_gap"}
     assert out["mean"] == pytest.approx(410.0 / 8)
+    # rliable's median: the median over tasks of per-task means (20, 30, 40, 115) -> 35.
     assert out["median"] == pytest.approx(35.0)
     assert out["iqm"] == pytest.approx(np.mean([20.0, 30.0, 40.0, 50.0]))
     assert out["optimality_gap"] == pytest.approx((100 + 90 + 80 + 70 + 60 + 50 + 40 + 0) / 8)
+
+
+def test_median_is_median_of_task_means():
+    # The pooled median would be 9; per-task means are 3, 3, 100 -> rliable's median is 3.
+    x = np.array([[0.0, 0.0, 100.0], [0.0, 0.0, 100.0], [9.0, 9.0, 100.0]])
+    assert np.median(x) == 9.0
+    assert stats.aggregate_metrics(x)["median"] == pytest.approx(3.0)
+    rng = np.random.default_rng(1)
+    y = rng.uniform(0, 100, size=(5, 4))
+    assert stats.aggregate_metrics(y)["median"] == np.median(np.mean(y, axis=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,438 @@
+"""Per-cell and aggregate statistics of loaded results, and their Markdown / LaTeX tables.
+
+Input is the tidy curve frame of :func:`analysis.records.load_results`. The final score of a
+run is the mean normalized score of its last ``k`` evaluations (default 3), which damps the
+evaluation noise of a single checkpoint. Per-cell statistics are across seeds (Student-t
+intervals, :func:`analysis.stats.seed_stats`); aggregates across cells follow Agarwal et al.
+(2021) with every cell treated as one task (:mod:`analysis.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.records import CELL
+
+__all__ = [
+    "METRIC_NAMES",
+    "AggregateInput",
+    "aggregate_estimates",
+    "aggregate_table_latex",
+    "aggregate_table_markdown",
+    "cell_stats",
+    "cell_table_latex",
+    "cell_table_markdown",
+    "final_scores",
+    "format_cell",
+    "label_order",
+    "poi_estimates",
+    "profile_estimates",
+    "score_matrices",
+]
+
+KEY = ["label", *CELL]
+METRIC_NAMES = {
+    "iqm": "IQM",
+    "mean": "Mean",
+    "median": "Median",
+    "optimality_gap": "Optimality gap",
+}
+#: Metrics for which lower is better.
+LOWER_IS_BETTER = frozenset({"optimality_gap"})
+FIRST_LABEL = "h2o"
+
+
+def label_order(labels: Iterable[str]) -> list[str]:
+    """Sorted labels with ``h2o`` first: the fixed order of colours, columns and legends."""
+    uniq = sorted(set(labels))
+    return sorted(uniq, key=lambda s: (s != FIRST_LABEL, s))
+
+
+def format_gap(gap: str) -> str:
+    return gap or "none"
+
+
+def format_dataset(dataset: str) -> str:
+    return dataset or "none"
+
+
+def varying(frame: pd.DataFrame, col: str) -> bool:
+    return frame[col].nunique(dropna=False) > 1
+
+
+def format_cell(row, show_task: bool = True, show_real: bool = False) -> str:
+    """A short name for a cell: ``hopper | gravity=2.0 | hopper-medium [| real: ...]``."""
+    parts = [row["task"]] if show_task else []
+    parts += [format_gap(row["gap"]), format_dataset(row["dataset"])]
+    if show_real:
+        parts.append(f"real: {format_gap(row['real_gap']) if row['real_gap'] else 'nominal'}")
+    return " | ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# per-run and per-cell statistics
+# --------------------------------------------------------------------------------------------
+
+
+def final_scores(curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
+    """One row per run and cell: the mean normalized score of its last ``last_k`` evaluations.
+
+    Returns columns ``label, task, gap, real_gap, dataset, seed, run_id, final_score, n_evals,
+    last_step`` (runs with fewer evaluations than ``last_k`` average all of them).
+    """
+    if int(last_k) != last_k or last_k < 1:
+        raise ValueError(f"last_k must be a positive integer, got {last_k}")
+    cols = [*KEY, "seed", "run_id", "final_score", "n_evals", "last_step"]
+    if curves.empty:
+        return pd.DataFrame(columns=cols)
+    ordered = curves.sort_values([*KEY, "seed", "step"])
+    grouped = ordered.groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
+    tail = grouped.tail(int(last_k)).groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
+    out = tail["normalized_score"].mean().rename("final_score").to_frame()
+    out["n_evals"] = grouped.size()
+    out["last_step"] = grouped["step"].max()
+    out = out.reset_index()
+    out = out[np.isfinite(out["final_score"].astype(float))]
+    return out[cols].reset_index(drop=True)
+
+
+def cell_stats(finals: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Across-seed statistics of the final score per cell and label.
+
+    Returns columns ``label, task, gap, real_gap, dataset, n, mean, std, sem, ci_low, ci_high``
+    (Student-t interval at ``confidence``; see :func:`analysis.stats.seed_stats`).
+    """
+    rows = []
+    for key, group in finals.groupby(KEY, sort=True, dropna=False):
+        s = stats.seed_stats(group["final_score"].to_numpy(float), confidence)
+        rows.append({**dict(zip(KEY, key, strict=True)), **s})
+    cols = [*KEY, "n", "mean", "std", "sem", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------------------------
+# aggregates across cells (Agarwal et al. 2021)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AggregateInput:
+    """Score matrices ``(n_runs, n_cells)`` per label over the cells common to all labels.
+
+    Attributes:
+        scores: label -> matrix, columns in the order of ``cells``.
+        cells: the common cells (tuples of task, gap, real_gap, dataset).
+        all_cells: every cell of any label.
+        notes: what was left out to make the matrices comparable and rectangular.
+    """
+
+    scores: dict[str, np.ndarray]
+    cells: list[tuple[str, ...]]
+    all_cells: list[tuple[str, ...]]
+    notes: list[str] = field(default_factory=list)
+
+
+def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) -> AggregateInput:
+    """Matrices of final scores for the interval estimates.
+
+    The bootstrap compares algorithms on the same tasks, so only the cells that every label
+    has are used. Within a label every cell must have the same number of runs: a cell with more
+    seeds than the label's smallest cell keeps its lowest seeds (the stratified bootstrap
+    resamples each cell independently, so seeds need not line up across cells).
+    """
+    labels = label_order(finals["label"]) if labels is None else list(labels)
+    cells_of = {
+        lab: set(map(tuple, finals.loc[finals["label"] == lab, list(CELL)].to_numpy().tolist()))
+        for lab in labels
+    }
+    all_cells = sorted(set().union(*cells_of.values())) if cells_of else []
+    common = sorted(set.intersection(*cells_of.values())) if cells_of else []
+    notes = []
+    for lab in labels:
+        extra = len(cells_of[lab]) - len(common)
+        if extra:
+            notes.append(
+                f"{lab}: {extra} of its {len(cells_of[lab])} cells are not shared by every "
+                "algorithm and are left out of the aggregates"
+            )
+    scores: dict[str, np.ndarray] = {}
+    if not common:
+        return AggregateInput(scores, common, all_cells, notes)
+    for lab in labels:
+        sub = finals[finals["label"] == lab]
+        columns = []
+        for cell in common:
+            mask = np.logical_and.reduce([sub[c] == v for c, v in zip(CELL, cell, strict=True)])
+            columns.append(sub[mask].sort_values("seed")["final_score"].to_numpy(float))
+        n = min(len(c) for c in columns)
+        if any(len(c) != n for c in columns):
+            notes.append(
+                f"{lab}: cells have {min(len(c) for c in columns)} to "
+                f"{max(len(c) for c in columns)} complete seeds; the aggregates use the first "
+                f"{n} seeds of each cell"
+            )
+        scores[lab] = np.stack([c[:n] for c in columns], axis=1)
+    return AggregateInput(scores, common, all_cells, notes)
+
+
+def aggregate_estimates(
+    agg: AggregateInput, reps: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Mean, median, IQM and optimality gap with stratified-bootstrap CIs per label."""
+    if not agg.scores:
+        return pd.DataFrame(columns=["algorithm", "metric", "point", "lower", "upper"])
+    return stats.interval_estimates(agg.scores, reps=reps, confidence=confidence, seed=seed)
+
+
+def poi_estimates(
+    agg: AggregateInput,
+    baseline: str,
+    reps: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """P(baseline > X) with a bootstrap CI for every other label X.
+
+    Returns columns ``baseline, other, point, lower, upper``.
+    """
+    rows = []
+    if baseline in agg.scores:
+        for other, y in agg.scores.items():
+            if other == baseline:
+                continue
+            point, lo, hi = stats.probability_of_improvement_ci(
+                agg.scores[baseline], y, reps=reps, confidence=confidence, seed=seed
+            )
+            rows.append((baseline, other, point, lo, hi))
+    return pd.DataFrame(rows, columns=["baseline", "other", "point", "lower", "upper"])
+
+
+def profile_taus(agg: AggregateInput, n: int = 101) -> np.ndarray:
+    """Thresholds from 0 to the larger of 100 and the best score."""
+    top = max([100.0, *(float(x.max()) for x in agg.scores.values())])
+    low = min([0.0, *(float(x.min()) for x in agg.scores.values())])
+    return np.linspace(low, top, n)
+
+
+def profile_estimates(
+    agg: AggregateInput,
+    taus: np.ndarray | None = None,
+    reps: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Performance profiles (fraction of runs with score > tau) with pointwise CIs.
+
+    Returns columns ``label, tau, point, lower, upper``.
+    """
+    taus = profile_taus(agg) if taus is None else np.asarray(taus, dtype=float)
+    pieces = []
+    for lab, x in agg.scores.items():
+        point, lo, hi = stats.performance_profile_ci(
+            x, taus, reps=reps, confidence=confidence, seed=seed
+        )
+        pieces.append(
+            pd.DataFrame({"label": lab, "tau": taus, "point": point, "lower": lo, "upper": hi})
+        )
+    if not pieces:
+        return pd.DataFrame(columns=["label", "tau", "point", "lower", "upper"])
+    return pd.concat(pieces, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+
+def _cell_grid(cells: pd.DataFrame, decimals: int) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Rows = cells, columns = labels; entries 'mean ± std' text, the best-mean label per row.
+
+    Returns (row frame with cell columns, labels, best label per row) and stores the entries
+    in columns named after the labels.
+    """
+    labels = label_order(cells["label"])
+    index_cols = ["task", "gap", "dataset"] + (["real_gap"] if varying(cells, "real_gap") else [])
+    modal_n = int(cells["n"].mode().max()) if len(cells) else 0
+    rows, best = [], []
+    for key, group in cells.groupby(index_cols, sort=True, dropna=False):
+        row = dict(zip(index_cols, key, strict=True))
+        by_label = group.set_index("label")
+        for lab in labels:
+            if lab in by_label.index:
+                r = by_label.loc[lab]
+                text = f"{r['mean']:.{decimals}f} ± {r['std']:.{decimals}f}"
+                if int(r["n"]) != modal_n:
+                    text += f" (n={int(r['n'])})"
+                row[lab] = text
+            else:
+                row[lab] = None
+        # Exactly one best per row (the first label in the fixed order wins a tie).
+        means = by_label["mean"].reindex(labels)
+        best.append(str(means.idxmax()) if means.notna().any() else "")
+        rows.append(row)
+    return pd.DataFrame(rows), labels, best
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _header_names(index_cols: list[str]) -> list[str]:
+    names = {"task": "task", "gap": "sim gap", "dataset": "dataset", "real_gap": "real gap"}
+    return [names[c] for c in index_cols]
+
+
+def _display(col: str, value: str) -> str:
+    if col == "gap":
+        return format_gap(value)
+    if col == "real_gap":
+        return value or "nominal"
+    if col == "dataset":
+        return format_dataset(value)
+    return str(value)
+
+
+def cell_table_markdown(cells: pd.DataFrame, decimals: int = 1) -> str:
+    """Per-cell final normalized score, mean ± std over seeds, best per row in bold."""
+    grid, labels, best = _cell_grid(cells, decimals)
+    index_cols = [c for c in grid.columns if c not in labels]
+    head = [*_header_names(index_cols), *labels]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([":---"] * len(index_cols) + ["---:"] * len(labels)) + "|",
+    ]
+    for (_, row), b in zip(grid.iterrows(), best, strict=True):
+        entries = [_md_escape(_display(c, row[c])) for c in index_cols]
+        for lab in labels:
+            v = row[lab]
+            entries.append("–" if v is None else (f"**{v}**" if lab == b else v))
+        lines.append("| " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _tex_value(text: str) -> str:
+    return tex_escape(text).replace("±", r"$\pm$")
+
+
+def cell_table_latex(
+    cells: pd.DataFrame,
+    decimals: int = 1,
+    caption: str = "Final normalized score (D4RL, \\%), mean $\\pm$ std over seeds; "
+    "best per row in bold.",
+    label: str = "tab:cells",
+) -> str:
+    """The per-cell table as a booktabs LaTeX table (needs ``\\usepackage{booktabs}``)."""
+    grid, labels, best = _cell_grid(cells, decimals)
+    index_cols = [c for c in grid.columns if c not in labels]
+    head = [*_header_names(index_cols), *labels]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{" + "l" * len(index_cols) + "r" * len(labels) + "}",
+        r"\toprule",
+        " & ".join(tex_escape(h) for h in head) + r" \\",
+        r"\midrule",
+    ]
+    for (_, row), b in zip(grid.iterrows(), best, strict=True):
+        entries = [tex_escape(_display(c, row[c])) for c in index_cols]
+        for lab in labels:
+            v = row[lab]
+            if v is None:
+                entries.append("--")
+            else:
+                entries.append(rf"\textbf{{{_tex_value(v)}}}" if lab == b else _tex_value(v))
+        lines.append(" & ".join(entries) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _aggregate_grid(agg: pd.DataFrame, decimals: int) -> tuple[list[str], list[str], dict, dict]:
+    labels = label_order(agg["algorithm"])
+    metrics = [m for m in METRIC_NAMES if m in set(agg["metric"])]
+    text, best = {}, {}
+    for metric in metrics:
+        sub = agg[agg["metric"] == metric].set_index("algorithm")
+        for lab in labels:
+            if lab in sub.index:
+                r = sub.loc[lab]
+                text[lab, metric] = (
+                    f"{r['point']:.{decimals}f} [{r['lower']:.{decimals}f}, "
+                    f"{r['upper']:.{decimals}f}]"
+                )
+        pts = sub["point"].reindex(labels)
+        best[metric] = pts.idxmin() if metric in LOWER_IS_BETTER else pts.idxmax()
+    return labels, metrics, text, best
+
+
+def aggregate_table_markdown(agg: pd.DataFrame, decimals: int = 1) -> str:
+    """Aggregate metrics per algorithm: point [95% CI]; the best point per metric in bold."""
+    labels, metrics, text, best = _aggregate_grid(agg, decimals)
+    names = [METRIC_NAMES[m] + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics]
+    lines = [
+        "| algorithm | " + " | ".join(names) + " |",
+        "|:---|" + "|".join(["---:"] * len(metrics)) + "|",
+    ]
+    for lab in labels:
+        cells = []
+        for m in metrics:
+            v = text.get((lab, m), "–")
+            cells.append(f"**{v}**" if best.get(m) == lab else v)
+        lines.append(f"| {_md_escape(lab)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def aggregate_table_latex(
+    agg: pd.DataFrame,
+    decimals: int = 1,
+    caption: str = "Aggregate final normalized score (D4RL, \\%) across cells: point estimate "
+    "[95\\% stratified-bootstrap CI]; best in bold (optimality gap: lower is better).",
+    label: str = "tab:aggregates",
+) -> str:
+    """The aggregate table as a booktabs LaTeX table."""
+    labels, metrics, text, best = _aggregate_grid(agg, decimals)
+    arrows = {m: (r" $\downarrow$" if m in LOWER_IS_BETTER else r" $\uparrow$") for m in metrics}
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{l" + "r" * len(metrics) + "}",
+        r"\toprule",
+        "algorithm & " + " & ".join(METRIC_NAMES[m] + arrows[m] for m in metrics) + r" \\",
+        r"\midrule",
+    ]
+    for lab in labels:
+        cells = []
+        for m in metrics:
+            v = tex_escape(text.get((lab, m), "--"))
+            cells.append(rf"\textbf{{{v}}}" if best.get(m) == lab else v)
+        lines.append(tex_escape(lab) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
