@@ -107,6 +107,14 @@ class CQL(Algorithm):
     name = "cql"
     regime = "offline"
     Config = CQLConfig
+    # Tuning ranges (benchmark.tuning): the CQL paper's alpha (min-Q weight) values 1/5/10
+    # (and 2, as CORL sweeps), its policy lr 1e-4 vs 3e-5 and critic lr 3e-4.
+    search_space = {
+        "cql_min_q_weight": {"type": "categorical", "choices": [1.0, 2.0, 5.0, 10.0]},
+        "actor_lr": {"type": "float", "low": 1e-5, "high": 3e-4, "log": True},
+        "critic_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "cql_temp": {"type": "categorical", "choices": [0.5, 1.0, 2.0]},
+    }
 
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)

@@ -82,6 +82,15 @@ class DARC(Algorithm):
     name = "darc"
     regime = "hybrid"
     Config = DARCConfig
+    # Tuning ranges (benchmark.tuning): SAC lrs around 3e-4, the classifier's lr and input
+    # noise (the paper's 1.0 and smaller), the delta-r coefficient around 1.
+    search_space = {
+        "actor_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "critic_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "classifier_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "classifier_noise_std": {"type": "categorical", "choices": [0.1, 0.5, 1.0]},
+        "delta_r_scale": {"type": "categorical", "choices": [0.5, 1.0, 2.0]},
+    }
 
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)

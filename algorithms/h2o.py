@@ -134,6 +134,15 @@ class H2O(Algorithm):
     name = "h2o"
     regime = "hybrid"
     Config = H2OConfig
+    # Tuning ranges (benchmark.tuning): the penalty weight (the code's cql_min_q_weight,
+    # 0.01) over three decades, SAC lrs around 3e-4, the classifiers' lr and input noise.
+    search_space = {
+        "penalty_weight": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+        "actor_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "critic_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "disc_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "disc_noise_std": {"type": "categorical", "choices": [0.05, 0.1, 0.2]},
+    }
 
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)

@@ -71,6 +71,14 @@ class IQL(Algorithm):
     name = "iql"
     regime = "offline"
     Config = IQLConfig
+    # Tuning ranges (benchmark.tuning): the IQL paper's expectile 0.7 (locomotion) / 0.9
+    # (AntMaze) and inverse temperature 3 / 10 (0.5 Kitchen/Adroit), lrs around 3e-4.
+    search_space = {
+        "expectile": {"type": "categorical", "choices": [0.5, 0.6, 0.7, 0.8, 0.9]},
+        "temperature": {"type": "categorical", "choices": [0.5, 1.0, 3.0, 10.0]},
+        "actor_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "critic_lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+    }
 
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)

@@ -84,6 +84,15 @@ class SAC(Algorithm):
     name = "sac"
     regime = "online"
     Config = SACConfig
+    # Tuning ranges (benchmark.tuning): around the SAC paper's 3e-4 / tau 5e-3 / gamma 0.99 /
+    # batch 256, spanning the rl-baselines3-zoo SAC sweep.
+    search_space = {
+        "actor_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "critic_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
+        "tau": {"type": "categorical", "choices": [0.001, 0.005, 0.01, 0.02]},
+        "discount": {"type": "categorical", "choices": [0.98, 0.99, 0.995]},
+        "batch_size": {"type": "categorical", "choices": [128, 256, 512]},
+    }
 
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)

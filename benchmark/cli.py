@@ -223,7 +223,12 @@ def _mount_optional() -> None:
     """Sub-commands that live in their own modules."""
     import importlib
 
-    for module, name in (("benchmark.cli_datasets", "datasets"),):
+    for module, name in (
+        ("benchmark.cli_datasets", "datasets"),
+        ("benchmark.cli_matrix", "matrix"),
+        ("benchmark.cli_tune", "tune"),
+        ("benchmark.cli_report", "report"),
+    ):
         try:
             sub = importlib.import_module(module)
         except ModuleNotFoundError as e:

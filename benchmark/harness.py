@@ -146,7 +146,8 @@ def run(
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, not raised: a matrix goes on with its other runs
-        log.exception("run %s failed", spec.run_id)
+        if not isinstance(err, RunPruned):
+            log.exception("run %s failed", spec.run_id)
         summary = {
             "status": "failed",
             "error": f"{type(err).__name__}: {err}",

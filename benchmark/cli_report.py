@@ -1,0 +1,89 @@
+"""``gapbench report RESULTS_DIR --out DIR``: statistics, tables and figures of run records.
+
+Mounted by ``benchmark.cli._mount_optional`` as ``app.add_typer(app, name="report")``: the
+sub-app has no sub-commands and runs its callback, so the command reads
+``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+err = Console(stderr=True)
+
+app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=True,
+    subcommand_metavar="",
+    # A group stops parsing options at its first argument; let options follow RESULTS_DIR.
+    context_settings={"allow_interspersed_args": True},
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def report(
+    results_dir: Annotated[
+        Path, typer.Argument(help="Folder of run records (searched recursively)")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Report folder (index.md, figures/, tables)")],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Algorithm label X in P(X > others) (default: h2o if present, else the first)"
+        ),
+    ] = None,
+    last_k: Annotated[
+        int, typer.Option("--last-k", min=1, help="Final score = mean of the last K evaluations")
+    ] = 3,
+    reps: Annotated[int, typer.Option(min=1, help="Stratified-bootstrap resamples")] = 10_000,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval coverage")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed")] = 0,
+) -> None:
+    """Per-cell and aggregate statistics (rliable-style CIs), tables and figures of results."""
+    from analysis.report import build_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("report", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        try:
+            result = build_report(
+                results_dir,
+                out,
+                baseline=baseline,
+                last_k=last_k,
+                reps=reps,
+                confidence=confidence,
+                seed=seed,
+                progress=progress,
+            )
+        except (FileNotFoundError, ValueError) as e:
+            bar.stop()
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+    res = result.results
+    n_ok = res.complete["run_id"].nunique()
+    n_failed = res.failed["run_id"].nunique()
+    n_missing = 0 if result.missing is None else len(result.missing)
+    err.print(
+        f"[green]report[/] {result.index}: {n_ok} complete runs, {n_failed} failed, "
+        f"{n_missing} expected (cell, algorithm, seed) slots missing, "
+        f"{len(result.figures)} figures",
+        highlight=False,
+    )

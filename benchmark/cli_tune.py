@@ -1,0 +1,219 @@
+"""``gapbench tune``: hyper-parameter tuning with Optuna on top of the harness (see
+benchmark.tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def _unwrap(text: str) -> str:
+    """Join the lines of prose paragraphs (the help renderer keeps line breaks); indented
+    blocks stay as they are."""
+    paragraphs = []
+    for para in text.strip("\n").split("\n\n"):
+        lines = para.split("\n")
+        if any(line.startswith("    ") for line in lines):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+# Kept here (not imported from benchmark.tuning) so ``--help`` does not import torch.
+DOCS = _unwrap("""Tune an algorithm's hyper-parameters with Optuna: each trial is K ordinary runs
+(one per seed) recorded under OUT/trials/.
+
+Objective: the normalized score on the trials' real system, the mean over the K seeds of the
+mean of each run's last --last-k evaluations (maximized). Every evaluation is reported to
+Optuna so --pruner stops bad trials early (the run is recorded with status pruned). Seeds run
+one after the other; seed i's evaluation at update u is reported at step i * updates + u as
+the running mean over seeds 0..i at update u.
+
+WARNING, protocol: tuning on the same real system (and seeds) that the final comparison
+reports is OPTIMISTIC: it selects hyper-parameters on the test system, which a sim-to-real
+user cannot do. Tune every compared method with the same budget and say so, or hold out:
+--objective-gap SPEC evaluates trials on a different real gap than the comparison's (the
+trials' real_gap), and --seed-start 1000 tunes on seeds the comparison never uses.
+
+Search space: each algorithm declares one (gapbench algos list; the search_space attribute).
+--space FILE (YAML) merges over it, optionally under the algorithm's name; null drops a
+parameter, "_inherit: false" makes the file the whole space. --set fixes a hyper-parameter
+(never tuned):
+
+    penalty_weight: {type: float, low: 0.001, high: 1.0, log: true}
+    u_n_next_states: {type: int, low: 5, high: 20, step: 5}
+    disc_noise_std: {type: categorical, choices: [0.05, 0.1, 0.2]}
+    hidden: [[256, 256], [64, 64]]      # a list = categorical choices
+    critic_lr: null                     # not tuned
+
+Storage: default sqlite:///OUT/optuna.db; any SQLAlchemy URL (postgresql://..., mysql://...)
+to share a study between machines; journal:PATH for Optuna's journal file storage. Re-running
+with the same --study (default: ALGO-TASK-HASH of the setup) and storage continues the study
+with --trials more trials. --workers N runs N trial processes on this machine against the
+shared storage.
+
+Outputs in OUT (default results/tune/ALGO-TASK): best.yaml, the best hyper-parameters as a
+matrix snippet {algorithms: {ALGO: {hparams: {...}}}} to merge into a matrix file;
+plots/*.png (optimization history, intermediate values, parameter importances, parallel
+coordinates); trials.csv; trials/RUN_ID/ run records. Open the study with
+optuna-dashboard STORAGE (pip install optuna-dashboard).
+
+Bad search spaces, storages, samplers, pruners, tasks, gaps or hyper-parameters are
+reported (exit 2) before any trial starts.
+""")
+
+_HELP = DOCS.replace("[", r"\[")  # rich markup would eat [0.05, ...]
+app = typer.Typer(help=_HELP, pretty_exceptions_enable=False, subcommand_metavar="")
+out_console = Console(soft_wrap=True)  # paths and commands stay copy-pasteable
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(
+        f"[bold red]error:[/] {message.replace('[', chr(92) + '[')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(2)
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"{option} expects key=value, got {item!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+@app.callback(invoke_without_command=True, help=_HELP)
+def tune(
+    algo: Annotated[str, typer.Option(help="Algorithm to tune (gapbench algos list)")],
+    task: Annotated[str, typer.Option(help="halfcheetah, hopper, walker2d or ant")],
+    gap: Annotated[str, typer.Option(help="Sim gap spec (online/hybrid), e.g. gravity=2.0")] = "",
+    dataset: Annotated[str | None, typer.Option(help="Dataset id or D4RL HDF5 path")] = None,
+    regime: Annotated[
+        str | None, typer.Option(help="offline|online|oracle|hybrid (default: the algorithm's)")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials to add to the study", min=1)] = 20,
+    seeds: Annotated[int, typer.Option(help="Seeds (runs) per trial", min=1)] = 1,
+    seed_start: Annotated[
+        int, typer.Option(help="First seed; e.g. 1000 for seeds the comparison never uses", min=0)
+    ] = 0,
+    preset: Annotated[str, typer.Option(help="Budget preset: smoke, mini or paper")] = "smoke",
+    budget: Annotated[
+        list[str] | None, typer.Option(help="Budget override key=value, e.g. updates=5000")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Fixed hyper-parameter key=value (removed from the space)"),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="YAML search space merged over the algorithm's", dir_okay=False),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: ALGO-TASK-HASH of the setup)")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///PATH, an SQLAlchemy URL, or journal:PATH (default OUT/optuna.db)"
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel trial processes", min=1)] = 1,
+    sampler: Annotated[str, typer.Option(help="tpe, random or cmaes")] = "tpe",
+    sampler_seed: Annotated[int | None, typer.Option(help="Sampler seed (worker i: +i)")] = None,
+    pruner: Annotated[str, typer.Option(help="median, hyperband or none")] = "median",
+    objective_gap: Annotated[
+        str,
+        typer.Option(
+            help="Held-out real gap the trials are evaluated on (default: nominal = the "
+            "comparison's real system, optimistic)"
+        ),
+    ] = "",
+    last_k: Annotated[
+        int, typer.Option(help="Evaluations averaged at the end of each run", min=1)
+    ] = 3,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default results/tune/ALGO-TASK)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    plots: Annotated[bool, typer.Option(help="Save Optuna's plots in OUT/plots")] = True,
+) -> None:
+    from benchmark.spec import preset_budget
+    from benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
+
+    try:
+        budget_obj = None
+        if budget:
+            overrides = _pairs(budget, "--budget")
+            try:
+                values = {k: int(v) for k, v in overrides.items()}
+            except ValueError:
+                raise _fail(f"--budget values must be integers, got {overrides}") from None
+            budget_obj = preset_budget(preset, **values)
+        config = TuneConfig(
+            algorithm=algo,
+            task=task,
+            gap=gap,
+            dataset=dataset,
+            regime=regime,
+            hparams=_pairs(set_ or [], "--set"),
+            preset=preset,
+            budget=budget_obj,
+            seeds=seeds,
+            seed_start=seed_start,
+            objective_gap=objective_gap,
+            last_k=last_k,
+            trials=trials,
+            study=study,
+            storage=storage,
+            workers=workers,
+            sampler=sampler,
+            sampler_seed=sampler_seed,
+            pruner=pruner,
+            space=space,
+            out=out_dir or Path("results/tune") / f"{algo}-{task}",
+            device=device,
+            plots=plots,
+            verbose=True,
+        )
+        prepared = prepare(config)
+    except (TuningError, ValueError, KeyError) as e:
+        raise _fail(str(e)) from None
+    try:
+        result = run_prepared(prepared)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: re-run the same command to continue the study")
+        raise typer.Exit(130) from None
+
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.states.items()))
+    out_console.print(
+        f"[green]study[/] {result.study_name}: {result.n_trials} trial(s) ({states})",
+        highlight=False,
+    )
+    if result.best_value is not None:
+        out_console.print(
+            f"best: trial {result.best_trial}, objective {result.best_value:.3f}, "
+            f"hparams {result.best_hparams}",
+            highlight=False,
+            markup=False,
+        )
+    for note in result.notes:
+        out_console.print(f"note: {note}", highlight=False, markup=False)
+    for name, path in result.files.items():
+        label = {"best": "best.yaml", "trials_csv": "trials.csv"}.get(name, name.replace("_", " "))
+        out_console.print(f"{label}: {path}", highlight=False, markup=False)
+    out_console.print(
+        f"open the study: {result.dashboard}  (pip install optuna-dashboard)",
+        highlight=False,
+        markup=False,
+    )
+    if result.best_value is None:
+        raise typer.Exit(1)

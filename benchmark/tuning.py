@@ -1,0 +1,1013 @@
+"""Hyper-parameter tuning on top of the single-run harness (Optuna): ``gapbench tune``.
+
+A study tunes one algorithm on one task/gap/dataset setup. Each Optuna trial samples
+hyper-parameters from the algorithm's search space, trains ``seeds`` ordinary runs with them
+(seeds ``seed_start .. seed_start + seeds - 1``, one after the other) through
+:func:`benchmark.harness.run`, and scores them.
+
+Objective. The mean over the trial's seeds of the mean normalized score of each run's last
+``last_k`` evaluations (all of them when a run has fewer), maximized. Evaluations happen on
+the runs' *real* system: the nominal task, or ``objective_gap`` when given.
+
+.. warning:: Tuning against the real system you report on is an **optimistic** protocol:
+   the hyper-parameters are selected on the very system (and seeds) the final comparison
+   scores, which a real sim-to-real user could not do, and the selection bias inflates the
+   reported score. Say so when you report tuned numbers, tune every compared method with
+   the same budget, or use a held-out protocol: ``objective_gap`` evaluates the trials on a
+   *different* real system (the trials' ``real_gap``) than the one of the final comparison,
+   and ``seed_start`` (e.g. 1000) tunes on seeds the comparison never uses.
+
+Pruning. Every evaluation is reported to Optuna (``trial.report``) and ``trial.should_prune()``
+is asked right away; a pruned run stops (the harness records it with ``status: pruned``) and
+the trial is marked PRUNED. Seeds run one after the other, so intermediate steps are laid
+end to end: the evaluation at update ``u`` of the ``i``-th seed is reported at step
+``i * budget.updates + u``, with the value the running mean, at update ``u``, over seeds
+``0..i`` (the earlier seeds are complete). All trials share seeds and budget, so the pruner
+always compares trials at the same (seed, update). The median pruner starts after 5 complete
+trials and never prunes before a quarter of the first seed's updates; Hyperband uses
+``eval_every`` as its minimum and ``seeds * updates`` as its maximum resource.
+
+Search spaces. Each algorithm class declares ``search_space`` next to its ``Config``: a dict
+hyper-parameter name -> definition, one of::
+
+    {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}     # optional "step"
+    {"type": "int", "low": 1, "high": 10}                          # optional "step", "log"
+    {"type": "categorical", "choices": [1.0, 5.0, 10.0]}            # None/bool/int/float/str
+
+A list is short for categorical choices; a list choice (e.g. ``[64, 64]`` for ``hidden``) is
+passed as the string ``"64,64"`` and coerced to the field's type. A YAML file (``space``,
+``--space FILE``) overrides it: the same mapping, optionally under the algorithm's name (one
+file for several algorithms); its entries are merged over the declared space (a new name adds
+a parameter, a known one is replaced, ``null`` drops one) unless it sets ``_inherit: false``,
+in which case the file is the whole space. Fixed hyper-parameters (``hparams``, ``--set``)
+are never tuned: they are dropped from the space. Every problem (unknown name, low >= high,
+log with low <= 0, empty choices, unknown type, a value the field cannot take) is reported
+together by :class:`TuningError` before any trial starts.
+
+Storage. ``storage`` is ``None`` (an SQLite file ``OUT/optuna.db``), any SQLAlchemy URL
+(``sqlite:///PATH``, ``postgresql://...``, ``mysql+pymysql://...``: many machines on one
+study; RDB storages get a heartbeat, so a trial whose process died is marked FAIL when a
+later worker starts), or ``journal:PATH`` (Optuna's JournalStorage on a file; safest for many
+processes on one machine or a shared file system). Re-running with the same study name and
+storage continues the study and adds ``trials`` more trials. The default study name is
+``<algorithm>-<task>-<hash of the setup>``; a study remembers its setup (task, gaps, dataset,
+budget, seeds, last_k, fixed hyper-parameters) and refuses to continue with a different one.
+``workers`` > 1 starts that many trial processes (multiprocessing ``spawn``), each loading the
+study from the shared storage and running its share of the trials with
+``torch.set_num_threads(max(1, cpu_count // workers))``.
+
+Records. Every seed of every trial is a normal run record in ``OUT/trials/<run_id>/``
+(spec.json, curve.csv, summary.json), so the analysis code reads trials like any run. The run
+id depends only on the spec, so a trial that samples hyper-parameters already run reuses their
+record (pruned records are re-run). A trial's user attributes hold ``trial_number``,
+``run_id`` (first seed), ``run_ids`` (all seeds), ``hparams`` (fixed + sampled, resolved)
+and ``seed_scores``.
+
+Outputs in ``OUT`` after each invocation:
+
+* ``best.yaml``: the best trial's hyper-parameters (fixed + tuned) as a matrix snippet,
+  ``{algorithms: {<label>: {hparams: {...}}}}`` (the label is the algorithm's name; a
+  non-default regime adds ``algorithm``/``regime`` and the label ``<algorithm>-<regime>``),
+  with the study, objective and protocol in comments. Merge its ``algorithms`` into a
+  matrix file's.
+* ``plots/``: optimization history, intermediate values, parameter importances (with >= 2
+  parameters and >= 4 complete trials) and parallel coordinates, PNG via
+  ``optuna.visualization.matplotlib``; a plot that cannot be made is skipped with a note.
+* ``trials.csv``: Optuna's trials table (params, values, states, user attributes).
+* ``optuna.db`` (default storage); ``trials/`` (run records); ``.locks/`` (one lock file per
+  run id so two workers never train the same run at once).
+
+One ``OUT`` holds the outputs of one study (``best.yaml`` and ``plots/`` are rewritten by
+every invocation); the storage and ``trials/`` can be shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import algorithms
+from algorithms.base import ConfigError
+from benchmark.spec import Budget, RunSpec, SpecError
+
+PARAM_TYPES = ("float", "int", "categorical")
+PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step"),
+    "int": ("type", "low", "high", "log", "step"),
+    "categorical": ("type", "choices"),
+}
+SAMPLERS = ("tpe", "random", "cmaes")
+PRUNERS = ("median", "hyperband", "none")
+STORAGE_FORMS = "sqlite:///PATH, postgresql://USER:PASS@HOST/DB, mysql+pymysql://..., journal:PATH"
+DB_NAME = "optuna.db"
+BEST = "best.yaml"
+TRIALS_DIR = "trials"
+TRIALS_CSV = "trials.csv"
+PLOTS_DIR = "plots"
+LOCKS_DIR = ".locks"
+INHERIT_KEY = "_inherit"
+MEDIAN_STARTUP_TRIALS = 5
+MIN_IMPORTANCE_TRIALS = 4
+HEARTBEAT_S, GRACE_S = 60, 180
+
+
+class TuningError(ValueError):
+    """A tuning setup that cannot start: every problem, listed together."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            super().__init__(f"{len(self.problems)} problems:\n{lines}")
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run failed (recorded with ``status: failed``); the study goes on."""
+
+
+# -- search spaces ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a search space."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return trial.suggest_int(
+                self.name, self.low, self.high, step=self.step or 1, log=self.log
+            )
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.type == "categorical":
+            return {"type": "categorical", "choices": list(self.choices)}
+        out: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+def declared_space(algorithm: str) -> dict[str, Any]:
+    """The algorithm class's ``search_space`` (raw definitions; empty if it declares none)."""
+    cls = algorithms.get(algorithm)
+    return dict(getattr(cls, "search_space", None) or {})
+
+
+def read_space_file(path: str | Path, algorithm: str) -> dict[str, Any]:
+    """A YAML search-space file: ``{param: def|null, ...}``, optionally under ``algorithm``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise TuningError(f"cannot read search space file {str(path)!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise TuningError(f"search space file {str(path)!r} is not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise TuningError(f"search space file {str(path)!r} must be a YAML mapping")
+    names = set(algorithms.names())
+    if algorithm in data and isinstance(data[algorithm], Mapping):
+        data = data[algorithm]
+    elif data and all(k in names for k in data):  # only other algorithms' spaces
+        raise TuningError(
+            f"search space file {str(path)!r} has no entry for {algorithm!r} "
+            f"(it has: {', '.join(map(str, data))})"
+        )
+    return dict(data)
+
+
+def merge_space(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``override`` merged over ``base``: ``null`` drops a parameter; ``_inherit: false``
+    replaces ``base`` entirely."""
+    if override is None:
+        return dict(base)
+    override = dict(override)
+    inherit = override.pop(INHERIT_KEY, True)
+    merged = dict(base) if inherit not in (False, "false", "no", 0) else {}
+    for name, definition in override.items():
+        if definition is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = definition
+    return merged
+
+
+def _field_kind(config_cls: type, name: str) -> type | None:
+    """int/float/bool/str/tuple for a Config field (Optional unwrapped), None if other."""
+    hint = typing.get_type_hints(config_cls)[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    return hint if hint in (int, float, bool, str) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_space(raw: Mapping[str, Any], algorithm: str) -> dict[str, Param]:
+    """Validate raw definitions against the algorithm's Config; raise TuningError listing
+    every problem."""
+    cls = algorithms.get(algorithm)
+    fields = [f.name for f in dataclasses.fields(cls.Config)]
+    problems: list[str] = []
+    space: dict[str, Param] = {}
+    for name, definition in raw.items():
+        where = f"search space {algorithm}.{name}"
+        if name not in fields:
+            problems.append(
+                f"unknown hyper-parameter {name!r} in the search space of {algorithm}; "
+                f"valid: {', '.join(fields)}"
+            )
+            continue
+        if isinstance(definition, list | tuple):
+            definition = {"type": "categorical", "choices": list(definition)}
+        if not isinstance(definition, Mapping):
+            problems.append(
+                f"{where}: a definition must be a mapping with 'type' "
+                f"({', '.join(PARAM_TYPES)}) or a list of choices, got {definition!r}"
+            )
+            continue
+        kind = definition.get("type")
+        if kind not in PARAM_TYPES:
+            problems.append(f"{where}: unknown type {kind!r}; valid: {', '.join(PARAM_TYPES)}")
+            continue
+        unknown = [k for k in definition if k not in PARAM_KEYS[kind]]
+        if unknown:
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for type {kind}; "
+                f"valid: {', '.join(PARAM_KEYS[kind])}"
+            )
+            continue
+        field_kind = _field_kind(cls.Config, name)
+        if kind == "categorical":
+            param, errs = _categorical(name, definition, cls, where)
+        else:
+            param, errs = _numeric(name, kind, definition, field_kind, where)
+        problems += errs
+        if param is not None and not errs:
+            space[name] = param
+    if problems:
+        raise TuningError(problems)
+    return space
+
+
+def _categorical(name, definition, cls, where) -> tuple[Param | None, list[str]]:
+    choices = definition.get("choices")
+    if not isinstance(choices, list | tuple) or not choices:
+        return None, [f"{where}: 'choices' must be a non-empty list, got {choices!r}"]
+    problems, values = [], []
+    for choice in choices:
+        if isinstance(choice, list | tuple):  # e.g. hidden sizes: Optuna stores scalars only
+            choice = ",".join(str(c) for c in choice)
+        if choice is not None and not isinstance(choice, bool | int | float | str):
+            problems.append(f"{where}: choice {choice!r} must be null, bool, number or string")
+            continue
+        try:
+            cls.make_config({name: choice})
+        except (ConfigError, ValueError, TypeError) as err:
+            problems.append(f"{where}: choice {choice!r}: {err}")
+            continue
+        if choice in values:
+            problems.append(f"{where}: duplicate choice {choice!r}")
+            continue
+        values.append(choice)
+    return Param(name, "categorical", choices=tuple(values)), problems
+
+
+def _numeric(name, kind, definition, field_kind, where) -> tuple[Param | None, list[str]]:
+    if field_kind not in (int, float):
+        hint = "categorical" if field_kind is not None else "a categorical type"
+        return None, [
+            f"{where}: type {kind} needs a numeric hyper-parameter, but {name!r} is "
+            f"{getattr(field_kind, '__name__', 'not numeric')}; use {hint}"
+        ]
+    if kind == "float" and field_kind is int:
+        return None, [f"{where}: {name!r} is an integer hyper-parameter; use type: int"]
+    low, high = definition.get("low"), definition.get("high")
+    log, step = definition.get("log", False), definition.get("step")
+    problems = []
+    for key, value in (("low", low), ("high", high)):
+        if not _is_number(value):
+            problems.append(f"{where}: '{key}' must be a finite number, got {value!r}")
+        elif kind == "int" and value != int(value):
+            problems.append(f"{where}: '{key}' must be an integer for type int, got {value!r}")
+    if not isinstance(log, bool):
+        problems.append(f"{where}: 'log' must be true or false, got {log!r}")
+    if step is not None and (not _is_number(step) or step <= 0):
+        problems.append(f"{where}: 'step' must be a number > 0, got {step!r}")
+    if problems:
+        return None, problems
+    if low >= high:
+        problems.append(f"{where}: low ({low}) must be < high ({high})")
+    if log and low <= 0:
+        problems.append(f"{where}: log scale needs low > 0, got low={low}")
+    if log and step is not None and not (kind == "int" and step == 1):
+        problems.append(f"{where}: 'step' cannot be combined with log scale")
+    if kind == "int":
+        low, high = int(low), int(high)
+        step = int(step) if step is not None else None
+    else:
+        low, high = float(low), float(high)
+        step = float(step) if step is not None else None
+    return Param(name, kind, low=low, high=high, log=log, step=step), problems
+
+
+# -- configuration -----------------------------------------------------------------------------
+@dataclass
+class TuneConfig:
+    """Everything ``gapbench tune`` takes (see the module docstring)."""
+
+    algorithm: str
+    task: str
+    gap: str = ""  # the simulator's gap (online / hybrid)
+    dataset: str | None = None
+    regime: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)  # fixed, never tuned
+    preset: str = "smoke"
+    budget: Budget | None = None
+    seeds: int = 1
+    seed_start: int = 0  # e.g. 1000: tune on seeds the final comparison never uses
+    objective_gap: str = ""  # the trials' real system (held-out gap); "" = nominal
+    last_k: int = 3
+    trials: int = 20
+    study: str | None = None
+    storage: str | None = None  # None: sqlite:///OUT/optuna.db
+    workers: int = 1
+    sampler: str = "tpe"
+    sampler_seed: int | None = None
+    pruner: str = "median"
+    space: Mapping[str, Any] | str | Path | None = None  # overrides, or a YAML file
+    out: str | Path = "results/tune"
+    device: str = "cpu"
+    plots: bool = True
+    verbose: bool = False  # one line per finished trial on stdout
+
+
+@dataclass
+class Prepared:
+    """A validated setup, picklable for worker processes."""
+
+    config: TuneConfig
+    space: dict[str, Param]
+    base: RunSpec  # resolved, first seed, fixed hparams only
+    seeds: list[int]
+    storage_url: str
+    study_name: str
+    setup: dict[str, Any]
+    dropped: list[str] = field(default_factory=list)  # fixed by hparams, removed from the space
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    n_trials: int  # in the study, all invocations
+    states: dict[str, int]
+    best_value: float | None
+    best_trial: int | None
+    best_hparams: dict[str, Any] | None
+    files: dict[str, str]
+    notes: list[str]
+    dashboard: str
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def default_storage(out: str | Path) -> str:
+    return f"sqlite:///{(Path(out) / DB_NAME).resolve()}"
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for ``url`` (see STORAGE_FORMS); TuningError if it cannot be used."""
+    import optuna
+
+    def bad(reason: str) -> TuningError:
+        return TuningError(f"bad storage {url!r}: {reason}; valid forms: {STORAGE_FORMS}")
+
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:") :]).expanduser()
+        if not str(path) or str(path) == ".":
+            raise bad("journal: needs a file path")
+        if path.is_dir():
+            raise bad(f"{str(path)!r} is a folder, not a journal file")
+        if not path.parent.exists():
+            raise bad(f"folder {str(path.parent)!r} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise bad(str(err)) from None
+    if "://" not in url:
+        raise bad("not a URL")
+    import sqlalchemy.exc
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if str(path) and str(path) != ":memory:" and not path.parent.exists():
+            raise bad(f"folder {str(path.parent)!r} does not exist")
+    try:
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise bad(f"{type(err).__name__}: {reason}") from None
+
+
+def dashboard_command(url: str) -> str:
+    target = url[len("journal:") :] if url.startswith("journal:") else url
+    return f"optuna-dashboard {target}"
+
+
+def _dataset_problem(dataset: str, task: str) -> str | None:
+    """Why the dataset cannot be loaded here (the matrix's check), None if it can."""
+    try:
+        from benchmark.matrix import dataset_problem
+    except ModuleNotFoundError as err:  # not on this branch: the harness will say
+        if err.name != "benchmark.matrix":
+            raise
+        return None
+    return dataset_problem(dataset, task)
+
+
+def _check_choice(value: str, valid: tuple[str, ...], what: str, problems: list[str]) -> None:
+    if value not in valid:
+        problems.append(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+def prepare(config: TuneConfig) -> Prepared:
+    """Validate everything (spec, search space, sampler, pruner, storage) and create or load
+    the study; nothing is trained. Raises TuningError (SpecError/ConfigError for the spec)."""
+    problems: list[str] = []
+    _check_choice(config.sampler, SAMPLERS, "sampler", problems)
+    _check_choice(config.pruner, PRUNERS, "pruner", problems)
+    for name, least in (("trials", 1), ("seeds", 1), ("workers", 1), ("last_k", 1)):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < least:
+            problems.append(f"{name} must be an integer >= {least}, got {value!r}")
+    if not isinstance(config.seed_start, int) or config.seed_start < 0:
+        problems.append(f"seed_start must be an integer >= 0, got {config.seed_start!r}")
+    if config.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            problems.append("sampler 'cmaes' needs the cmaes package (pip install cmaes)")
+    if problems:
+        raise TuningError(problems)
+
+    seeds = [config.seed_start + i for i in range(config.seeds)]
+    base = RunSpec(
+        task=config.task,
+        algorithm=config.algorithm,
+        seed=seeds[0],
+        gap=config.gap,
+        real_gap=config.objective_gap or "",
+        dataset=config.dataset,
+        regime=config.regime,
+        hparams=dict(config.hparams),
+        preset=config.preset,
+        budget=config.budget,
+        device=config.device,
+    ).resolved()  # SpecError / ConfigError / KeyError name the bad value
+    if base.dataset:
+        problem = _dataset_problem(base.dataset, base.task)
+        if problem:
+            raise SpecError(problem)
+
+    raw = declared_space(config.algorithm)
+    override = config.space
+    if isinstance(override, str | Path):
+        override = read_space_file(override, config.algorithm)
+    raw = merge_space(raw, override)
+    space = parse_space(raw, config.algorithm)
+    dropped = [n for n in space if n in base.hparams]
+    space = {n: p for n, p in space.items() if n not in base.hparams}
+    if not space:
+        raise TuningError(
+            f"the search space of {config.algorithm} is empty"
+            + (f" (fixed by --set: {', '.join(dropped)})" if dropped else "")
+            + "; declare search_space on the algorithm or pass --space FILE"
+        )
+
+    setup = {
+        "algorithm": base.algorithm,
+        "task": base.task,
+        "regime": base.regime,
+        "gap": base.gap,
+        "objective_real_gap": base.real_gap,
+        "dataset": base.dataset,
+        "budget": dataclasses.asdict(base.budget),
+        "seeds": seeds,
+        "last_k": config.last_k,
+        "hparams": _jsonable(base.hparams),
+    }
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:8]
+    study_name = config.study or f"{base.algorithm}-{base.task}-{digest}"
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = config.storage or default_storage(out)
+    prep = Prepared(config, space, base, seeds, url, study_name, setup, dropped)
+    _create_study(prep)
+    return prep
+
+
+def _create_study(prep: Prepared) -> None:
+    import optuna
+
+    storage = open_storage(prep.storage_url)
+    with _quiet_optuna():
+        study = optuna.create_study(
+            storage=storage,
+            study_name=prep.study_name,
+            direction="maximize",
+            load_if_exists=True,
+        )
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuningError(f"study {prep.study_name!r} exists and minimizes; use another --study")
+    stored = study.user_attrs.get("setup")
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise TuningError(
+                f"study {prep.study_name!r} exists in {prep.storage_url} but was not created by "
+                "gapbench tune; use another --study"
+            )
+        study.set_user_attr("setup", prep.setup)
+        study.set_user_attr("search_space", {n: p.to_dict() for n, p in prep.space.items()})
+    elif stored != json.loads(json.dumps(prep.setup)):
+        diff = [
+            f"{k}: {stored.get(k)!r} (study) vs {prep.setup.get(k)!r} (now)"
+            for k in sorted(set(stored) | set(prep.setup))
+            if stored.get(k) != json.loads(json.dumps(prep.setup.get(k)))
+        ]
+        raise TuningError(
+            [f"study {prep.study_name!r} was created with a different setup; use another --study"]
+            + diff
+        )
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def make_sampler(prep: Prepared, worker: int = 0) -> Any:
+    import optuna
+
+    seed = None if prep.config.sampler_seed is None else prep.config.sampler_seed + worker
+    if prep.config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if prep.config.sampler == "cmaes":
+        # CMA-ES handles float/int; categorical parameters fall back to random sampling
+        return optuna.samplers.CmaEsSampler(
+            seed=seed,
+            warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+        )
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(prep: Prepared) -> Any:
+    import optuna
+
+    budget = prep.base.budget
+    if prep.config.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=budget.updates // 4
+        )
+    if prep.config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=budget.eval_every, max_resource=len(prep.seeds) * budget.updates
+        )
+    return optuna.pruners.NopPruner()
+
+
+# -- the objective ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _run_lock(out: Path, run_id: str) -> Iterator[None]:
+    """An exclusive OS lock per run id (released when the process dies)."""
+    path = out / LOCKS_DIR / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _last_k_mean(curve: list[dict[str, float]], k: int) -> float:
+    scores = [row["normalized_score"] for row in curve][-k:]
+    return float(sum(scores) / len(scores))
+
+
+class Objective:
+    """The Optuna objective: train the trial's seeds one after the other and score them."""
+
+    def __init__(self, prep: Prepared):
+        self.prep = prep
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from benchmark import records
+        from benchmark.harness import RunPruned
+
+        prep = self.prep
+        sampled = {name: p.suggest(trial) for name, p in prep.space.items()}
+        hparams = {**prep.base.hparams, **sampled}
+        try:
+            specs = [
+                dataclasses.replace(prep.base, seed=s, hparams=hparams).resolved()
+                for s in prep.seeds
+            ]
+        except (ConfigError, ValueError) as err:  # a combination the Config rejects
+            raise TrialFailed(f"hyper-parameters rejected: {err}") from None
+        run_ids = [s.run_id for s in specs]
+        trial.set_user_attr("trial_number", trial.number)
+        trial.set_user_attr("run_id", run_ids[0])
+        trial.set_user_attr("run_ids", run_ids)
+        trial.set_user_attr("hparams", _jsonable(specs[0].hparams))
+        updates = prep.base.budget.updates
+        trials_dir = prep.out / TRIALS_DIR
+        scores: list[dict[int, float]] = []  # per seed: update -> normalized score
+        reported: set[int] = set()
+        finals: list[float] = []
+
+        for index, spec in enumerate(specs):
+            current: dict[int, float] = {}
+            scores.append(current)
+
+            def on_eval(
+                row: dict[str, Any], _algo: Any = None, index=index, current=current, seed=spec.seed
+            ) -> None:
+                update = int(row["step"])
+                current[update] = float(row["normalized_score"])
+                step = index * updates + update
+                if step in reported:
+                    return
+                reported.add(step)
+                values = [s[update] for s in scores if update in s]
+                trial.report(sum(values) / len(values), step)
+                if trial.should_prune():
+                    raise RunPruned(f"pruned by Optuna at update {update} of seed {seed}")
+
+            summary = self._run(spec, trials_dir, on_eval)
+            status = summary.get("status")
+            if status == "pruned":
+                raise optuna.TrialPruned(f"run {spec.run_id} pruned")
+            if status != "ok":
+                raise TrialFailed(f"run {spec.run_id} {status}: {summary.get('error')}")
+            curve = records.read_curve(trials_dir / spec.run_id / records.CURVE)
+            finals.append(_last_k_mean(curve, prep.config.last_k))
+            trial.set_user_attr("seed_scores", finals)
+        return float(sum(finals) / len(finals))
+
+    def _run(self, spec: RunSpec, trials_dir: Path, on_eval: Callable) -> dict[str, Any]:
+        """Run (or reuse) one seed's record, under the run id's lock."""
+        import optuna
+
+        from benchmark import records
+        from benchmark.harness import RunPruned, run
+
+        run_dir = trials_dir / spec.run_id
+        with _run_lock(self.prep.out, spec.run_id):
+            if records.is_complete(run_dir):
+                summary = records.read_json(run_dir / records.SUMMARY)
+                if summary.get("status") == "pruned":  # this trial may get further
+                    shutil.rmtree(run_dir)
+                else:  # reuse: replay the curve through the pruner
+                    if summary.get("status") == "ok":
+                        try:
+                            for row in records.read_curve(run_dir / records.CURVE):
+                                on_eval(row)
+                        except RunPruned as err:
+                            raise optuna.TrialPruned(str(err)) from None
+                    return summary
+            return run(spec, trials_dir, progress=False, on_eval=on_eval)
+
+
+# -- running ---------------------------------------------------------------------------------
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_line(trial: Any) -> str:
+    """One progress line for a finished trial: number, state, value, params (a pruned
+    trial's value is its last intermediate value)."""
+    value = "-" if trial.value is None else f"{trial.value:.3f}"
+    if trial.value is not None and trial.state.name == "PRUNED":
+        value = f"({value})"
+    params = ", ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items())
+    return f"trial {trial.number:>4}  {trial.state.name:<8} value={value:<10} {params}"
+
+
+def _print_trial(study: Any, trial: Any) -> None:
+    print(trial_line(trial), flush=True)
+
+
+class _DropPruned(logging.Filter):
+    """The harness logs every stopped run with its traceback; a pruned run is no failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from benchmark.harness import RunPruned
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, RunPruned)
+
+
+@contextlib.contextmanager
+def _quiet_pruned_runs() -> Iterator[None]:
+    logger, drop = logging.getLogger("gapbench.run"), _DropPruned()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _worker(prep: Prepared, n_trials: int, index: int, threads: int | None) -> None:
+    """One trial process (or the caller's process when workers == 1)."""
+    import optuna
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    storage = open_storage(prep.storage_url)
+    with _quiet_optuna(), _quiet_pruned_runs():
+        study = optuna.load_study(
+            study_name=prep.study_name,
+            storage=storage,
+            sampler=make_sampler(prep, index),
+            pruner=make_pruner(prep),
+        )
+        study.optimize(
+            Objective(prep),
+            n_trials=n_trials,
+            catch=(TrialFailed,),
+            callbacks=[_print_trial] if prep.config.verbose else None,
+        )
+
+
+def _shares(total: int, workers: int) -> list[int]:
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+
+
+def optimize(prep: Prepared) -> None:
+    """Run ``config.trials`` more trials, in this process or in ``workers`` processes."""
+    workers = min(prep.config.workers, prep.config.trials)
+    if workers == 1:
+        _worker(prep, prep.config.trials, 0, None)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(prep, share, i, threads), name=f"gapbench-tune-{i}")
+        for i, share in enumerate(_shares(prep.config.trials, workers))
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    bad = [f"{p.name} exited with {p.exitcode}" for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError("tuning worker(s) failed: " + "; ".join(bad))
+
+
+def tune(config: TuneConfig) -> TuneResult:
+    """Validate, run ``config.trials`` more trials, and export best.yaml, plots and trials.csv."""
+    return run_prepared(prepare(config))
+
+
+def run_prepared(prep: Prepared) -> TuneResult:
+    """:func:`tune` after :func:`prepare` (the CLI reports setup errors apart)."""
+    config = prep.config
+    if config.verbose:
+        print(
+            f"study {prep.study_name!r} in {prep.storage_url}: {config.trials} more trial(s), "
+            f"{len(prep.seeds)} seed(s) each, {config.workers} worker(s)",
+            flush=True,
+        )
+        if prep.dropped:
+            print(f"fixed by --set, not tuned: {', '.join(prep.dropped)}", flush=True)
+    optimize(prep)
+    return export(prep)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def best_snippet(prep: Prepared, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``{algorithms: {label: {hparams: {...}}}}`` for a matrix file."""
+    cls = algorithms.get(prep.base.algorithm)
+    config = cls.make_config(dict(hparams))
+    values = {k: _jsonable(getattr(config, k)) for k in hparams}
+    entry: dict[str, Any] = {}
+    label = prep.base.algorithm
+    if prep.base.regime != cls.regime:
+        label = f"{prep.base.algorithm}-{prep.base.regime}"
+        entry.update(algorithm=prep.base.algorithm, regime=prep.base.regime)
+    entry["hparams"] = values
+    return {"algorithms": {label: entry}}
+
+
+class _SnippetDumper(yaml.SafeDumper):
+    """Block mappings, one hyper-parameter a line; lists (``hidden``) inline."""
+
+
+_SnippetDumper.add_representer(
+    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+
+
+def _protocol(prep: Prepared) -> str:
+    real = prep.base.real_gap or "nominal"
+    if prep.config.objective_gap:
+        return f"held-out real gap {real!r} (not the comparison's real system)"
+    return (
+        f"real system {real!r}, seeds {prep.seeds[0]}..{prep.seeds[-1]}: OPTIMISTIC if the "
+        "comparison reports on the same system"
+    )
+
+
+def export(prep: Prepared) -> TuneResult:
+    import optuna
+
+    storage = open_storage(prep.storage_url)
+    with _quiet_optuna():
+        study = optuna.load_study(study_name=prep.study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    out, files, notes = prep.out, {}, []
+    best = None
+    with contextlib.suppress(ValueError):
+        best = study.best_trial
+    best_hparams = None
+    if best is not None:
+        best_hparams = best.user_attrs.get("hparams") or {**prep.base.hparams, **best.params}
+        snippet = best_snippet(prep, best_hparams)
+        header = (
+            f"# gapbench tune: best of study {prep.study_name!r} ({prep.storage_url})\n"
+            f"# trial {best.number}, objective {best.value:.4f} = mean over {len(prep.seeds)} "
+            f"seed(s) of the mean normalized score of each run's last {prep.config.last_k} "
+            "evaluation(s)\n"
+            f"# protocol: {_protocol(prep)}\n"
+            f"# task {prep.base.task}, sim gap {prep.base.gap or 'nominal'!r}, dataset "
+            f"{prep.base.dataset}, budget {dataclasses.asdict(prep.base.budget)}\n"
+            "# merge 'algorithms' into a matrix file's 'algorithms'\n"
+        )
+        text = header + yaml.dump(snippet, Dumper=_SnippetDumper, sort_keys=False)
+        path = out / BEST
+        path.write_text(text)
+        files["best"] = str(path)
+    else:
+        notes.append("no complete trial yet: best.yaml not written")
+    if trials:
+        with _quiet_optuna():
+            frame = study.trials_dataframe()
+        path = out / TRIALS_CSV
+        frame.to_csv(path, index=False)
+        files["trials_csv"] = str(path)
+    if prep.config.plots:
+        plot_files, plot_notes = save_plots(study, out / PLOTS_DIR)
+        files.update(plot_files)
+        notes += plot_notes
+    return TuneResult(
+        study_name=prep.study_name,
+        storage=prep.storage_url,
+        n_trials=len(trials),
+        states=states,
+        best_value=None if best is None else best.value,
+        best_trial=None if best is None else best.number,
+        best_hparams=best_hparams,
+        files=files,
+        notes=notes,
+        dashboard=dashboard_command(prep.storage_url),
+    )
+
+
+def save_plots(study: Any, folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Optuna's matplotlib plots as PNG; each that cannot be made is skipped with a note."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    params = sorted({p for t in complete for p in t.params})
+    try:
+        import matplotlib
+
+        if "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as vis
+    except ImportError as err:
+        return {}, [f"plots skipped: {err}"]
+
+    def need_complete(n: int) -> str | None:
+        return (
+            None if len(complete) >= n else f"needs >= {n} complete trial(s), has {len(complete)}"
+        )
+
+    has_intermediate = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+    plots: list[tuple[str, str | None, Callable[[], Any]]] = [
+        ("optimization_history", need_complete(1), lambda: vis.plot_optimization_history(study)),
+        (
+            "intermediate_values",
+            None if has_intermediate else "no intermediate values reported",
+            lambda: vis.plot_intermediate_values(study),
+        ),
+        (
+            "param_importances",
+            need_complete(MIN_IMPORTANCE_TRIALS)
+            or (None if len(params) >= 2 else f"needs >= 2 parameters, has {len(params)}"),
+            lambda: vis.plot_param_importances(study),
+        ),
+        ("parallel_coordinate", need_complete(2), lambda: vis.plot_parallel_coordinate(study)),
+    ]
+    files, notes = {}, []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, reason, make in plots:
+        path = folder / f"{name}.png"
+        if reason is not None:
+            path.unlink(missing_ok=True)  # a stale plot from an earlier invocation
+            notes.append(f"plot {name} skipped: {reason}")
+            continue
+        try:
+            with _quiet_optuna(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = make()
+            first = axes.flat[0] if hasattr(axes, "flat") else axes
+            fig = first.figure
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+            plt.close(fig)
+            files[f"plot_{name}"] = str(path)
+        except Exception as err:  # noqa: BLE001 - a plot never fails the study
+            notes.append(f"plot {name} skipped: {type(err).__name__}: {err}")
+    return files, notes
