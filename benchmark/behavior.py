@@ -7,15 +7,12 @@ ordinary oracle-regime run, so it checkpoints and resumes like any run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmark import records
 from benchmark.harness import run
 from benchmark.spec import Budget, RunSpec
+from gap_envs import policies
 
 DEFAULT_STEPS = 200_000
 SNAPSHOT_EVERY = 10_000
@@ -59,42 +56,72 @@ def train_behavior(
     command: str = "",
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) and save ``out_dir/<run_id>/snapshots/step-N.pt`` at every evaluation,
-    listed with their evaluated returns in ``snapshots.json`` beside them."""
+    """Train (or resume) and save a snapshot at every evaluation into the policy folder
+    ``out_dir/<run_id>/snapshots`` (the layout of :mod:`gap_envs.policies`), each listed
+    with its evaluated return. :func:`publish` picks the medium and expert ones."""
     spec = behavior_spec(task, real_gap, steps, seed, snapshot_every, device)
-    snap_dir = Path(out_dir) / spec.run_id / "snapshots"
-    index_path = snap_dir / "snapshots.json"
+    snap_root = Path(out_dir) / spec.run_id / "snapshots"
 
     def save(row: dict[str, Any], algo) -> None:
-        label = f"step-{int(row['env_steps'])}"
-        buf_path = snap_dir / f"{label}.pt"
-        state = {
-            "actor": {k: v.cpu() for k, v in algo.actor.state_dict().items()},
-            "obs_dim": algo.obs_dim,
-            "act_dim": algo.act_dim,
-            "hidden": list(algo.config.hidden),
-        }
-        import io
-
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        records.atomic_write_bytes(buf_path, buf.getvalue())
-        index = json.loads(index_path.read_text()) if index_path.exists() else []
-        index = [r for r in index if r["label"] != label]
-        index.append(
+        env_steps = int(row["env_steps"])
+        policies.save_snapshot(
+            task,
+            f"step-{env_steps}",
+            algo.actor,
             {
-                "label": label,
-                "file": buf_path.name,
-                "steps": int(row["env_steps"]),
+                "steps": env_steps,
                 "updates": int(row["step"]),
+                "warmup_steps": spec.budget.warmup_steps,
                 "seed": seed,
                 "return_mean": row["return_mean"],
                 "return_std": row["return_std"],
                 "normalized_score": row["normalized_score"],
                 "real_gap": spec.real_gap,
                 "command": command,
-            }
+            },
+            policy_dir=snap_root,
         )
-        records.write_json(index_path, sorted(index, key=lambda r: r["steps"]))
 
     return run(spec, out_dir, progress=progress, on_eval=save)
+
+
+def choose_medium_expert(records: list[dict[str, Any]], low: float = 1 / 3, high: float = 1 / 2):
+    """Expert: the best evaluated snapshot. Medium: the latest one scoring between ``low``
+    and ``high`` of the expert's normalized score (D4RL's medium is about a third to a half
+    of its expert), else the one closest to the middle of that band."""
+    if not records:
+        raise ValueError("no snapshots to choose from")
+    expert = max(records, key=lambda r: r["normalized_score"])
+    lo, hi = low * expert["normalized_score"], high * expert["normalized_score"]
+    earlier = [r for r in records if r["steps"] < expert["steps"]] or records
+    inside = [r for r in earlier if lo <= r["normalized_score"] <= hi]
+    if inside:
+        return max(inside, key=lambda r: r["steps"]), expert
+    middle = 0.5 * (lo + hi)
+    return min(earlier, key=lambda r: abs(r["normalized_score"] - middle)), expert
+
+
+def publish(task: str, source: str | Path, dest: str | Path | None = None) -> dict[str, Any]:
+    """Copy a training run's snapshots into the shipped policy folder: every snapshot up
+    to the medium one (what medium-replay rolls out), plus ``medium`` and ``expert``."""
+    records = policies.list_snapshots(task, source)
+    medium, expert = choose_medium_expert(records)
+    chosen = [r for r in records if r["steps"] <= medium["steps"]]
+    for rec in chosen:
+        policies.save_snapshot(
+            task,
+            rec["label"],
+            policies.load_actor(task, rec["label"], source),
+            rec,
+            policy_dir=dest,
+        )
+    for label, rec in (("medium", medium), ("expert", expert)):
+        extra = {k: v for k, v in rec.items() if k not in ("label", "file")}
+        policies.save_snapshot(
+            task,
+            label,
+            policies.load_actor(task, rec["label"], source),
+            dict(extra, source_label=rec["label"]),
+            policy_dir=dest,
+        )
+    return {"medium": medium, "expert": expert, "replay_snapshots": [r["label"] for r in chosen]}

@@ -219,6 +219,37 @@ def behavior_train(
     out.print(f"[green]done[/]: best normalized score {summary['best_normalized_score']:.1f}")
 
 
+@behavior_app.command("publish")
+def behavior_publish(
+    task: Annotated[str, typer.Option(help="Task of the snapshots")],
+    source: Annotated[
+        Path,
+        typer.Option(
+            "--from", help="Policy folder of a training run (results/behavior/<run_id>/snapshots)"
+        ),
+    ],
+    dest: Annotated[
+        Path | None,
+        typer.Option(help="Policy folder to publish into (default: the shipped gap_envs/policies)"),
+    ] = None,
+) -> None:
+    """Pick the medium and expert snapshots of a training run and publish them, with every
+    earlier snapshot (medium-replay's behaviour), where the dataset builder finds them."""
+    from benchmark.behavior import publish
+
+    try:
+        chosen = publish(task, source, dest)
+    except (ValueError, KeyError, OSError) as e:
+        raise fail(str(e)) from None
+    for label in ("medium", "expert"):
+        r = chosen[label]
+        out.print(
+            f"{label}: {r['label']} ({r['steps']} steps), return {r['return_mean']:.0f}, "
+            f"normalized {r['normalized_score']:.1f}"
+        )
+    out.print(f"medium-replay snapshots: {', '.join(chosen['replay_snapshots'])}")
+
+
 def _mount_optional() -> None:
     """Sub-commands that live in their own modules."""
     import importlib

@@ -499,3 +499,29 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
     assert res.exit_code == 2 and "no behaviour-policy snapshots" in res.stderr
     res = runner.invoke(app, ["build", "--help"])
     assert "1000000" in res.stdout
+
+
+def test_behavior_publish_picks_medium_and_expert(tmp_path):
+    """medium = the latest snapshot within 1/3..1/2 of the best score; expert = the best;
+    medium-replay's snapshots = every one up to medium."""
+    from algorithms.nets import TanhGaussianActor
+    from benchmark.behavior import publish
+    from gap_envs import policies
+
+    src, dst = tmp_path / "train", tmp_path / "ship"
+    scores = {10_000: 5.0, 20_000: 15.0, 30_000: 22.0, 40_000: 35.0, 50_000: 50.0, 60_000: 48.0}
+    for steps, score in scores.items():
+        policies.save_snapshot(
+            "hopper",
+            f"step-{steps}",
+            TanhGaussianActor(11, 3, (8, 8)),
+            {"steps": steps, "return_mean": 30 * score, "normalized_score": score},
+            policy_dir=src,
+        )
+    chosen = publish("hopper", src, dst)
+    assert chosen["expert"]["label"] == "step-50000"
+    assert chosen["medium"]["label"] == "step-30000"  # 22 in [16.7, 25]; 35 is above
+    labels = [r["label"] for r in policies.list_snapshots("hopper", dst)]
+    assert set(labels) == {"step-10000", "step-20000", "step-30000", "medium", "expert"}
+    medium = policies.get_snapshot("hopper", "medium", dst)
+    assert medium["steps"] == 30_000 and medium["source_label"] == "step-30000"
