@@ -187,6 +187,50 @@ def run(
     )
 
 
+@app.command()
+def bench(
+    algo: Annotated[
+        list[str] | None, typer.Option(help="Algorithm(s) to time (default: all)")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Seconds of timing per algorithm")] = 5.0,
+    task: Annotated[str, typer.Option(help="Task whose sizes to use")] = "halfcheetah",
+    device: str = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Time each algorithm's update at its published sizes on random data (updates/s),
+    so you can plan budgets on your own hardware."""
+    import torch
+
+    import algorithms
+    from benchmark.speed import updates_per_second
+
+    if threads:
+        torch.set_num_threads(threads)
+    names = algo or algorithms.names()
+    try:
+        for name in names:
+            algorithms.get(name)
+    except KeyError as e:
+        raise fail(str(e)) from None
+    rows = []
+    for name in names:
+        rate = updates_per_second(name, seconds, device, task)
+        rows.append(
+            {
+                "algo": name,
+                "updates_per_s": rate,
+                "task": task,
+                "device": device,
+                "threads": torch.get_num_threads(),
+            }
+        )
+        if not as_json:
+            out.print(f"{name:>6}: {rate:7.1f} updates/s")
+    if as_json:
+        print_json(rows)
+
+
 behavior_app = typer.Typer(help="Behaviour policies for the graded datasets.", no_args_is_help=True)
 app.add_typer(behavior_app, name="behavior")
 

@@ -86,3 +86,12 @@ def test_run_smoke_writes_a_record(tmp_path):
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "ok"
+
+
+def test_bench_json_lists_updates_per_second():
+    result = runner.invoke(app, ["bench", "--algo", "sac", "--seconds", "0.2", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["algo"] == "sac" and row["updates_per_s"] > 0
+    bad = runner.invoke(app, ["bench", "--algo", "ppo"])
+    assert bad.exit_code == 2 and "unknown algorithm 'ppo'" in bad.stderr
