@@ -19,14 +19,12 @@ from torch import Tensor, nn
 from algorithms.base import Algorithm
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.nets import (
-    EnsembleQ,
     TanhGaussianActor,
-    frozen_copy,
     soft_update,
     tanh_gaussian_log_prob,
 )
 from algorithms.registry import register
-from algorithms.sac import sac_policy_terms, sac_td_target
+from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 
 
 @dataclass
@@ -119,22 +117,12 @@ class CQL(Algorithm):
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)
         c = self.config
-        self.actor = TanhGaussianActor(obs_dim, act_dim, c.hidden).to(self.device)
-        self.critic = EnsembleQ(obs_dim, act_dim, c.n_critics, c.hidden, last_gain=1e-2).to(
-            self.device
-        )
-        self.target_critic = frozen_copy(self.critic)
-        self.log_alpha = torch.tensor(
-            math.log(c.init_alpha), device=self.device, requires_grad=True
-        )
+        target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
+        alpha_lr = c.actor_lr if c.alpha_lr is None else c.alpha_lr  # SimpleSAC: policy lr
+        init_actor_critic(self, c, target_entropy, alpha_lr)
         self.log_alpha_prime = torch.tensor(
             float(c.cql_init_log_alpha_prime), device=self.device, requires_grad=True
         )
-        self.target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, foreach=True)
-        alpha_lr = c.actor_lr if c.alpha_lr is None else c.alpha_lr
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
         alpha_prime_lr = c.critic_lr if c.alpha_prime_lr is None else c.alpha_prime_lr
         self.alpha_prime_opt = torch.optim.Adam([self.log_alpha_prime], lr=alpha_prime_lr)
         self.steps = StepCounter()

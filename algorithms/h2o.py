@@ -36,9 +36,9 @@ from torch import Tensor
 from algorithms.base import Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.discriminators import DomainClassifiers
-from algorithms.nets import EnsembleQ, TanhGaussianActor, frozen_copy, soft_update
+from algorithms.nets import soft_update
 from algorithms.registry import register
-from algorithms.sac import sac_policy_terms, sac_td_target
+from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 
 PENALTY_FORMS = ("logsumexp", "weighted_mean")
 
@@ -147,18 +147,8 @@ class H2O(Algorithm):
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)
         c = self.config
-        self.actor = TanhGaussianActor(obs_dim, act_dim, c.hidden).to(self.device)
-        self.critic = EnsembleQ(obs_dim, act_dim, c.n_critics, c.hidden, last_gain=1e-2).to(
-            self.device
-        )
-        self.target_critic = frozen_copy(self.critic)
-        self.log_alpha = torch.tensor(
-            float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True
-        )
-        self.target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, foreach=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr)
+        target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
+        init_actor_critic(self, c, target_entropy, c.alpha_lr)
         self.disc = DomainClassifiers(
             obs_dim,
             act_dim,

@@ -6,13 +6,14 @@ Online regime: learns from the replay of its own interaction, with the simulator
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from algorithms.base import Algorithm
+from algorithms.base import Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.nets import EnsembleQ, TanhGaussianActor, frozen_copy, soft_update
 from algorithms.registry import register
@@ -79,6 +80,24 @@ def sac_td_target(
     return batch.rew + discount * (1.0 - batch.done) * next_q
 
 
+def init_actor_critic(algo: Algorithm, c, target_entropy: float, alpha_lr: float) -> None:
+    """The SAC parts that SAC, CQL, H2O and DARC share, set on ``algo``: the tanh-Gaussian
+    actor, twin critics as one batched ensemble (output gain 1e-2) with a frozen target
+    copy, the learnable log-temperature, and an Adam optimizer for each."""
+    if not c.init_alpha > 0:
+        raise ConfigError(f"hyper-parameter 'init_alpha' must be > 0, got {c.init_alpha!r}")
+    device = algo.device
+    algo.actor = TanhGaussianActor(algo.obs_dim, algo.act_dim, c.hidden).to(device)
+    algo.critic = EnsembleQ(algo.obs_dim, algo.act_dim, c.n_critics, c.hidden, last_gain=1e-2)
+    algo.critic.to(device)
+    algo.target_critic = frozen_copy(algo.critic)
+    algo.log_alpha = torch.tensor(math.log(c.init_alpha), device=device, requires_grad=True)
+    algo.target_entropy = target_entropy
+    algo.actor_opt = torch.optim.Adam(algo.actor.parameters(), lr=c.actor_lr, foreach=True)
+    algo.critic_opt = torch.optim.Adam(algo.critic.parameters(), lr=c.critic_lr, foreach=True)
+    algo.alpha_opt = torch.optim.Adam([algo.log_alpha], lr=alpha_lr)
+
+
 @register
 class SAC(Algorithm):
     name = "sac"
@@ -97,18 +116,8 @@ class SAC(Algorithm):
     def __init__(self, obs_dim, act_dim, config=None, seed=0, device="cpu"):
         super().__init__(obs_dim, act_dim, config, seed, device)
         c = self.config
-        self.actor = TanhGaussianActor(obs_dim, act_dim, c.hidden).to(self.device)
-        self.critic = EnsembleQ(obs_dim, act_dim, c.n_critics, c.hidden, last_gain=1e-2).to(
-            self.device
-        )
-        self.target_critic = frozen_copy(self.critic)
-        self.log_alpha = torch.tensor(
-            float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True
-        )
-        self.target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, foreach=True)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr)
+        target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
+        init_actor_critic(self, c, target_entropy, c.alpha_lr)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Every loss of one SAC step on ``batch`` (all from the pre-step parameters)."""

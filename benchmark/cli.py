@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from benchmark.cli_common import fail, parse_pairs, print_json
 
 app = typer.Typer(
     help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
@@ -24,16 +25,6 @@ app.add_typer(algos_app, name="algos")
 
 out = Console()
 err = Console(stderr=True)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a clear error (no traceback) and exit with status 2."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(2)
-
-
-def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 # -- envs ------------------------------------------------------------------------------
@@ -121,14 +112,6 @@ def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 # -- run -------------------------------------------------------------------------------
-def parse_sets(items: list[str]) -> dict[str, str]:
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise fail(f"--set expects key=value, got {item!r}")
-        result[key.strip()] = value.strip()
-    return result
 
 
 @app.command()
@@ -166,10 +149,12 @@ def run(
             real_gap=real_gap,
             dataset=dataset,
             regime=regime,
-            hparams=parse_sets(set_ or []),
+            hparams=parse_pairs(set_, "--set"),
             preset=preset,
             device=device,
-            budget=preset_budget(preset, **{k: int(v) for k, v in parse_sets(budget or []).items()})
+            budget=preset_budget(
+                preset, **{k: int(v) for k, v in parse_pairs(budget, "--budget").items()}
+            )
             if budget
             else None,
         ).resolved()

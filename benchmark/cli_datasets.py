@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from benchmark.cli_common import fail, print_json
 
 app = typer.Typer(
     help=(
@@ -29,21 +29,10 @@ DataDir = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print pure JSON to stdout.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(2)
-
-
 def _errors() -> tuple[type[BaseException], ...]:
     # Every gapbench error (DatasetError, SnapshotError, UnknownTaskError, GapSpecError) is a
     # ValueError; OSError covers unreadable/unwritable folders.
     return (ValueError, OSError)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -116,7 +105,7 @@ def build_cmd(
         )
         info = datasets.card(did, data_dir=data_dir)
     except _errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     from rich.console import Console
 
     Console().print(
@@ -135,9 +124,9 @@ def list_cmd(as_json: AsJson = False, data_dir: DataDir = None) -> None:
     try:
         rows = datasets.list_datasets(data_dir)
     except _errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if as_json:
-        return _print_json(rows)
+        return print_json(rows)
     from rich.console import Console
     from rich.table import Table
 
@@ -176,9 +165,9 @@ def info_cmd(
     try:
         info = datasets.card(dataset_id, data_dir=data_dir)
     except _errors() as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if as_json:
-        return _print_json(info)
+        return print_json(info)
     from rich.console import Console
     from rich.table import Table
 

@@ -13,22 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
-def _unwrap(text: str) -> str:
-    """Join the lines of prose paragraphs (the help renderer keeps line breaks); indented
-    blocks stay as they are."""
-    paragraphs = []
-    for para in text.strip("\n").split("\n\n"):
-        lines = para.split("\n")
-        if any(line.startswith("    ") for line in lines):
-            paragraphs.append(para)
-        else:
-            paragraphs.append(" ".join(line.strip() for line in lines))
-    return "\n\n".join(paragraphs) + "\n"
-
+from benchmark.cli_common import fail, unwrap_help
 
 # Kept here (not imported from benchmark.matrix) so ``--help`` does not import torch.
-DOCS = _unwrap("""Run a benchmark matrix: a YAML file that expands to many runs.
+DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
 
 Matrix file (every key but tasks and algorithms is optional):
 
@@ -82,18 +70,13 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
 def _load(file: Path, out: Path | None, check_datasets: bool = True):
     from benchmark.matrix import MatrixError, load
 
     try:
         return load(file, out=out, check_datasets=check_datasets)
     except MatrixError as e:
-        raise _fail(str(e).replace("[", r"\[")) from None
+        raise fail(str(e).replace("[", r"\[")) from None
 
 
 def _setup_logging(console: Console, verbose: bool) -> None:
@@ -158,7 +141,7 @@ def run(
     from benchmark.matrix import status as matrix_status
 
     if executor not in EXECUTORS:
-        raise _fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+        raise fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     matrix = _load(file, out, check_datasets=not dry_run)
     out_dir = Path(out or matrix.out)
     if dry_run:
@@ -191,7 +174,7 @@ def run(
         try:
             import_ray()
         except RuntimeError:
-            raise _fail(RAY_MISSING) from None
+            raise fail(RAY_MISSING) from None
 
     from rich.progress import (
         BarColumn,
@@ -252,7 +235,7 @@ def run(
         err_console.print("[yellow]interrupted[/]: re-run the same command to resume")
         raise typer.Exit(130) from None
     except (ValueError, RuntimeError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
     labels = {r.run_id: r.label for r in matrix.runs}
     table = Table(title=f"{matrix.name} ({time.perf_counter() - start:.0f} s) -> {out_dir}")

@@ -9,22 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-
-def _unwrap(text: str) -> str:
-    """Join the lines of prose paragraphs (the help renderer keeps line breaks); indented
-    blocks stay as they are."""
-    paragraphs = []
-    for para in text.strip("\n").split("\n\n"):
-        lines = para.split("\n")
-        if any(line.startswith("    ") for line in lines):
-            paragraphs.append(para)
-        else:
-            paragraphs.append(" ".join(line.strip() for line in lines))
-    return "\n\n".join(paragraphs) + "\n"
-
+from benchmark.cli_common import fail, parse_pairs, unwrap_help
 
 # Kept here (not imported from benchmark.tuning) so ``--help`` does not import torch.
-DOCS = _unwrap("""Tune an algorithm's hyper-parameters with Optuna: each trial is K ordinary runs
+DOCS = unwrap_help(
+    """Tune an algorithm's hyper-parameters with Optuna: each trial is K ordinary runs
 (one per seed) recorded under OUT/trials/.
 
 Objective: the normalized score on the trials' real system, the mean over the K seeds of the
@@ -64,31 +53,13 @@ optuna-dashboard STORAGE (pip install optuna-dashboard).
 
 Bad search spaces, storages, samplers, pruners, tasks, gaps or hyper-parameters are
 reported (exit 2) before any trial starts.
-""")
+"""
+)
 
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [0.05, ...]
 app = typer.Typer(help=_HELP, pretty_exceptions_enable=False, subcommand_metavar="")
 out_console = Console(soft_wrap=True)  # paths and commands stay copy-pasteable
 err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(
-        f"[bold red]error:[/] {message.replace('[', chr(92) + '[')}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return typer.Exit(2)
-
-
-def _pairs(items: list[str], option: str) -> dict[str, str]:
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise _fail(f"{option} expects key=value, got {item!r}")
-        result[key.strip()] = value.strip()
-    return result
 
 
 @app.callback(invoke_without_command=True, help=_HELP)
@@ -152,11 +123,11 @@ def tune(
     try:
         budget_obj = None
         if budget:
-            overrides = _pairs(budget, "--budget")
+            overrides = parse_pairs(budget, "--budget")
             try:
                 values = {k: int(v) for k, v in overrides.items()}
             except ValueError:
-                raise _fail(f"--budget values must be integers, got {overrides}") from None
+                raise fail(f"--budget values must be integers, got {overrides}") from None
             budget_obj = preset_budget(preset, **values)
         config = TuneConfig(
             algorithm=algo,
@@ -164,7 +135,7 @@ def tune(
             gap=gap,
             dataset=dataset,
             regime=regime,
-            hparams=_pairs(set_ or [], "--set"),
+            hparams=parse_pairs(set_ or [], "--set"),
             preset=preset,
             budget=budget_obj,
             seeds=seeds,
@@ -186,7 +157,7 @@ def tune(
         )
         prepared = prepare(config)
     except (TuningError, ValueError, KeyError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     try:
         result = run_prepared(prepared)
     except KeyboardInterrupt:

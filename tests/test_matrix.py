@@ -323,7 +323,7 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path):
     assert {k: v["label"] for k, v in manifest.items()} == {r.run_id: r.label for r in m.runs}
 
 
-FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # NaN at update 20
+FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # fails at start-up
 
 
 def tiny_dataset(path: Path, n: int = 500) -> Path:
@@ -366,7 +366,7 @@ def test_failed_run_is_recorded_and_the_matrix_goes_on(three_runs, tmp_path):
         "sac-bad": "failed",
         "cql": "ok",
     }
-    assert "non-finite" in results[ids["sac-bad"]]["error"]
+    assert "'init_alpha' must be > 0" in results[ids["sac-bad"]]["error"]
     check_record(out / ids["sac"], [20, 40, 60])
     check_record(out / ids["cql"], [20, 40, 60])
 

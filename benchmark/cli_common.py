@@ -1,0 +1,50 @@
+"""What every ``gapbench`` sub-command shares: clear errors, JSON output, help text,
+``key=value`` options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a clear error on stderr (no traceback) and return the exit-2 exception to raise.
+    The message is escaped: values such as ``[1e-5, 1]`` are not rich markup."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def print_json(data: Any) -> None:
+    """Pure JSON on stdout (progress and errors go to stderr)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def unwrap_help(text: str) -> str:
+    """Join the lines of prose paragraphs (the help renderer keeps line breaks); indented
+    blocks stay as they are."""
+    paragraphs = []
+    for para in text.strip("\n").split("\n\n"):
+        lines = para.split("\n")
+        if any(line.startswith("    ") for line in lines):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a malformed item fails clearly."""
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"{option} expects key=value, got {item!r}")
+        result[key.strip()] = value.strip()
+    return result
