@@ -38,6 +38,7 @@ def bench(session: nox.Session) -> None:
         "benchmarks",
         "--benchmark-only",
         "--benchmark-enable",
+        "-s",
         "-p",
         "no:xdist",
         "-o",

@@ -14,7 +14,7 @@ def test_update(benchmark, name):
     algo, buffers = make_workload(name)
     for _ in range(5):
         algo.update(**buffers)
-    benchmark.pedantic(lambda: algo.update(**buffers), rounds=200, warmup_rounds=5)
+    benchmark.pedantic(lambda: algo.update(**buffers), rounds=30, warmup_rounds=3)
     benchmark.extra_info["updates_per_s"] = 1.0 / benchmark.stats.stats.mean
     print(f"\n{name}: {1.0 / benchmark.stats.stats.mean:.1f} updates/s")
 
