@@ -525,3 +525,40 @@ def test_behavior_publish_picks_medium_and_expert(tmp_path):
     assert set(labels) == {"step-10000", "step-20000", "step-30000", "medium", "expert"}
     medium = policies.get_snapshot("hopper", "medium", dst)
     assert medium["steps"] == 30_000 and medium["source_label"] == "step-30000"
+
+
+def _has_shipped(task: str) -> bool:
+    from gap_envs import policies
+
+    try:
+        return {"medium", "expert"} <= {r["label"] for r in policies.list_snapshots(task)}
+    except policies.SnapshotError:
+        return False
+
+
+SHIPPED = [t for t in ("halfcheetah", "hopper", "walker2d", "ant") if _has_shipped(t)]
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_shipped_snapshots_are_ordered_random_medium_expert(task):
+    """A fast check of the shipped behaviour policies: 3 episodes each, sampled actions as
+    the datasets are rolled out."""
+    import numpy as np
+    import torch
+
+    from benchmark.evaluation import evaluate, make_eval_env
+    from gap_envs import policies
+
+    env = make_eval_env(task, "", 3)
+    rng = np.random.default_rng(0)
+    act_dim = env.single_action_space.shape[0]
+    scores = {"random": evaluate(env, lambda o: rng.uniform(-1, 1, (len(o), act_dim)), 0).mean()}
+    for label in ("medium", "expert"):
+        actor = policies.load_actor(task, label)
+        torch.manual_seed(0)
+        scores[label] = evaluate(
+            env,
+            lambda o, a=actor: a.act(torch.as_tensor(o, dtype=torch.float32), False).numpy(),
+            seed=0,
+        ).mean()
+    assert scores["random"] < scores["medium"] < scores["expert"], scores
