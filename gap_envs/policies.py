@@ -119,8 +119,9 @@ def get_snapshot(
         others = _tasks_with_snapshots(task_dir.parent)
         raise SnapshotNotFoundError(
             f"no behaviour-policy snapshots for task {task!r} in {task_dir.parent} "
-            f"(tasks with snapshots: {', '.join(others) or 'none'}); train them with the "
-            f"behaviour-policy trainer or point {POLICY_DIR_ENV} at a folder that has them"
+            f"(tasks with snapshots: {', '.join(others) or 'none'}); train and publish them "
+            f"with `gapbench behavior train --task {task}` and `gapbench behavior publish`, "
+            f"or point {POLICY_DIR_ENV} at a folder that has them"
         )
     for record in records:
         if record["label"] == label:
