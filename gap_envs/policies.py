@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from algorithms.nets import TanhGaussianActor
+from gap_envs.atomic import atomic_write_bytes
 from gap_envs.tasks import get_task
 
 POLICY_DIR_ENV = "GAPBENCH_POLICY_DIR"
@@ -160,19 +160,6 @@ def load_actor(
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -239,12 +226,12 @@ def save_snapshot(
     torch.save(state, buf)
     task_dir = _task_dir(task, policy_dir)
     with _locked(task_dir):
-        _atomic_write(task_dir / rec["file"], buf.getvalue())
+        atomic_write_bytes(task_dir / rec["file"], buf.getvalue())
         records = [r for r in _read_index(task_dir) if r["label"] != label]
         records.append(rec)
         records.sort(key=lambda r: int(r.get("steps") or 0))  # stable: ties keep their order
         text = json.dumps(records, indent=2, default=_json_default) + "\n"
-        _atomic_write(task_dir / INDEX_FILE, text.encode())
+        atomic_write_bytes(task_dir / INDEX_FILE, text.encode())
     return rec
 
 
