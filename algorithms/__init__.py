@@ -4,15 +4,8 @@ from algorithms.base import RUN_REGIMES, Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.registry import UnknownAlgorithmError, get, names, register
 
-# Importing a module registers its algorithm.
-from algorithms import sac  # noqa: E402, F401  isort: skip
-
-for _optional in ("cql", "iql", "h2o", "darc"):
-    try:
-        __import__(f"algorithms.{_optional}")
-    except ModuleNotFoundError as _err:  # not written yet on this branch
-        if _err.name != f"algorithms.{_optional}":
-            raise
+# Importing an algorithm's module registers it.
+from algorithms import cql, darc, h2o, iql, sac  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "RUN_REGIMES",

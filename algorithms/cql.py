@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from algorithms.base import Algorithm
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.nets import (
+    StepCounter,
     TanhGaussianActor,
     soft_update,
     tanh_gaussian_log_prob,
@@ -77,21 +77,6 @@ class CQLConfig:
 
 
 ALPHA_PRIME_MAX = 1e6  # SimpleSAC clamps exp(log alpha') to [0, 1e6]
-
-
-class StepCounter(nn.Module):
-    """The number of updates done, kept as a Python int (no device sync to read it) and
-    saved in the algorithm's state_dict through ``get_extra_state``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def get_extra_state(self) -> Any:
-        return {"count": self.count}
-
-    def set_extra_state(self, state: Any) -> None:
-        self.count = int(state["count"])
 
 
 def tanh_gaussian_data_log_prob(actor: TanhGaussianActor, obs: Tensor, act: Tensor) -> Tensor:

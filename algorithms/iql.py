@@ -19,8 +19,7 @@ from torch import Tensor
 
 from algorithms.base import Algorithm
 from algorithms.buffer import Batch, TensorBuffer
-from algorithms.cql import StepCounter
-from algorithms.nets import EnsembleQ, GaussianActor, frozen_copy, mlp, soft_update
+from algorithms.nets import EnsembleQ, GaussianActor, StepCounter, frozen_copy, mlp, soft_update
 from algorithms.registry import register
 
 

@@ -7,8 +7,10 @@ of twin-Q SAC/CQL/H2O and on a GPU it fills the device better.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -213,14 +215,22 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (a target network)."""
-    import copy
-
     target = copy.deepcopy(module)
     for p in target.parameters():
         p.requires_grad_(False)
     return target
 
 
-def parameters_of(*modules: nn.Module) -> Iterable[nn.Parameter]:
-    for m in modules:
-        yield from m.parameters()
+class StepCounter(nn.Module):
+    """The number of updates done, kept as a Python int (no device sync to read it) and
+    saved in the algorithm's state_dict through ``get_extra_state``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def get_extra_state(self) -> Any:
+        return {"count": self.count}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.count = int(state["count"])
