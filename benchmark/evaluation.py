@@ -1,25 +1,24 @@
-"""Evaluation on the real system: N deterministic episodes as one vector env."""
+"""Evaluation on the real system: N deterministic episodes stepped together."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import gymnasium as gym
 import numpy as np
 
 import gap_envs
+from gap_envs.batched import EvalEpisodes
 
 
-def make_eval_env(task: str, real_gap: str, episodes: int) -> gym.vector.VectorEnv:
-    return gap_envs.make_vector(task, real_gap, num_envs=episodes)
+def make_eval_env(task: str, real_gap: str, episodes: int) -> EvalEpisodes:
+    return EvalEpisodes(task, real_gap, num_envs=episodes)
 
 
-def evaluate(
-    env: gym.vector.VectorEnv, policy: Callable[[np.ndarray], np.ndarray], seed: int
-) -> np.ndarray:
+def evaluate(env, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> np.ndarray:
     """Return of the first episode of each sub-env, all stepped together with one batched
-    policy call per step. The same ``seed`` gives the same initial states every time,
-    so successive evaluations of a run are comparable."""
+    policy call per step (``env``: an ``EvalEpisodes`` or any Gymnasium vector env). The
+    same ``seed`` gives the same initial states every time, so successive evaluations of
+    a run are comparable."""
     obs, _ = env.reset(seed=seed)
     n = env.num_envs
     returns = np.zeros(n)

@@ -551,7 +551,7 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
 
     env = make_eval_env(task, "", 3)
     rng = np.random.default_rng(0)
-    act_dim = env.single_action_space.shape[0]
+    act_dim = gap_envs.get_task(task).act_dim
     scores = {"random": evaluate(env, lambda o: rng.uniform(-1, 1, (len(o), act_dim)), 0).mean()}
     for label in ("medium", "expert"):
         actor = policies.load_actor(task, label)

@@ -177,3 +177,50 @@ def test_envs_do_not_share_models():
 def test_normalized_score_uses_d4rl_references():
     assert gap_envs.normalized_score("hopper", 3234.3) == pytest.approx(100.0)
     assert gap_envs.normalized_score("hopper", -20.272305) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "task, gap",
+    [
+        ("halfcheetah", "mass=1.3"),
+        ("hopper", ""),
+        ("walker2d", "friction=0.5"),
+        ("hopper", "gravity=1.5,joint_noise=0.1"),
+        ("ant", ""),  # no vectorised formula: steps the unwrapped env
+    ],
+)
+def test_eval_episodes_match_gymnasium_step_by_step(task, gap):
+    from gap_envs.batched import EvalEpisodes
+
+    n = 3
+    batched = EvalEpisodes(task, gap, n)
+    reference = [gap_envs.make(task, gap) for _ in range(n)]
+    obs, _ = batched.reset(seed=5)
+    expected = np.stack([env.reset(seed=5 + i)[0] for i, env in enumerate(reference)])
+    np.testing.assert_array_equal(obs, expected)
+    rng = np.random.default_rng(0)
+    done = np.zeros(n, dtype=bool)
+    for _ in range(200):  # hopper/walker2d fall within 200 random steps; the rest do not
+        act = rng.uniform(-1, 1, (n, batched.task.act_dim)).astype(np.float32)
+        obs, rew, term, trunc, _ = batched.step(act)
+        for i, env in enumerate(reference):
+            if done[i]:  # a finished copy is frozen: no reward, flags stay set
+                assert rew[i] == 0.0 and (term[i] or trunc[i])
+                continue
+            o, r, te, tr, _ = env.step(act[i])
+            np.testing.assert_array_equal(obs[i], o)
+            assert rew[i] == r and term[i] == te and trunc[i] == tr
+            done[i] = te or tr
+    assert done.all() == (task in ("hopper", "walker2d"))
+
+
+def test_eval_episodes_truncate_at_the_time_limit_and_check_shapes():
+    from gap_envs.batched import EvalEpisodes
+
+    env = EvalEpisodes("halfcheetah", "", 2)
+    env.reset(seed=0)
+    for step in range(1, 1001):
+        _, _, term, trunc, _ = env.step(np.zeros((2, 6), np.float32))
+        assert not term.any() and trunc.all() == (step == 1000)
+    with pytest.raises(ValueError, match=r"shape \(2, 6\)"):
+        env.step(np.zeros((3, 6)))
