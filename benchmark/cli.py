@@ -184,11 +184,12 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time each algorithm's update at its published sizes on random data (updates/s),
-    so you can plan budgets on your own hardware."""
+    so you can plan budgets on your own hardware. Also prints each update's FLOPs and the
+    bound they imply at this machine's measured matmul throughput."""
     import torch
 
     import algorithms
-    from benchmark.speed import updates_per_second
+    from benchmark.speed import matmul_flops_per_second, update_flops, updates_per_second
 
     if threads:
         torch.set_num_threads(threads)
@@ -198,20 +199,37 @@ def bench(
             algorithms.get(name)
     except KeyError as e:
         raise fail(str(e)) from None
+    matmul = matmul_flops_per_second(device=device)
+    if not as_json:
+        out.print(
+            f"matmul throughput (256x256x256, {torch.get_num_threads()} threads): "
+            f"{matmul / 1e9:.1f} GFLOP/s"
+        )
+        out.print(
+            f"{'algo':>6} {'updates/s':>10} {'GFLOP/update':>13} {'bound':>10} {'of bound':>9}"
+        )
     rows = []
     for name in names:
         rate = updates_per_second(name, seconds, device, task)
+        flops = update_flops(name, task, device)
+        bound = matmul / flops
         rows.append(
             {
                 "algo": name,
                 "updates_per_s": rate,
+                "gflop_per_update": flops / 1e9,
+                "matmul_gflop_per_s": matmul / 1e9,
+                "flop_bound_updates_per_s": bound,
+                "fraction_of_bound": rate / bound,
                 "task": task,
                 "device": device,
                 "threads": torch.get_num_threads(),
             }
         )
         if not as_json:
-            out.print(f"{name:>6}: {rate:7.1f} updates/s")
+            out.print(
+                f"{name:>6} {rate:10.1f} {flops / 1e9:13.2f} {bound:10.1f} {rate / bound:9.0%}"
+            )
     if as_json:
         print_json(rows)
 

@@ -64,6 +64,35 @@ def updates_per_second(
     return n / (time.perf_counter() - start)
 
 
+def update_flops(name: str, task: str = "halfcheetah", device: str = "cpu") -> float:
+    """FLOPs of one update as PyTorch's FlopCounterMode counts them (matrix products,
+    forward and backward), at the published sizes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    algo, buffers = make_workload(name, task, device, n=10_000)
+    algo.update(**buffers)  # the first update may do one-off work (e.g. H2O's state std)
+    with FlopCounterMode(display=False) as counter:
+        algo.update(**buffers)
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_second(seconds: float = 1.0, device: str = "cpu", size: int = 256) -> float:
+    """Throughput of the update's dominant product, a 256 x 256 by 256 x 256 float32
+    matmul (batch x hidden by hidden x hidden), with the current torch threads."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(10):
+        a @ b
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(20):
+            a @ b
+        n += 20
+        _sync(device)
+    return 2 * size**3 * n / (time.perf_counter() - start)
+
+
 def env_steps_per_second(task: str = "halfcheetah", gap: str = "", steps: int = 5_000) -> float:
     env = gap_envs.make(task, gap, seed=0)
     act = env.action_space.sample()

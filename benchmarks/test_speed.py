@@ -1,19 +1,18 @@
 """pytest-benchmark: updates/s per algorithm at the published sizes, env steps/s, and the
 vector-evaluation speed-up. Run with ``nox -s bench``; never part of the test suite.
 
-FLOP bound per update (multiply-adds x 2 of the matrix products; halfcheetah sizes,
-obs 17, act 6, 256-256 nets; one critic member = 23*256 + 256*256 + 256 = 71.7k MACs
-per row, the pair 143k; the actor 17*256 + 256*256 + 256*12 = 73k MACs per row;
-forward = 1x, forward + backward = 3x, forward + input-gradient only = 2x):
-
-SAC, batch 256: actor(s) 3x + critics(s, a~pi) 2x (parameters detached) + actor(s') 1x
-  + target critics(s', a') 1x + critics(s, a) 3x
-  = 256 * (219k + 286k + 73k + 143k + 429k) = 294M MACs = 0.59 GFLOP.
-CQL, batch 256: SAC's terms + actor on 10 x 256 states and 10 x 256 next states (no
-  grad, 374M MACs) + critics on 256 + 3 * 10 * 256 = 7,936 state-actions, 3x
-  (3.4G MACs) = 4.07G MACs = 8.1 GFLOP.
-At the measured 33 GFLOP/s of one core's sgemm at these shapes, the bounds are 56 (SAC)
-and 4.1 (CQL) updates/s per thread; README "Performance" lists the measurements.
+FLOP bound per update = FLOPs of one update / the machine's matmul throughput.
+FLOPs: PyTorch's FlopCounterMode on one update (``benchmark.speed.update_flops``); it
+equals the hand count of the method's matrix products (tests/test_speed.py), e.g. SAC,
+batch 256, halfcheetah sizes (one critic member 23*256 + 256*256 + 256 = 71.7k MACs per
+row, the actor 17*256 + 256*256 + 256*12 = 73k): actor(s) forward + backward, critics
+on (s, pi(s)) forward + input gradient, actor(s') and target critics forward, critics on
+(s, a) forward + backward = 1.14M MACs per row = 0.58 GFLOP per update. H2O adds both
+classifiers' step on 512 rows and one d_sas pass over 128 x 11 rows: 1.24 GFLOP. CQL
+pushes 256 + 3 x 10 x 256 state-actions through both critics: 7.75 GFLOP.
+Throughput: a 256 x 256 x 256 float32 matmul (the hidden layer's product) with the same
+torch threads (``benchmark.speed.matmul_flops_per_second``). Each update's bound and the
+fraction reached are printed and stored in extra_info.
 """
 
 from __future__ import annotations
@@ -21,17 +20,32 @@ from __future__ import annotations
 import pytest
 
 import algorithms
-from benchmark.speed import env_steps_per_second, evaluation_speedup, make_workload
+from benchmark.speed import (
+    env_steps_per_second,
+    evaluation_speedup,
+    make_workload,
+    matmul_flops_per_second,
+    update_flops,
+)
+
+
+@pytest.fixture(scope="module")
+def matmul_rate():
+    rate = matmul_flops_per_second(seconds=2.0)
+    print(f"\nmatmul throughput: {rate / 1e9:.1f} GFLOP/s")
+    return rate
 
 
 @pytest.mark.parametrize("name", algorithms.names())
-def test_update(benchmark, name):
+def test_update(benchmark, name, matmul_rate):
     algo, buffers = make_workload(name)
     for _ in range(5):
         algo.update(**buffers)
     benchmark.pedantic(lambda: algo.update(**buffers), rounds=30, warmup_rounds=3)
-    benchmark.extra_info["updates_per_s"] = 1.0 / benchmark.stats.stats.mean
-    print(f"\n{name}: {1.0 / benchmark.stats.stats.mean:.1f} updates/s")
+    rate = 1.0 / benchmark.stats.stats.mean
+    bound = matmul_rate / update_flops(name)
+    benchmark.extra_info.update(updates_per_s=rate, flop_bound_updates_per_s=bound)
+    print(f"\n{name}: {rate:.1f} updates/s, FLOP bound {bound:.1f} ({rate / bound:.0%})")
 
 
 @pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])

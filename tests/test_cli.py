@@ -93,5 +93,6 @@ def test_bench_json_lists_updates_per_second():
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["algo"] == "sac" and row["updates_per_s"] > 0
+    assert row["flop_bound_updates_per_s"] > 0 and abs(row["gflop_per_update"] - 0.5816) < 1e-3
     bad = runner.invoke(app, ["bench", "--algo", "ppo"])
     assert bad.exit_code == 2 and "unknown algorithm 'ppo'" in bad.stderr
