@@ -75,6 +75,18 @@ class Algorithm:
     ) -> dict[str, Tensor]:
         raise NotImplementedError  # abstract: each algorithm file defines its update
 
+    def update_many(
+        self, n: int, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None
+    ) -> dict[str, Tensor]:
+        """``n`` updates on buffers that do not change meanwhile; returns each metric summed
+        over them (the harness averages). An algorithm may override it to overlap work of
+        consecutive updates (H2O does) as long as the numbers stay those of ``n`` updates."""
+        sums: dict[str, Tensor] = {}
+        for _ in range(n):
+            for key, value in self.update(dataset=dataset, replay=replay).items():
+                sums[key] = sums[key] + value if key in sums else value
+        return sums
+
     def setup(self, dataset: TensorBuffer | None) -> None:  # noqa: B027 - optional hook
         """Called once before training with the fixed dataset (if the regime has one)."""
 

@@ -102,11 +102,14 @@ class TensorBuffer:
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """``batch_size`` transitions drawn uniformly with replacement, by the buffer's own
+        generator unless the caller brings one (H2O's classifiers draw from theirs, so
+        their sampling can run on another thread without changing anyone's stream)."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty buffer")
         idx = torch.randint(
-            0, self.size, (batch_size,), device=self.device, generator=self.generator
+            0, self.size, (batch_size,), device=self.device, generator=generator or self.generator
         )
         return self.index(idx)
 

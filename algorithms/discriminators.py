@@ -68,8 +68,10 @@ class DomainClassifiers(nn.Module):
         lr: float = 3e-4,
         output_bound: float | None = 2.0,
         shared_noise: bool = True,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
+        self.generator = generator  # for the input noise; None: the global generator
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.noise_std = float(noise_std)
         self.output_bound = output_bound
@@ -120,7 +122,10 @@ class DomainClassifiers(nn.Module):
 
     # -- training ------------------------------------------------------------------------
     def _noisy(self, x: Tensor) -> Tensor:
-        return x + self.noise_std * torch.randn_like(x) if self.noise_std > 0 else x
+        if self.noise_std <= 0:
+            return x
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return x + self.noise_std * noise
 
     def loss(self, real: Batch, sim: Batch) -> dict[str, Tensor]:
         """Cross-entropy of both classifiers on noisy inputs.

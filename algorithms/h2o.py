@@ -14,8 +14,9 @@ from perturbed next states. The penalty is the closed form of the paper's min-ma
 objective whose inner maximum over d^phi is KL-regularised towards omega.
 
 Read top to bottom: ``dynamics_terms`` (w, u, omega from the classifiers), ``losses``
-(every loss of one step from the pre-step parameters), ``update`` (classifier step first,
-then one backward for actor, critics and temperature).
+(every loss of one step from the pre-step parameters), ``update_many`` (per update: the
+classifier step first, then one backward for actor, critics and temperature; with spare
+CPU threads the next update's classifier step overlaps this update's RL step).
 
 Source of every default: the authors' code, t6-thu/H2O ``SimpleSAC/sim2real_sac.py``
 (``Sim2realSAC.get_default_config`` l.24-70, ``train`` l.129-345) and
@@ -36,7 +37,8 @@ from torch import Tensor
 from algorithms.base import Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.discriminators import DomainClassifiers
-from algorithms.nets import soft_update
+from algorithms.nets import SeededGenerator, soft_update
+from algorithms.overlap import Overlap
 from algorithms.registry import register
 from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 
@@ -158,6 +160,10 @@ class H2O(Algorithm):
             output_bound=c.disc_output_bound or None,
             shared_noise=True,
         ).to(self.device)
+        # The classifiers' own random stream (their batches, input noise and the u
+        # perturbation), so their work can run on another thread (``update_many``).
+        self.disc_rng = SeededGenerator(seed + 0x20, self.device)
+        self.disc.generator = self.disc_rng.generator
         self.disc_opt = self.disc.optimizer  # so Algorithm.state_dict saves it
         self.state_std: Tensor | None = None  # set by setup() from the real dataset
 
@@ -179,7 +185,9 @@ class H2O(Algorithm):
             raise RuntimeError("H2O.setup(dataset) must run before the first update")
         b, n = sim.obs.shape[0], c.u_n_next_states
         if u_noise is None:
-            u_noise = torch.randn(b, n, self.obs_dim, device=sim.obs.device)
+            u_noise = torch.randn(
+                b, n, self.obs_dim, generator=self.disc_rng.generator, device=sim.obs.device
+            )
         # u(s,a) = E_{s'}[log P_sim(s'|s,a) - log P_real(s'|s,a)], s' = observed next state
         # + N(0, (scale * state_std)^2) noise, N = 10 draws (sim2real_sac.py l.422-439).
         perturbed = sim.next_obs.unsqueeze(1) + u_noise * (c.u_noise_scale * self.state_std)
@@ -204,12 +212,20 @@ class H2O(Algorithm):
         return {"w": w, "u": u, "omega": omega, "log_omega": log_omega}
 
     # -- every loss of one step -----------------------------------------------------------
-    def losses(self, real: Batch, sim: Batch, u_noise: Tensor | None = None) -> dict[str, Tensor]:
+    def losses(
+        self,
+        real: Batch,
+        sim: Batch,
+        u_noise: Tensor | None = None,
+        dyn: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """Every loss of one H2O step from the current parameters (the classifier step is
-        not part of it; ``update`` takes it first, as the authors' code does).
+        not part of it; ``update_many`` takes it first, as the authors' code does).
 
-        Random draws, in order: the policy's actions on real+sim states, its next actions
-        on real+sim next states, then (if ``u_noise`` is None) the u(s,a) perturbation."""
+        ``dyn``: ``dynamics_terms(sim)`` if already computed (else computed here, with
+        ``u_noise`` if given). Random draws from the global generator, in order: the
+        policy's actions on real+sim states, then its next actions on real+sim next
+        states; the u perturbation draws from the classifiers' own generator."""
         c = self.config
         n_real = real.obs.shape[0]
         both = _cat(real, sim)
@@ -234,7 +250,8 @@ class H2O(Algorithm):
         q = self.critic(both.obs, both.act)  # (n_critics, B_real + B_sim)
         q_real, q_sim = q[:, :n_real], q[:, n_real:]
 
-        dyn = self.dynamics_terms(sim, u_noise)
+        if dyn is None:
+            dyn = self.dynamics_terms(sim, u_noise)
         w, omega, log_omega = dyn["w"], dyn["omega"], dyn["log_omega"]
 
         # Bellman errors (l.210-223): per critic, a mean over each source, the sim one
@@ -272,20 +289,26 @@ class H2O(Algorithm):
             "omega": omega,
         }
 
-    def update(self, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None):
-        c = self.config
-        if self.state_std is None:
-            self.setup(dataset)
-        # 1. Classifiers first, on their own 256 real + 256 sim samples (l.155, 364-400).
+    # -- the update -------------------------------------------------------------------------
+    def classifier_step(
+        self, dataset: TensorBuffer, replay: TensorBuffer, sim: Batch
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One classifier step on its own 256 real + 256 sim samples (l.155, 364-400), then
+        w, u, omega on ``sim`` from the stepped classifiers. Touches only the classifiers
+        and their generator, never the actor or critics."""
+        c, g = self.config, self.disc_rng.generator
         disc_metrics = self.disc.update(
-            dataset.sample(c.disc_batch_size), replay.sample(c.disc_batch_size)
+            dataset.sample(c.disc_batch_size, g), replay.sample(c.disc_batch_size, g)
         )
-        # 2. RL losses on 128 real + 128 sim, all from the pre-step parameters. The code
-        # steps alpha, policy, critics in turn, but every loss is computed before any step
-        # and the actor loss's critic gradient is zeroed before the critic backward
-        # (l.292-303), so one backward with the critics detached in the actor loss is the
-        # same update.
-        out = self.losses(dataset.sample(c.real_batch_size), replay.sample(c.sim_batch_size))
+        return disc_metrics, self.dynamics_terms(sim)
+
+    def rl_step(self, real: Batch, sim: Batch, dyn: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Actor, critics and temperature from one backward. The code steps alpha, policy,
+        critics in turn, but every loss is computed before any step and the actor loss's
+        critic gradient is zeroed before the critic backward (l.292-303), so one backward
+        with the critics detached in the actor loss is the same update."""
+        c = self.config
+        out = self.losses(real, sim, dyn=dyn)
         loss = out["actor_loss"] + out["critic_loss"]
         if c.auto_alpha:
             loss = loss + out["alpha_loss"]
@@ -314,5 +337,36 @@ class H2O(Algorithm):
             "u_mean": out["u"].mean(),
             "omega_mean": omega.mean(),
             "omega_std": omega.std(),
-            **disc_metrics,
         }
+
+    def update(self, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None):
+        return self.update_many(1, dataset, replay)
+
+    def update_many(
+        self, n: int, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None
+    ) -> dict[str, Tensor]:
+        """``n`` updates: per update, the classifier step, then the RL step on 128 real +
+        128 sim transitions (l.185-186) with the w, u, omega of the stepped classifiers.
+
+        Update t+1's classifier step depends on nothing update t's RL step changes, so
+        with two or more CPU threads it runs on a second thread meanwhile (``Overlap``).
+        Each chain draws from its own generators in the same order either way, so the
+        numbers are those of n updates one after another."""
+        c = self.config
+        if self.state_std is None:
+            self.setup(dataset)
+        overlap = n > 1 and self.device.type == "cpu" and torch.get_num_threads() > 1
+        sums: dict[str, Tensor] = {}
+        with Overlap(overlap) as worker:
+            real, sim = dataset.sample(c.real_batch_size), replay.sample(c.sim_batch_size)
+            pending = worker.submit(self.classifier_step, dataset, replay, sim)
+            for i in range(n):
+                disc_metrics, dyn = pending.result()
+                batch = real, sim
+                if i + 1 < n:  # start the next update's classifier step
+                    real, sim = dataset.sample(c.real_batch_size), replay.sample(c.sim_batch_size)
+                    pending = worker.submit(self.classifier_step, dataset, replay, sim)
+                metrics = self.rl_step(*batch, dyn) | disc_metrics
+                for key, value in metrics.items():
+                    sums[key] = sums[key] + value if key in sums else value
+        return sums

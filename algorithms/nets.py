@@ -221,6 +221,22 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+class SeededGenerator(nn.Module):
+    """A torch.Generator of its own, saved in the algorithm's state_dict (extra state), for
+    random draws that must not depend on what else uses the global generator."""
+
+    def __init__(self, seed: int, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def get_extra_state(self) -> Any:
+        return {"state": self.generator.get_state()}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.generator.set_state(state["state"])
+
+
 class StepCounter(nn.Module):
     """The number of updates done, kept as a Python int (no device sync to read it) and
     saved in the algorithm's state_dict through ``get_extra_state``."""

@@ -236,10 +236,9 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                     collector.collect(missing, None)
                 collector.collect(n * budget.steps_per_update, policy)
             t0 = time.perf_counter()
-            for _ in range(n):
-                metrics = algo.update(dataset=dataset, replay=replay)
-                for k, v in metrics.items():
-                    sums[k] = sums[k] + v if k in sums else v
+            block = algo.update_many(n, dataset=dataset, replay=replay)
+            for k, v in block.items():
+                sums[k] = sums[k] + v if k in sums else v
             n_sum += n
             done_updates += n
             update_time += time.perf_counter() - t0

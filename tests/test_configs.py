@@ -54,3 +54,11 @@ def test_smoke_matrix_runs_through_the_cli(tmp_path):
     status = CliRunner().invoke(app, ["matrix", "status", config, "--out", str(tmp_path), "--json"])
     counts = json.loads(status.stdout)["counts"]
     assert counts["done"] == 2 and counts["failed"] == 0 and counts["missing"] == 0
+
+
+def test_h2o_mini_is_the_h2o_setting_with_every_baseline():
+    m = matrix.load(CONFIGS / "h2o-mini.yaml", check_datasets=False)
+    assert labels(m) == {"h2o": 3, "darc": 3, "sac": 3, "cql": 3}
+    assert {r.spec.gap for r in m.runs if r.label in ("h2o", "darc", "sac")} == {"gravity=2.0"}
+    updates = {r.label: r.spec.resolved().budget.updates for r in m.runs}
+    assert updates == {"h2o": 10_000, "darc": 10_000, "sac": 10_000, "cql": 3_000}

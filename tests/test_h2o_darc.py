@@ -375,7 +375,7 @@ def test_update_changes_parameters_and_returns_finite_tensors(name, config):
     before_modules = {
         k: [p.detach().clone() for p in m.parameters()]
         for k, m in algo.components().items()
-        if isinstance(m, torch.nn.Module) and k != "target_critic"
+        if isinstance(m, torch.nn.Module) and k != "target_critic" and list(m.parameters())
     }
     for _ in range(4):
         metrics = algo.update(dataset=dataset, replay=replay)
@@ -411,3 +411,33 @@ def test_update_changes_parameters_and_returns_finite_tensors(name, config):
 def test_unknown_penalty_form_fails_loudly():
     with pytest.raises(algorithms.ConfigError, match="penalty_form"):
         H2O.make_config({"penalty_form": "max"})
+
+
+def test_overlapped_update_many_gives_the_numbers_of_sequential_updates():
+    """With two torch threads, update_many runs update t+1's classifier step on a second
+    thread during update t's RL step; each chain keeps its own random stream, so the
+    parameters and metrics equal those of one update at a time on one thread."""
+
+    def trained(threads: int, blocks: list[int]):
+        algo = tiny_h2o(hidden=(32, 32), disc_hidden=(32, 32))
+        dataset, replay = random_buffer(300, seed=1), random_buffer(300, seed=2)
+        torch.set_num_threads(threads)
+        try:
+            sums = [algo.update_many(n, dataset=dataset, replay=replay) for n in blocks]
+        finally:
+            torch.set_num_threads(1)
+        return algo, sums
+
+    overlapped, (sums,) = trained(2, [6])
+    sequential, singles = trained(1, [1] * 6)
+    for key, module in overlapped.components().items():
+        if isinstance(module, torch.nn.Module):
+            other = sequential.components()[key]
+            for p, q in zip(module.parameters(), other.parameters(), strict=True):
+                torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=key)
+    assert torch.equal(
+        overlapped.disc_rng.generator.get_state(), sequential.disc_rng.generator.get_state()
+    )
+    for key, total in sums.items():
+        torch.testing.assert_close(total, sum(s[key] for s in singles), rtol=1e-5, atol=1e-6)
+    assert torch.get_num_threads() == 1  # Overlap gave the caller its threads back
