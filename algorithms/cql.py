@@ -20,6 +20,7 @@ from algorithms.buffer import Batch, TensorBuffer
 from algorithms.nets import (
     StepCounter,
     TanhGaussianActor,
+    adam,
     soft_update,
     tanh_gaussian_log_prob,
 )
@@ -109,7 +110,7 @@ class CQL(Algorithm):
             float(c.cql_init_log_alpha_prime), device=self.device, requires_grad=True
         )
         alpha_prime_lr = c.critic_lr if c.alpha_prime_lr is None else c.alpha_prime_lr
-        self.alpha_prime_opt = torch.optim.Adam([self.log_alpha_prime], lr=alpha_prime_lr)
+        self.alpha_prime_opt = adam([self.log_alpha_prime], alpha_prime_lr)
         self.steps = StepCounter()
         # log of the uniform density on [-1, 1]^|A|: log(0.5^|A|)
         self.random_log_density = act_dim * math.log(0.5)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from algorithms.buffer import Batch
-from algorithms.nets import mlp
+from algorithms.nets import adam, mlp
 
 REAL, SIM = 0, 1
 
@@ -79,7 +79,7 @@ class DomainClassifiers(nn.Module):
         self.d_sa = mlp(obs_dim + act_dim, 2, hidden)
         self.d_sas = mlp(2 * obs_dim + act_dim, 2, hidden)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=lr, foreach=True)
+        self.optimizer = adam(self.parameters(), lr)
 
     # -- raw network outputs -------------------------------------------------------------
     def _bound(self, x: Tensor) -> Tensor:

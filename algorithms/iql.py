@@ -19,7 +19,15 @@ from torch import Tensor
 
 from algorithms.base import Algorithm
 from algorithms.buffer import Batch, TensorBuffer
-from algorithms.nets import EnsembleQ, GaussianActor, StepCounter, frozen_copy, mlp, soft_update
+from algorithms.nets import (
+    EnsembleQ,
+    GaussianActor,
+    StepCounter,
+    adam,
+    frozen_copy,
+    mlp,
+    soft_update,
+)
 from algorithms.registry import register
 
 
@@ -86,9 +94,9 @@ class IQL(Algorithm):
         self.critic = EnsembleQ(obs_dim, act_dim, c.n_critics, c.hidden).to(self.device)
         self.target_critic = frozen_copy(self.critic)
         self.value = mlp(obs_dim, 1, c.hidden).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, foreach=True)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.value_lr, foreach=True)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), c.critic_lr)
+        self.value_opt = adam(self.value.parameters(), c.value_lr)
         self.steps = StepCounter()
         self.reward_scale = 1.0
 

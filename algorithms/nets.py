@@ -213,6 +213,13 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(t_params, s_params, tau)
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with PyTorch's fused kernel: one pass over each parameter's moments instead of
+    the ~10 passes of the foreach version (SAC's update is ~10% faster on CPU). Same
+    algorithm; the last bits of float rounding may differ from the unfused version."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (a target network)."""
     target = copy.deepcopy(module)

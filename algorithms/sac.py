@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from algorithms.base import Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
-from algorithms.nets import EnsembleQ, TanhGaussianActor, frozen_copy, soft_update
+from algorithms.nets import EnsembleQ, TanhGaussianActor, adam, frozen_copy, soft_update
 from algorithms.registry import register
 
 
@@ -93,9 +93,9 @@ def init_actor_critic(algo: Algorithm, c, target_entropy: float, alpha_lr: float
     algo.target_critic = frozen_copy(algo.critic)
     algo.log_alpha = torch.tensor(math.log(c.init_alpha), device=device, requires_grad=True)
     algo.target_entropy = target_entropy
-    algo.actor_opt = torch.optim.Adam(algo.actor.parameters(), lr=c.actor_lr, foreach=True)
-    algo.critic_opt = torch.optim.Adam(algo.critic.parameters(), lr=c.critic_lr, foreach=True)
-    algo.alpha_opt = torch.optim.Adam([algo.log_alpha], lr=alpha_lr)
+    algo.actor_opt = adam(algo.actor.parameters(), c.actor_lr)
+    algo.critic_opt = adam(algo.critic.parameters(), c.critic_lr)
+    algo.alpha_opt = adam([algo.log_alpha], alpha_lr)
 
 
 @register
