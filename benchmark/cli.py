@@ -181,6 +181,9 @@ def bench(
     task: Annotated[str, typer.Option(help="Task whose sizes to use")] = "halfcheetah",
     device: str = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    profile: Annotated[
+        bool, typer.Option(help="Also profile where each update's time goes")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time each algorithm's update at its published sizes on random data (updates/s),
@@ -189,7 +192,12 @@ def bench(
     import torch
 
     import algorithms
-    from benchmark.speed import matmul_flops_per_second, update_flops, updates_per_second
+    from benchmark.speed import (
+        matmul_flops_per_second,
+        profile_update,
+        update_flops,
+        updates_per_second,
+    )
 
     if threads:
         torch.set_num_threads(threads)
@@ -205,14 +213,14 @@ def bench(
             f"matmul throughput (256x256x256, {torch.get_num_threads()} threads): "
             f"{matmul / 1e9:.1f} GFLOP/s"
         )
-        out.print(
-            f"{'algo':>6} {'updates/s':>10} {'GFLOP/update':>13} {'bound':>10} {'of bound':>9}"
-        )
+        head = f"{'algo':>6} {'updates/s':>10} {'GFLOP/update':>13} {'bound':>10} {'of bound':>9}"
+        out.print(head + ("   time in matmul / optimizer / other" if profile else ""))
     rows = []
     for name in names:
         rate = updates_per_second(name, seconds, device, task)
         flops = update_flops(name, task, device)
         bound = matmul / flops
+        shares = profile_update(name, task, device) if profile else None
         rows.append(
             {
                 "algo": name,
@@ -221,15 +229,17 @@ def bench(
                 "matmul_gflop_per_s": matmul / 1e9,
                 "flop_bound_updates_per_s": bound,
                 "fraction_of_bound": rate / bound,
+                **({"time_shares": shares} if shares else {}),
                 "task": task,
                 "device": device,
                 "threads": torch.get_num_threads(),
             }
         )
         if not as_json:
-            out.print(
-                f"{name:>6} {rate:10.1f} {flops / 1e9:13.2f} {bound:10.1f} {rate / bound:9.0%}"
-            )
+            text = f"{name:>6} {rate:10.1f} {flops / 1e9:13.2f} {bound:10.1f} {rate / bound:9.0%}"
+            if shares:
+                text += "   {matmul:.0%} / {optimizer:.0%} / {other:.0%}".format(**shares)
+            out.print(text)
     if as_json:
         print_json(rows)
 

@@ -78,6 +78,32 @@ def update_flops(name: str, task: str = "halfcheetah", device: str = "cpu") -> f
     return float(counter.get_total_flops())
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_update(name: str, task: str = "halfcheetah", device: str = "cpu", updates: int = 20):
+    """Where an update's time goes: shares of the profiled self time spent in matrix
+    products, in the optimizers, and in everything else (element-wise work, sampling,
+    autograd bookkeeping), over ``updates`` updates (torch profiler, host side)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    algo, buffers = make_workload(name, task, device, n=10_000)
+    algo.update_many(3, **buffers)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        algo.update_many(updates, **buffers)
+    shares = {"matmul": 0.0, "optimizer": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        if event.key in MATMUL_OPS:
+            kind = "matmul"
+        elif event.key.startswith("Optimizer.") or "adam" in event.key:
+            kind = "optimizer"
+        else:
+            kind = "other"
+        shares[kind] += event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return {kind: value / total for kind, value in shares.items()}
+
+
 def matmul_flops_per_second(seconds: float = 1.0, device: str = "cpu", size: int = 256) -> float:
     """Throughput of the update's dominant product, a 256 x 256 by 256 x 256 float32
     matmul (batch x hidden by hidden x hidden), with the current torch threads."""

@@ -89,10 +89,13 @@ def test_run_smoke_writes_a_record(tmp_path):
 
 
 def test_bench_json_lists_updates_per_second():
-    result = runner.invoke(app, ["bench", "--algo", "sac", "--seconds", "0.2", "--json"])
+    args = ["bench", "--algo", "sac", "--seconds", "0.2", "--profile", "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["algo"] == "sac" and row["updates_per_s"] > 0
     assert row["flop_bound_updates_per_s"] > 0 and abs(row["gflop_per_update"] - 0.5816) < 1e-3
+    shares = row["time_shares"]
+    assert abs(sum(shares.values()) - 1) < 1e-9 and shares["matmul"] > shares["optimizer"] > 0
     bad = runner.invoke(app, ["bench", "--algo", "ppo"])
     assert bad.exit_code == 2 and "unknown algorithm 'ppo'" in bad.stderr
