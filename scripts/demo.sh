@@ -2,7 +2,7 @@
 # The main job: a small but real sim-to-real comparison on halfcheetah, end to end.
 #   1. show the gap: the simulator's gravity is doubled; the "real" system is nominal
 #   2. build the real dataset (medium-replay, from the shipped behaviour snapshots)
-#   3. run the demo matrix: H2O, DARC, SAC (sim only), SAC oracle, CQL, IQL x 2 seeds
+#   3. run the demo matrix: H2O, DARC, SAC (sim only), SAC oracle, IQL x 2 seeds
 #   4. write the report: statistics with CIs, figures, tables -> results/demo/report
 # About 15 minutes on 2 CPU cores. Re-running resumes: finished runs are skipped.
 set -euo pipefail
