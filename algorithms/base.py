@@ -45,6 +45,12 @@ RUN_REGIMES = {"offline": "offline", "online": "online", "oracle": "online", "hy
 SOURCES = {"offline": ("dataset",), "online": ("replay",), "hybrid": ("dataset", "replay")}
 
 
+def accumulate(sums: dict[str, Tensor], metrics: dict[str, Tensor]) -> None:
+    """Add ``metrics`` into ``sums`` in place, on the device (no host sync)."""
+    for key, value in metrics.items():
+        sums[key] = sums[key] + value if key in sums else value
+
+
 class ConfigError(ValueError):
     """An unknown or ill-typed hyper-parameter."""
 
@@ -83,8 +89,7 @@ class Algorithm:
         consecutive updates (H2O does) as long as the numbers stay those of ``n`` updates."""
         sums: dict[str, Tensor] = {}
         for _ in range(n):
-            for key, value in self.update(dataset=dataset, replay=replay).items():
-                sums[key] = sums[key] + value if key in sums else value
+            accumulate(sums, self.update(dataset=dataset, replay=replay))
         return sums
 
     def setup(self, dataset: TensorBuffer | None) -> None:  # noqa: B027 - optional hook

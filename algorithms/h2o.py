@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, ConfigError
+from algorithms.base import Algorithm, ConfigError, accumulate
 from algorithms.buffer import Batch, TensorBuffer
 from algorithms.discriminators import DomainClassifiers
 from algorithms.nets import SeededGenerator, soft_update
@@ -366,7 +366,5 @@ class H2O(Algorithm):
                 if i + 1 < n:  # start the next update's classifier step
                     real, sim = dataset.sample(c.real_batch_size), replay.sample(c.sim_batch_size)
                     pending = worker.submit(self.classifier_step, dataset, replay, sim)
-                metrics = self.rl_step(*batch, dyn) | disc_metrics
-                for key, value in metrics.items():
-                    sums[key] = sums[key] + value if key in sums else value
+                accumulate(sums, self.rl_step(*batch, dyn) | disc_metrics)
         return sums

@@ -28,7 +28,7 @@ import torch
 
 import algorithms
 import gap_envs
-from algorithms.base import RUN_REGIMES, SOURCES
+from algorithms.base import RUN_REGIMES, SOURCES, accumulate
 from algorithms.buffer import TensorBuffer
 from benchmark import records
 from benchmark.evaluation import evaluate, make_eval_env
@@ -236,9 +236,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                     collector.collect(missing, None)
                 collector.collect(n * budget.steps_per_update, policy)
             t0 = time.perf_counter()
-            block = algo.update_many(n, dataset=dataset, replay=replay)
-            for k, v in block.items():
-                sums[k] = sums[k] + v if k in sums else v
+            accumulate(sums, algo.update_many(n, dataset=dataset, replay=replay))
             n_sum += n
             done_updates += n
             update_time += time.perf_counter() - t0
