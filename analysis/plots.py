@@ -204,8 +204,42 @@ def _panel_title(gap: str, real_gap: str, dataset: str, show_real: bool) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# learning curves
+# per-cell grids: learning curves and final scores
 # --------------------------------------------------------------------------------------------
+
+
+def _cell_panels(data: pd.DataFrame, panel_h: float, extra_h: float):
+    """The grid both per-cell figures use: rows = (sim gap, real gap), columns = dataset.
+    Returns the figure, its number of rows and, per panel, (row, column, axes,
+    (gap, real gap, dataset), that panel's rows of ``data``)."""
+    rows = sorted(map(tuple, data[["gap", "real_gap"]].drop_duplicates().to_numpy().tolist()))
+    cols = sorted(data["dataset"].unique())
+    nr, nc = max(len(rows), 1), max(len(cols), 1)
+    fig, axes = plt.subplots(
+        nr,
+        nc,
+        figsize=(COLUMN_W * nc, panel_h * nr + extra_h),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    panels = [
+        (
+            i,
+            j,
+            axes[i, j],
+            (gap, real, dataset),
+            data[(data["gap"] == gap) & (data["real_gap"] == real) & (data["dataset"] == dataset)],
+        )
+        for i, (gap, real) in enumerate(rows)
+        for j, dataset in enumerate(cols)
+    ]
+    return fig, nr, panels
+
+
+def _no_runs(ax) -> None:
+    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="0.5")
 
 
 def learning_curves(
@@ -222,54 +256,28 @@ def learning_curves(
     """
     data = curves[curves["task"] == task]
     show_real = varying(curves, "real_gap")
-    rows = sorted(map(tuple, data[["gap", "real_gap"]].drop_duplicates().to_numpy().tolist()))
-    cols = sorted(data["dataset"].unique())
-    nr, nc = max(len(rows), 1), max(len(cols), 1)
     with plt.rc_context(PAPER_RC):
-        fig, axes = plt.subplots(
-            nr,
-            nc,
-            figsize=(COLUMN_W * nc, 2.3 * nr + 0.55),
-            sharex=True,
-            sharey=True,
-            squeeze=False,
-            layout="constrained",
-        )
-        for i, (gap, real) in enumerate(rows):
-            for j, dataset in enumerate(cols):
-                ax = axes[i, j]
-                panel = data[
-                    (data["gap"] == gap) & (data["real_gap"] == real) & (data["dataset"] == dataset)
-                ]
-                for lab in [lab for lab in palette if lab in set(panel["label"])]:
-                    sub = panel[panel["label"] == lab]
-                    g = sub.groupby(x)["normalized_score"]
-                    band = pd.DataFrame(
-                        [(step, *_t_band(v, confidence)) for step, v in g],
-                        columns=[x, "mean", "lo", "hi"],
-                    )
-                    color = _color(palette, lab)
-                    ax.plot(
-                        band[x], band["mean"], color=color, ls=_linestyle(palette, lab), label=lab
-                    )
-                    ax.fill_between(band[x], band["lo"], band["hi"], color=color, alpha=0.2, lw=0)
-                if panel.empty:
-                    ax.text(
-                        0.5,
-                        0.5,
-                        "no runs",
-                        ha="center",
-                        va="center",
-                        transform=ax.transAxes,
-                        color="0.5",
-                    )
-                ax.set_title(_panel_title(gap, real, dataset, show_real), loc="left")
-                ax.xaxis.set_major_formatter(_StepFormatter())
-                ax.xaxis.set_major_locator(MaxNLocator(5))
-                if i == nr - 1:
-                    ax.set_xlabel(STEP_LABEL)
-                if j == 0:
-                    ax.set_ylabel(SCORE_LABEL)
+        fig, nr, panels = _cell_panels(data, panel_h=2.3, extra_h=0.55)
+        for i, j, ax, (gap, real, dataset), panel in panels:
+            for lab in [lab for lab in palette if lab in set(panel["label"])]:
+                sub = panel[panel["label"] == lab]
+                g = sub.groupby(x)["normalized_score"]
+                band = pd.DataFrame(
+                    [(step, *_t_band(v, confidence)) for step, v in g],
+                    columns=[x, "mean", "lo", "hi"],
+                )
+                color = _color(palette, lab)
+                ax.plot(band[x], band["mean"], color=color, ls=_linestyle(palette, lab), label=lab)
+                ax.fill_between(band[x], band["lo"], band["hi"], color=color, alpha=0.2, lw=0)
+            if panel.empty:
+                _no_runs(ax)
+            ax.set_title(_panel_title(gap, real, dataset, show_real), loc="left")
+            ax.xaxis.set_major_formatter(_StepFormatter())
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            if i == nr - 1:
+                ax.set_xlabel(STEP_LABEL)
+            if j == 0:
+                ax.set_ylabel(SCORE_LABEL)
         fig.suptitle(
             _wrap(
                 f"{task}: learning curves (mean, {confidence:.0%} CI over seeds)",
@@ -296,58 +304,34 @@ def final_score_plot(
     """
     data = cells[cells["task"] == task]
     show_real = varying(cells, "real_gap")
-    rows = sorted(map(tuple, data[["gap", "real_gap"]].drop_duplicates().to_numpy().tolist()))
-    cols = sorted(data["dataset"].unique())
     labels = [lab for lab in palette if lab in set(data["label"])]
-    nr, nc = max(len(rows), 1), max(len(cols), 1)
-    panel_h = 0.2 * len(labels) + 0.75
     with plt.rc_context(PAPER_RC):
-        fig, axes = plt.subplots(
-            nr,
-            nc,
-            figsize=(COLUMN_W * nc, panel_h * nr + 0.45),
-            sharex=True,
-            sharey=True,
-            squeeze=False,
-            layout="constrained",
-        )
-        for i, (gap, real) in enumerate(rows):
-            for j, dataset in enumerate(cols):
-                ax = axes[i, j]
-                panel = data[
-                    (data["gap"] == gap) & (data["real_gap"] == real) & (data["dataset"] == dataset)
-                ].set_index("label")
-                for y, lab in enumerate(labels):
-                    if lab not in panel.index:
-                        continue
-                    r = panel.loc[lab]
-                    ax.errorbar(
-                        r["mean"],
-                        y,
-                        xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
-                        fmt="o",
-                        ms=3.5,
-                        lw=1.2,
-                        capsize=2,
-                        color=_color(palette, lab),
-                    )
-                ax.set_yticks(range(len(labels)), labels)
-                ax.set_ylim(len(labels) - 0.5, -0.5)
-                ax.grid(axis="y", visible=False)
-                ax.xaxis.set_major_locator(MaxNLocator(6))
-                ax.set_title(_panel_title(gap, real, dataset, show_real), loc="left")
-                if panel.empty:
-                    ax.text(
-                        0.5,
-                        0.5,
-                        "no runs",
-                        ha="center",
-                        va="center",
-                        transform=ax.transAxes,
-                        color="0.5",
-                    )
-                if i == nr - 1:
-                    ax.set_xlabel(FINAL_LABEL)
+        fig, nr, panels = _cell_panels(data, panel_h=0.2 * len(labels) + 0.75, extra_h=0.45)
+        for i, _, ax, (gap, real, dataset), panel in panels:
+            panel = panel.set_index("label")
+            for y, lab in enumerate(labels):
+                if lab not in panel.index:
+                    continue
+                r = panel.loc[lab]
+                ax.errorbar(
+                    r["mean"],
+                    y,
+                    xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+                    fmt="o",
+                    ms=3.5,
+                    lw=1.2,
+                    capsize=2,
+                    color=_color(palette, lab),
+                )
+            ax.set_yticks(range(len(labels)), labels)
+            ax.set_ylim(len(labels) - 0.5, -0.5)
+            ax.grid(axis="y", visible=False)
+            ax.xaxis.set_major_locator(MaxNLocator(6))
+            ax.set_title(_panel_title(gap, real, dataset, show_real), loc="left")
+            if panel.empty:
+                _no_runs(ax)
+            if i == nr - 1:
+                ax.set_xlabel(FINAL_LABEL)
         fig.suptitle(
             _wrap(
                 f"{task}: final score (mean, {confidence:.0%} CI over seeds)",
