@@ -88,6 +88,15 @@ SPEC_FIELDS: tuple[str, ...] = (
     "sim_replay_capacity",
     "device",
 )
+#: The run's outcome (from summary.json), as opposed to what the run was asked to do.
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "status",
+    "error",
+    "final_normalized_score",
+    "best_normalized_score",
+    "updates_per_s",
+    "wall_time_s",
+)
 #: Columns of :attr:`Results.runs` before the flattened budget columns.
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -102,12 +111,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "hparams",
     "shared",
     "in_manifest",
-    "status",
-    "error",
-    "final_normalized_score",
-    "best_normalized_score",
-    "updates_per_s",
-    "wall_time_s",
+    *OUTCOME_COLUMNS,
     "gapbench_version",
     "git_commit",
     "path",
@@ -450,20 +454,7 @@ def _expected_from_manifest(manifest: pd.DataFrame, runs: pd.DataFrame) -> pd.Da
 
 
 def _load_curves(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    spec_cols = [
-        c
-        for c in runs.columns
-        if c
-        not in (
-            "status",
-            "error",
-            "final_normalized_score",
-            "best_normalized_score",
-            "updates_per_s",
-            "wall_time_s",
-            "path",
-        )
-    ]
+    spec_cols = [c for c in runs.columns if c not in (*OUTCOME_COLUMNS, "path")]
     cache: dict[str, pd.DataFrame] = {}
     pieces = []
     for run in runs.itertuples(index=False):
