@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from benchmark import matrix
@@ -56,9 +57,19 @@ def test_smoke_matrix_runs_through_the_cli(tmp_path):
     assert counts["done"] == 2 and counts["failed"] == 0 and counts["missing"] == 0
 
 
-def test_h2o_mini_is_the_h2o_setting_with_every_baseline():
-    m = matrix.load(CONFIGS / "h2o-mini.yaml", check_datasets=False)
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("h2o-mini", {"h2o": 30_000, "darc": 30_000, "sac": 30_000, "cql": 30_000}),
+        ("h2o-10k", {"h2o": 10_000, "darc": 10_000, "sac": 10_000, "cql": 3_000}),
+    ],
+)
+def test_h2o_evidence_matrices_are_the_h2o_setting_with_every_baseline(name, expected):
+    m = matrix.load(CONFIGS / f"{name}.yaml", check_datasets=False)
     assert labels(m) == {"h2o": 3, "darc": 3, "sac": 3, "cql": 3}
     assert {r.spec.gap for r in m.runs if r.label in ("h2o", "darc", "sac")} == {"gravity=2.0"}
     updates = {r.label: r.spec.resolved().budget.updates for r in m.runs}
-    assert updates == {"h2o": 10_000, "darc": 10_000, "sac": 10_000, "cql": 3_000}
+    assert updates == expected
+    # DARC's warm-up is the paper's 10% of the updates
+    darc = next(r for r in m.runs if r.label == "darc")
+    assert darc.spec.hparams["warmup_steps"] == expected["darc"] // 10
