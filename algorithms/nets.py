@@ -152,9 +152,9 @@ class TanhGaussianActor(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        if deterministic:  # the mean alone: evaluation calls this every env step
+            return torch.tanh(self.net(obs)[..., : self.act_dim])
         mean, log_std = self.dist_params(obs)
-        if deterministic:
-            return torch.tanh(mean)
         return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
 
 

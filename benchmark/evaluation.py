@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 import gap_envs
 from gap_envs.batched import EvalEpisodes
 
 
 def make_eval_env(task: str, real_gap: str, episodes: int) -> EvalEpisodes:
-    return EvalEpisodes(task, real_gap, num_envs=episodes)
+    """The episodes' physics runs on as many threads as torch may use here (the executor
+    sets that to the worker's share of the cores); results do not depend on it."""
+    return EvalEpisodes(task, real_gap, num_envs=episodes, threads=torch.get_num_threads())
 
 
 def evaluate(env, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> np.ndarray:
@@ -23,10 +26,17 @@ def evaluate(env, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> np.n
     n = env.num_envs
     returns = np.zeros(n)
     running = np.ones(n, dtype=bool)
-    while running.any():
-        obs, rew, term, trunc, _ = env.step(policy(obs))
-        returns += np.where(running, rew, 0.0)
-        running &= ~(term | trunc)
+    # A policy call on a few rows gains nothing from intra-op threads, and idle OpenMP
+    # threads keep spinning on the cores that the physics threads need.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        while running.any():
+            obs, rew, term, trunc, _ = env.step(policy(obs))
+            returns += np.where(running, rew, 0.0)
+            running &= ~(term | trunc)
+    finally:
+        torch.set_num_threads(threads)
     return returns
 
 

@@ -180,20 +180,20 @@ def test_normalized_score_uses_d4rl_references():
 
 
 @pytest.mark.parametrize(
-    "task, gap",
+    "task, gap, threads",
     [
-        ("halfcheetah", "mass=1.3"),
-        ("hopper", ""),
-        ("walker2d", "friction=0.5"),
-        ("hopper", "gravity=1.5,joint_noise=0.1"),
-        ("ant", ""),  # no vectorised formula: steps the unwrapped env
+        ("halfcheetah", "mass=1.3", 2),
+        ("hopper", "", 1),
+        ("walker2d", "friction=0.5", 3),  # one copy per thread
+        ("hopper", "gravity=1.5,joint_noise=0.1", 2),
+        ("ant", "", 1),  # no vectorised formula: steps the unwrapped env
     ],
 )
-def test_eval_episodes_match_gymnasium_step_by_step(task, gap):
+def test_eval_episodes_match_gymnasium_step_by_step(task, gap, threads):
     from gap_envs.batched import EvalEpisodes
 
     n = 3
-    batched = EvalEpisodes(task, gap, n)
+    batched = EvalEpisodes(task, gap, n, threads=threads)
     reference = [gap_envs.make(task, gap) for _ in range(n)]
     obs, _ = batched.reset(seed=5)
     expected = np.stack([env.reset(seed=5 + i)[0] for i, env in enumerate(reference)])
@@ -224,3 +224,22 @@ def test_eval_episodes_truncate_at_the_time_limit_and_check_shapes():
         assert not term.any() and trunc.all() == (step == 1000)
     with pytest.raises(ValueError, match=r"shape \(2, 6\)"):
         env.step(np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        EvalEpisodes("halfcheetah", "", 2, threads=0)
+
+
+def test_eval_episodes_physics_threads_end_on_close():
+    import threading
+
+    from gap_envs.batched import EvalEpisodes
+
+    before = set(threading.enumerate())
+    env = EvalEpisodes("hopper", "", 4, threads=3)
+    helpers = set(threading.enumerate()) - before
+    assert len(helpers) == 2
+    env.reset(seed=0)
+    env.step(np.zeros((4, 3), np.float32))
+    env.close()
+    for t in helpers:
+        t.join(timeout=5)
+        assert not t.is_alive()
