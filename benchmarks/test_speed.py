@@ -17,7 +17,14 @@ fraction reached are printed and stored in extra_info.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import torch
 
 import algorithms
 from benchmark.speed import (
@@ -62,4 +69,26 @@ def test_vector_evaluation(benchmark):
     print(
         f"\nevaluation of 10 episodes: vector {result['vector_s']:.2f}s, "
         f"sequential {result['sequential_s']:.2f}s, speed-up {result['speedup']:.1f}x"
+    )
+
+
+def test_h2o_against_the_authors_code(benchmark):
+    """H2O's update against the authors' own (t6-thu/H2O) in the same run, same threads.
+    Needs a local clone (nothing is downloaded): GAPBENCH_H2O_REPO=/path/to/H2O."""
+    repo = os.environ.get("GAPBENCH_H2O_REPO")
+    if not repo:
+        pytest.skip("set GAPBENCH_H2O_REPO to a clone of t6-thu/H2O to compare with it")
+    threads = str(torch.get_num_threads())
+    script = Path(__file__).with_name("authors_h2o.py")
+    cmd = [sys.executable, str(script), "--repo", repo, "--threads", threads, "--seconds", "8"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    authors = float(re.search(r"authors_h2o_updates_per_s=([\d.]+)", out).group(1))
+    algo, buffers = make_workload("h2o")
+    algo.update_many(5, **buffers)
+    benchmark.pedantic(lambda: algo.update_many(50, **buffers), rounds=5, warmup_rounds=1)
+    ours = 50 / benchmark.stats.stats.mean
+    benchmark.extra_info.update(updates_per_s=ours, authors_updates_per_s=authors)
+    print(
+        f"\nh2o on {threads} threads: gapbench {ours:.1f} updates/s, authors' code "
+        f"{authors:.1f} -> {ours / authors:.2f}x"
     )
