@@ -31,7 +31,10 @@ def mlp(
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
     for a, b in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(a, b), activation()]
+        act = activation()
+        if isinstance(act, nn.ReLU):  # in place: a Linear's backward never needs its output
+            act.inplace = True
+        layers += [nn.Linear(a, b), act]
     last = nn.Linear(dims[-1], out_dim)
     if last_gain is not None:
         nn.init.xavier_uniform_(last.weight, gain=last_gain)
@@ -91,7 +94,7 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+            x = torch.relu_(layer(x))  # in place: baddbmm's backward never needs its output
         return self.layers[-1](x)
 
 
