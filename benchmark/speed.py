@@ -3,7 +3,11 @@ published sizes on random data, env steps/s, and the vector-evaluation speed-up.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -81,6 +85,21 @@ def update_flops(name: str, task: str = "halfcheetah", device: str = "cpu") -> f
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
+@contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence file descriptor 2: torch's profiler backend writes "USDT ... profiler_start"
+    lines there from C++, past ``sys.stderr``, into the bench table."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_update(name: str, task: str = "halfcheetah", device: str = "cpu", updates: int = 20):
     """Where an update's time goes: shares of the profiled self time spent in matrix
     products, in the optimizers, and in everything else (element-wise work, sampling,
@@ -89,7 +108,7 @@ def profile_update(name: str, task: str = "halfcheetah", device: str = "cpu", up
 
     algo, buffers = make_workload(name, task, device, n=10_000)
     algo.update_many(3, **buffers)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU]) as prof:
         algo.update_many(updates, **buffers)
     shares = {"matmul": 0.0, "optimizer": 0.0, "other": 0.0}
     for event in prof.key_averages():
