@@ -80,8 +80,10 @@ class _PhysicsThreads:
         groups = [copies[i::k] for i in range(k)]
         for jobs, group in zip(self._jobs, groups[1:], strict=False):
             jobs.put((group, self.nstep))
-        _step_all(groups[0], self.nstep)
-        errors = [self._done.get() for _ in groups[1:]]
+        try:
+            _step_all(groups[0], self.nstep)
+        finally:  # always collect the helpers' replies, so none is left for the next step
+            errors = [self._done.get() for _ in groups[1:]]
         for err in errors:
             if err is not None:
                 raise err
@@ -131,7 +133,8 @@ class EvalEpisodes:
         self._terminated = np.zeros(num_envs, dtype=bool)
         self._truncated = np.ones(num_envs, dtype=bool)  # nothing runs before reset()
         self._steps = 0
-        self._physics = _PhysicsThreads(min(threads, num_envs), self.frame_skip)
+        threads = min(threads, num_envs) if self.vectorised else 1  # ant: steps via Gymnasium
+        self._physics = _PhysicsThreads(threads, self.frame_skip)
 
     def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict]:
         for i, env in enumerate(self.envs):
