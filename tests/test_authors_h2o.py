@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
@@ -39,7 +40,11 @@ def _authors():
     spec = importlib.util.spec_from_file_location("authors_h2o_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._load_authors_code(REPO)
+    path_before = list(sys.path)
+    try:
+        return module._load_authors_code(REPO)
+    finally:  # their folders must not shadow modules for the tests that follow
+        sys.path[:] = path_before
 
 
 def _batch(n: int, gen: torch.Generator) -> Batch:
