@@ -32,6 +32,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
 
 from analysis import stats  # noqa: E402
+from analysis.records import CURVE_COLUMNS, RUN_COLUMNS  # noqa: E402
 from analysis.tables import (  # noqa: E402
     METRIC_NAMES,
     format_dataset,
@@ -49,6 +50,7 @@ __all__ = [
     "gap_sweeps",
     "label_palette",
     "learning_curves",
+    "diagnostic_columns",
     "performance_profile_plot",
     "poi_plot",
     "save_figure",
@@ -242,26 +244,44 @@ def _no_runs(ax) -> None:
     ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="0.5")
 
 
+def diagnostic_columns(curves: pd.DataFrame) -> list[str]:
+    """The training metrics the runs logged next to the score (losses, Q values, H2O's
+    dynamics ratio and penalty, DARC's reward correction...): every numeric curve column
+    beyond the ones all curves share that has at least one value."""
+    skip = {*CURVE_COLUMNS, *RUN_COLUMNS}
+    return sorted(
+        c
+        for c in curves.columns
+        if c not in skip
+        and not c.startswith("budget_")
+        and pd.api.types.is_numeric_dtype(curves[c])
+        and curves[c].notna().any()
+    )
+
+
 def learning_curves(
     curves: pd.DataFrame,
     task: str,
     palette: Mapping[str, tuple],
     confidence: float = 0.95,
     x: str = "step",
+    y: str = "normalized_score",
 ) -> Figure:
-    """Mean normalized score with a ``confidence`` Student-t band over seeds vs training step.
+    """Mean of ``y`` (the normalized score, or a logged training metric) with a
+    ``confidence`` Student-t band over seeds vs training step.
 
     One figure for ``task``: a grid of panels, rows = sim gap (and real gap when it varies),
-    columns = dataset; one colour per label.
+    columns = dataset; one colour per label (labels that never logged ``y`` are left out).
     """
     data = curves[curves["task"] == task]
+    data = data[data[y].notna()]
     show_real = varying(curves, "real_gap")
     with plt.rc_context(PAPER_RC):
         fig, nr, panels = _cell_panels(data, panel_h=2.3, extra_h=0.55)
         for i, j, ax, (gap, real, dataset), panel in panels:
             for lab in [lab for lab in palette if lab in set(panel["label"])]:
                 sub = panel[panel["label"] == lab]
-                g = sub.groupby(x)["normalized_score"]
+                g = sub.groupby(x)[y]
                 band = pd.DataFrame(
                     [(step, *_t_band(v, confidence)) for step, v in g],
                     columns=[x, "mean", "lo", "hi"],
@@ -277,10 +297,11 @@ def learning_curves(
             if i == nr - 1:
                 ax.set_xlabel(STEP_LABEL)
             if j == 0:
-                ax.set_ylabel(SCORE_LABEL)
+                ax.set_ylabel(SCORE_LABEL if y == "normalized_score" else y)
+        what = "learning curves" if y == "normalized_score" else y
         fig.suptitle(
             _wrap(
-                f"{task}: learning curves (mean, {confidence:.0%} CI over seeds)",
+                f"{task}: {what} (mean, {confidence:.0%} CI over seeds)",
                 fig.get_figwidth() - 0.2,
                 9,
             )

@@ -5,9 +5,11 @@ computes per-cell statistics over seeds and aggregates across cells with stratif
 CIs (Agarwal et al., 2021), and writes into the output folder::
 
     index.md                          everything below, linked and embedded
+    diagnostics.md                    the curves of every logged training metric
     figures/<name>.pdf, .png          learning_curves_<task>, final_scores,
                                       aggregate_intervals, probability_of_improvement,
-                                      performance_profiles, gap_heatmap_<key>
+                                      performance_profiles, gap_heatmap_<key>,
+                                      diagnostics_<task>_<metric>
     cells.md, cells.tex, cells.csv    per-cell mean ± std (best per row in bold) and all stats
     aggregates.md, .tex, .csv         mean / median / IQM / optimality gap with 95% CIs
     probability_of_improvement.csv    P(baseline > X) with 95% CIs
@@ -54,6 +56,8 @@ class Report:
     missing: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     heatmaps: dict[str, str] = field(default_factory=dict)  # gap key -> figure name
+    # task -> {metric: figure name} of the training-diagnostics page
+    diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def choose_baseline(labels: list[str], baseline: str | None) -> str:
@@ -103,6 +107,7 @@ FIGURE_PREFIXES = (
     "probability_of_improvement",
     "performance_profiles",
     "gap_heatmap_",
+    "diagnostics_",
 )
 
 
@@ -191,7 +196,8 @@ def build_report(
     base = choose_baseline(complete_labels, baseline)
     tasks = sorted(curves["task"].unique())
     sweeps = plots.gap_sweeps(cells)
-    total[0] = 6 + 2 * len(tasks) + len(sweeps)
+    diagnostics = plots.diagnostic_columns(curves)
+    total[0] = 6 + (3 if diagnostics else 2) * len(tasks) + len(sweeps)
 
     tick("per-cell statistics")
     write_csv("final_scores.csv", finals)
@@ -246,11 +252,46 @@ def build_report(
         figure(name, plots.gap_heatmap(cells, key, magnitudes, palette))
         rep.heatmaps[key] = name
 
+    for task in tasks if diagnostics else []:
+        tick(f"training diagnostics: {task}")
+        for metric in diagnostics:
+            if curves.loc[curves["task"] == task, metric].notna().any():
+                name = f"diagnostics_{task}_{metric}"
+                figure(name, plots.learning_curves(curves, task, palette, confidence, y=metric))
+                rep.diagnostics.setdefault(task, {})[metric] = name
+    if rep.diagnostics:
+        write("diagnostics.md", _diagnostics_page(rep, confidence))
+
     tick("index.md")
     write("index.md", _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence))
     if progress is not None:
         progress("done", total[0], total[0])
     return rep
+
+
+def _diagnostics_page(rep: Report, confidence: float) -> str:
+    """Every training metric the runs logged, per task, as curves over seeds."""
+    lines = [
+        "# Training diagnostics",
+        "",
+        "The metrics each algorithm logged next to its score at every evaluation (mean over "
+        f"the updates since the previous one), mean and {confidence:.0%} CI over seeds; "
+        "rows: sim gap, columns: dataset. An algorithm appears only in the metrics it logs. "
+        "[Back to the report](index.md).",
+        "",
+    ]
+    for task, figures in rep.diagnostics.items():
+        lines += [f"## {task}", "", " · ".join(f"[{m}](#{task}-{m})" for m in figures), ""]
+        for metric, name in figures.items():
+            lines += [
+                f'<a id="{task}-{metric}"></a>',
+                "",
+                f"### {metric}",
+                "",
+                _figure_md(name, rep.figures[name], rep.out, f"{task}: {metric}"),
+                "",
+            ]
+    return "\n".join(lines)
 
 
 def _index(
@@ -384,6 +425,14 @@ def _index(
                 ),
                 "",
             ]
+
+    diag = sorted({metric for figures in rep.diagnostics.values() for metric in figures})
+    if diag:
+        lines += [
+            f"Training diagnostics — the curves of the {len(diag)} metrics the algorithms "
+            f"logged ({', '.join(diag)}): [diagnostics.md](diagnostics.md).",
+            "",
+        ]
 
     # -- aggregates ------------------------------------------------------------------------
     lines += ["## Aggregate metrics", ""]

@@ -364,6 +364,7 @@ def test_report_files(report_dir):
         "probability_of_improvement",
         "performance_profiles",
         "gap_heatmap_gravity",
+        "diagnostics_hopper_critic_loss",  # the one training metric the fake runs log
     }
     figs = {p.stem for p in (report_dir / "figures").glob("*.pdf")}
     assert expected_figs <= figs, figs
@@ -371,7 +372,9 @@ def test_report_files(report_dir):
         for ext in ("pdf", "png"):
             f = report_dir / "figures" / f"{stem}.{ext}"
             assert f.stat().st_size > 1000, f
-        assert f"figures/{stem}.png" in index and f"figures/{stem}.pdf" in index
+        page = (report_dir / "diagnostics.md").read_text() if "diagnostics_" in stem else index
+        assert f"figures/{stem}.png" in page and f"figures/{stem}.pdf" in page
+    assert "[diagnostics.md](diagnostics.md)" in index and "critic_loss" in index
     for name in (
         "cells.md",
         "cells.tex",
@@ -418,6 +421,36 @@ def test_report_partial_and_empty_via_cli(tmp_path):
         build_report(tmp_path / "bad", tmp_path / "rep3", reps=50)
     with pytest.raises(ValueError, match="baseline"):
         build_report(tmp_path / "one", tmp_path / "rep4", baseline="nope", reps=50)
+
+
+def test_diagnostics_are_the_logged_metrics_and_plot_only_their_labels():
+    from analysis import plots
+
+    base = {"task": "hopper", "gap": "", "real_gap": "", "dataset": "d", "seed": 0}
+    rows = [
+        {
+            **base,
+            "label": lab,
+            "step": step,
+            "normalized_score": 1.0,
+            "env_steps": step,
+            "budget_updates": 100,
+            "penalty": 2.0 if lab == "h2o" else np.nan,
+            "critic_loss": 0.5,
+            "unused": np.nan,
+        }  # fmt: skip
+        for lab in ("h2o", "sac")
+        for step in (100, 200)
+    ]
+    curves = pd.DataFrame(rows)
+    assert plots.diagnostic_columns(curves) == ["critic_loss", "penalty"]
+    palette = plots.label_palette(["h2o", "sac"])
+    fig = plots.learning_curves(curves, "hopper", palette, y="penalty")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["h2o"]
+    assert fig.axes[0].get_ylabel() == "penalty"
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_ydata()) == [2.0, 2.0]
 
 
 def test_learning_curve_band_matches_seed_stats():
