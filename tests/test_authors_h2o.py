@@ -2,11 +2,12 @@
 
 Both implementations start from the same weights and see the same batches; the random
 draws are pinned (policy sampling noise 0, classifier input noise 0, the same
-perturbation of the next states for u), so one step of each must give the same losses
-and the same gradients for the actor, both critics and both classifiers. This checks
-every term of the update (classifier cross-entropies, w, u, omega, the weighted sim
-Bellman error, the logsumexp penalty, the actor loss) against the reference code rather
-than against our reading of it.
+perturbation of the next states for u), so one step of each must give the same losses,
+the same gradients for the actor, both critics and both classifiers, and the same
+parameters afterwards. This checks every term of the update (classifier cross-entropies,
+w, u, omega, the weighted sim Bellman error, the logsumexp penalty, the actor and
+temperature losses, learning rates, the target update) against the reference code
+rather than against our reading of it.
 
 Needs a local clone of https://github.com/t6-thu/H2O (nothing is downloaded):
 ``GAPBENCH_H2O_REPO=/path/to/H2O .venv/bin/pytest tests/test_authors_h2o.py``.
@@ -14,47 +15,32 @@ Needs a local clone of https://github.com/t6-thu/H2O (nothing is downloaded):
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from contextlib import contextmanager
 from copy import deepcopy
-from pathlib import Path
 
 import pytest
 import torch
+from reference_code import (
+    assert_same_critic_grads,
+    assert_same_critics_after_step,
+    assert_same_grads,
+    assert_same_params_after_step,
+    batch,
+    copy_actor,
+    copy_critics,
+    linears,
+    load_h2o,
+    pinned_noise,
+)
 
 import algorithms
-from algorithms.buffer import Batch, TensorBuffer
+from algorithms.buffer import TensorBuffer
 
 REPO = os.environ.get("GAPBENCH_H2O_REPO")
 pytestmark = pytest.mark.skipif(
     not REPO, reason="set GAPBENCH_H2O_REPO to a clone of t6-thu/H2O to compare with it"
 )
 OBS, ACT, N_NEXT = 17, 6, 10
-
-
-def _authors():
-    """The authors' classes, loaded by benchmarks/authors_h2o.py's importer."""
-    path = Path(__file__).parents[1] / "benchmarks" / "authors_h2o.py"
-    spec = importlib.util.spec_from_file_location("authors_h2o_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path_before = list(sys.path)
-    try:
-        return module._load_authors_code(REPO)
-    finally:  # their folders must not shadow modules for the tests that follow
-        sys.path[:] = path_before
-
-
-def _batch(n: int, gen: torch.Generator) -> Batch:
-    return Batch(
-        torch.randn(n, OBS, generator=gen),
-        torch.rand(n, ACT, generator=gen) * 2 - 1,
-        torch.randn(n, generator=gen),
-        torch.randn(n, OBS, generator=gen),
-        (torch.rand(n, generator=gen) < 0.2).float(),
-    )
 
 
 class _FixedBuffer:
@@ -84,54 +70,8 @@ class _FixedBuffer:
         return torch.zeros(1, OBS), self.std.clone()
 
 
-def _linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-
-
-@torch.no_grad()
-def _copy_weights(theirs, ours) -> None:
-    """Their initial weights into gapbench's H2O (nn.Linear weights are (out, in); the
-    critic ensembles store (member, in, out))."""
-    for src, dst in zip(_linears(theirs["policy"]), _linears(ours.actor), strict=True):
-        dst.weight.copy_(src.weight)
-        dst.bias.copy_(src.bias)
-    ours.actor.log_std_multiplier.copy_(theirs["policy"].log_std_multiplier.constant)
-    ours.actor.log_std_offset.copy_(theirs["policy"].log_std_offset.constant)
-    members = ((theirs["qf1"], theirs["target_qf1"]), (theirs["qf2"], theirs["target_qf2"]))
-    for i, (qf, target_qf) in enumerate(members):
-        for net, target in ((qf, ours.critic), (target_qf, ours.target_critic)):
-            for src, dst in zip(_linears(net), target.net.layers, strict=True):
-                dst.weight[i].copy_(src.weight.T)
-                dst.bias[i, 0].copy_(src.bias)
-    for name in ("d_sa", "d_sas"):
-        for src, dst in zip(
-            _linears(theirs[name]), _linears(getattr(ours.disc, name)), strict=True
-        ):
-            dst.weight.copy_(src.weight)
-            dst.bias.copy_(src.bias)
-
-
-@contextmanager
-def _pinned_noise(u_noise: torch.Tensor):
-    """Policy sampling noise 0 (ours: randn_like; theirs: Normal.rsample's normal_) and
-    the u perturbation (their torch.randn of shape (B * N, obs_dim)) = ``u_noise``."""
-    randn, randn_like, normal_ = torch.randn, torch.randn_like, torch.Tensor.normal_
-
-    def fake_randn(*shape, **kw):
-        size = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        assert size == tuple(u_noise.shape), f"unexpected random draw of shape {size}"
-        return u_noise.clone()
-
-    torch.randn, torch.randn_like = fake_randn, lambda x, **kw: torch.zeros_like(x)
-    torch.Tensor.normal_ = lambda self, *a, **kw: self.zero_()
-    try:
-        yield
-    finally:
-        torch.randn, torch.randn_like, torch.Tensor.normal_ = randn, randn_like, normal_
-
-
 def test_one_h2o_step_equals_the_authors_code():
-    qf_cls, policy_cls, disc_cls, sac_cls = _authors()
+    qf_cls, policy_cls, disc_cls, sac_cls = load_h2o(REPO)
     torch.manual_seed(0)
     policy = policy_cls(OBS, ACT, arch="256-256", log_std_multiplier=1.0, log_std_offset=-1.0)
     qf1, qf2 = qf_cls(OBS, ACT, arch="256-256"), qf_cls(OBS, ACT, arch="256-256")
@@ -143,14 +83,14 @@ def test_one_h2o_step_equals_the_authors_code():
     with torch.no_grad():
         d_sas.fc3.weight.mul_(20.0)
         for qf in (qf1, qf2):
-            _linears(qf)[-1].weight.mul_(300.0)
+            linears(qf)[-1].weight.mul_(300.0)
 
     gen = torch.Generator().manual_seed(1)
     batches = {
-        ("real", None): _batch(128, gen),
-        ("sim", None): _batch(128, gen),
-        ("real", "sas"): _batch(256, gen),
-        ("sim", "sas"): _batch(256, gen),
+        ("real", None): batch(128, OBS, ACT, gen),
+        ("sim", None): batch(128, OBS, ACT, gen),
+        ("real", "sas"): batch(256, OBS, ACT, gen),
+        ("sim", "sas"): batch(256, OBS, ACT, gen),
     }
     std = torch.rand(1, OBS, generator=gen) + 0.5
     u_noise = torch.randn(128 * N_NEXT, OBS, generator=gen)
@@ -179,20 +119,16 @@ def test_one_h2o_step_equals_the_authors_code():
     real, sim = batches["real", None], batches["sim", None]
     ours.setup(TensorBuffer.from_arrays(*(x.numpy() for x in real)))
     ours.state_std = std[0].clone()
-    _copy_weights(
-        {
-            "policy": policy,
-            "qf1": qf1,
-            "qf2": qf2,
-            "target_qf1": sac.target_qf1,
-            "target_qf2": sac.target_qf2,
-            "d_sa": d_sa,
-            "d_sas": d_sas,
-        },
-        ours,
-    )
+    copy_actor(policy, ours.actor)
+    copy_critics([qf1, qf2], ours.critic)
+    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    for theirs_net, our_net in ((d_sa, ours.disc.d_sa), (d_sas, ours.disc.d_sas)):
+        for src, dst in zip(linears(theirs_net), linears(our_net), strict=True):
+            with torch.no_grad():
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias)
 
-    with _pinned_noise(u_noise):
+    with pinned_noise(randn=u_noise):
         theirs = sac.train(128, 128)
         disc = ours.disc.update(batches["real", "sas"], batches["sim", "sas"])
         dyn = ours.dynamics_terms(sim, u_noise.view(128, N_NEXT, OBS))
@@ -221,42 +157,14 @@ def test_one_h2o_step_equals_the_authors_code():
     assert float(mine["penalty"]) == pytest.approx(their_penalty, **close)
 
     # Gradients of the step (both sides leave them in .grad; ours of one backward, theirs
-    # of their five, each from the pre-step parameters).
-    def grads(module):
-        return [p.grad for p in _linears_params(module)]
-
+    # of their five, each from the pre-step parameters), then the parameters after it
+    # (learning rates, Adam, the target update, the temperature step).
     pairs = [(policy, ours.actor), (d_sa, ours.disc.d_sa), (d_sas, ours.disc.d_sas)]
     for their_mod, our_mod in pairs:
-        for g_theirs, g_ours in zip(grads(their_mod), grads(our_mod), strict=True):
-            torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-6)
-    for i, qf in enumerate((qf1, qf2)):
-        for src, dst in zip(_linears(qf), ours.critic.net.layers, strict=True):
-            torch.testing.assert_close(dst.weight.grad[i], src.weight.grad.T, rtol=1e-4, atol=1e-6)
-            torch.testing.assert_close(dst.bias.grad[i, 0], src.bias.grad, rtol=1e-4, atol=1e-6)
-
-    # After the step (learning rates, Adam, the target update, the temperature step):
+        assert_same_grads(their_mod, our_mod)
+    assert_same_critic_grads([qf1, qf2], ours.critic)
     for their_mod, our_mod in pairs:
-        for p_theirs, p_ours in zip(
-            _linears_params(their_mod), _linears_params(our_mod), strict=True
-        ):
-            _same_step(p_ours, p_theirs)
-    for i, (qf, tqf) in enumerate(((qf1, sac.target_qf1), (qf2, sac.target_qf2))):
-        for net, theirs_net in ((ours.critic, qf), (ours.target_critic, tqf)):
-            for src, dst in zip(_linears(theirs_net), net.net.layers, strict=True):
-                _same_step(dst.weight[i], src.weight.T)
-                _same_step(dst.bias[i, 0], src.bias)
-    assert float(ours.log_alpha) == pytest.approx(float(sac.log_alpha.constant), abs=1e-7)
-
-
-def _same_step(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """Parameters after one step agree. Adam's first step moves every weight by about
-    lr = 3e-4, so a wrong learning rate or target rate moves them all by 1e-5 or more;
-    the few weights whose gradient is ~0 (inside the gradient tolerance) may legitimately
-    step differently, by a few 1e-6."""
-    diff = (ours.detach() - theirs.detach()).abs()
-    assert float(diff.max()) < 2e-5, f"max difference {float(diff.max()):.2e}"
-    assert float((diff > 1e-6).float().mean()) < 1e-3, "more than 0.1% of the weights differ"
-
-
-def _linears_params(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p for lin in _linears(module) for p in (lin.weight, lin.bias)]
+        assert_same_params_after_step(their_mod, our_mod)
+    assert_same_critics_after_step([qf1, qf2], ours.critic)
+    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    assert ours.log_alpha.item() == pytest.approx(sac.log_alpha.constant.item(), abs=1e-7)

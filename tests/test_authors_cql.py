@@ -1,0 +1,114 @@
+"""gapbench's CQL step against the reference code it follows (young-geng/CQL, SimpleSAC
+``ConservativeSAC.train``; the same code H2O builds on).
+
+Same weights, the same batch and pinned random draws (policy sampling noise 0, the same
+uniform random actions) must give the same losses, the same gradients for the actor and
+both critics and the same parameters after one step: the TD target, the importance-
+sampled logsumexp over random / current / next-state actions, the min-Q weight, the
+actor and temperature losses, learning rates and the target update.
+
+Needs a local clone of https://github.com/young-geng/CQL (nothing is downloaded):
+``GAPBENCH_CQL_REPO=/path/to/CQL .venv/bin/pytest tests/test_authors_cql.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from copy import deepcopy
+
+import pytest
+import torch
+from reference_code import (
+    assert_same_critic_grads,
+    assert_same_critics_after_step,
+    assert_same_grads,
+    assert_same_params_after_step,
+    batch,
+    copy_actor,
+    copy_critics,
+    linears,
+    load_simplesac,
+    pinned_noise,
+)
+
+import algorithms
+from algorithms.buffer import TensorBuffer
+
+REPO = os.environ.get("GAPBENCH_CQL_REPO")
+pytestmark = pytest.mark.skipif(
+    not REPO, reason="set GAPBENCH_CQL_REPO to a clone of young-geng/CQL to compare with it"
+)
+OBS, ACT, B = 17, 6, 256
+
+
+@pytest.mark.parametrize("lagrange", [False, True])
+def test_one_cql_step_equals_simplesac(lagrange):
+    pkg = load_simplesac(REPO)
+    model, cql_mod = pkg.model, pkg.conservative_sac
+    torch.manual_seed(0)
+    policy = model.TanhGaussianPolicy(OBS, ACT, arch="256-256", log_std_offset=-1.0)
+    qf1 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
+    qf2 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
+    with torch.no_grad():  # Q values of several units, so the logsumexp is not flat
+        for qf in (qf1, qf2):
+            linears(qf)[-1].weight.mul_(3000.0)
+
+    ours_cls = algorithms.get("cql")
+    ours = ours_cls(OBS, ACT, ours_cls.make_config({"cql_lagrange": lagrange}), seed=0)
+    c = ours.config
+    # conservative_sac_main.py's set-up with gapbench's defaults: the CQL authors' policy
+    # lr 1e-4 (SimpleSAC's flag default is 3e-4), target entropy -|A|.
+    config = cql_mod.ConservativeSAC.get_default_config()
+    config.policy_lr, config.qf_lr = c.actor_lr, c.critic_lr
+    config.target_entropy = -float(ACT)
+    config.cql_lagrange = lagrange
+    sac = cql_mod.ConservativeSAC(config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2))
+    with torch.no_grad():  # targets apart from the critics, so that tau shows in one step
+        for p in [*sac.target_qf1.parameters(), *sac.target_qf2.parameters()]:
+            p.mul_(0.9)
+
+    gen = torch.Generator().manual_seed(1)
+    data = batch(B, OBS, ACT, gen)
+    uniform = torch.rand(B * c.cql_n_actions * ACT, generator=gen) * 2 - 1
+
+    copy_actor(policy, ours.actor)
+    copy_critics([qf1, qf2], ours.critic)
+    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    theirs_batch = {
+        "observations": data.obs.clone(),
+        "actions": data.act.clone(),
+        "rewards": data.rew.clone(),
+        "next_observations": data.next_obs.clone(),
+        "dones": data.done.clone(),
+    }
+    buffer = TensorBuffer.from_arrays(*(x.numpy() for x in data))
+    buffer.sample = lambda n, generator=None: data  # the one batch, for the update
+    with pinned_noise(uniform=uniform):
+        theirs = sac.train(theirs_batch)
+        mine = ours.update(dataset=buffer)
+
+    close = dict(rel=1e-4, abs=1e-5)
+    # Q spread over the sampled actions (not a fresh init's ~0), so the logsumexp matters
+    assert theirs["cql/cql_std_q1"] > 0.5 and theirs["cql/cql_std_q2"] > 0.5
+    assert float(mine["actor_loss"]) == pytest.approx(theirs["policy_loss"], **close)
+    assert float(mine["alpha_loss"]) == pytest.approx(theirs["alpha_loss"], **close)
+    assert float(mine["td_loss"]) == pytest.approx(theirs["qf1_loss"] + theirs["qf2_loss"], **close)
+    their_cql = theirs["cql/cql_min_qf1_loss"] + theirs["cql/cql_min_qf2_loss"]
+    assert float(mine["cql_loss"]) == pytest.approx(their_cql, **close)
+    their_diff = (theirs["cql/cql_qf1_diff"] + theirs["cql/cql_qf2_diff"]) / 2
+    assert float(mine["cql_diff"]) == pytest.approx(their_diff, **close)
+    if lagrange:
+        assert float(mine["alpha_prime"]) == pytest.approx(theirs["cql/alpha_prime"], **close)
+        assert float(mine["alpha_prime_loss"]) == pytest.approx(
+            theirs["cql/alpha_prime_loss"], **close
+        )
+
+    assert_same_grads(policy, ours.actor)
+    assert_same_critic_grads([qf1, qf2], ours.critic)
+    assert_same_params_after_step(policy, ours.actor)
+    assert_same_critics_after_step([qf1, qf2], ours.critic)
+    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    assert ours.log_alpha.item() == pytest.approx(sac.log_alpha.constant.item(), abs=1e-7)
+    if lagrange:
+        their_prime = sac.log_alpha_prime.constant.item()
+        assert ours.log_alpha_prime.item() == pytest.approx(their_prime, abs=1e-7)
