@@ -51,7 +51,7 @@ def load_h2o(repo: str):
 
 @functools.cache
 def load_simplesac(repo: str) -> types.ModuleType:
-    """young-geng/CQL's ``SimpleSAC`` package (conservative_sac, model) under the name
+    """young-geng/CQL's ``SimpleSAC`` package (model, sac, conservative_sac) under the name
     ``cql_simplesac``; its ``utils`` (absl, wandb, ml_collections flags) is replaced by
     the one function the update uses, ``prefix_metrics``, taken from their source."""
     pkg_dir = Path(repo) / "SimpleSAC"
@@ -71,7 +71,7 @@ def load_simplesac(repo: str) -> types.ModuleType:
     exec(compile(ast.Module(body=fn, type_ignores=[]), str(pkg_dir / "utils.py"), "exec"),
          utils.__dict__)  # fmt: skip
     sys.modules[utils.__name__] = utils
-    for sub in ("model", "conservative_sac"):
+    for sub in ("model", "sac", "conservative_sac"):
         importlib.import_module(f"{name}.{sub}")
     return pkg
 
@@ -100,6 +100,16 @@ def copy_actor(policy: torch.nn.Module, actor: torch.nn.Module) -> None:
         dst.bias.copy_(src.bias)
     actor.log_std_multiplier.copy_(policy.log_std_multiplier.constant)
     actor.log_std_offset.copy_(policy.log_std_offset.constant)
+
+
+@torch.no_grad()
+def set_log_alpha(theirs: torch.nn.Module, ours: torch.Tensor, value: float = -0.5) -> None:
+    """Both temperatures to the same value away from 0, where the temperature loss
+    log(alpha) * (log pi + target entropy) would vanish whatever the target entropy.
+    They must start equal (alpha = 1 on both sides)."""
+    assert theirs.constant.item() == ours.item() == 0.0, "initial temperatures differ"
+    theirs.constant.fill_(value)
+    ours.fill_(value)
 
 
 @torch.no_grad()

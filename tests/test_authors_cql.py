@@ -1,11 +1,12 @@
-"""gapbench's CQL step against the reference code it follows (young-geng/CQL, SimpleSAC
-``ConservativeSAC.train``; the same code H2O builds on).
+"""gapbench's CQL and SAC steps against the reference code they follow (young-geng/CQL's
+SimpleSAC: ``ConservativeSAC.train`` and ``SAC.train``; the code H2O builds on).
 
 Same weights, the same batch and pinned random draws (policy sampling noise 0, the same
 uniform random actions) must give the same losses, the same gradients for the actor and
-both critics and the same parameters after one step: the TD target, the importance-
-sampled logsumexp over random / current / next-state actions, the min-Q weight, the
-actor and temperature losses, learning rates and the target update.
+both critics and the same parameters after one step: the TD target (with SAC's entropy
+term), CQL's importance-sampled logsumexp over random / current / next-state actions
+and its min-Q weight, the actor and temperature losses, learning rates and the target
+update.
 
 Needs a local clone of https://github.com/young-geng/CQL (nothing is downloaded):
 ``GAPBENCH_CQL_REPO=/path/to/CQL .venv/bin/pytest tests/test_authors_cql.py``.
@@ -29,6 +30,7 @@ from reference_code import (
     linears,
     load_simplesac,
     pinned_noise,
+    set_log_alpha,
 )
 
 import algorithms
@@ -72,6 +74,7 @@ def test_one_cql_step_equals_simplesac(lagrange):
     uniform = torch.rand(B * c.cql_n_actions * ACT, generator=gen) * 2 - 1
 
     copy_actor(policy, ours.actor)
+    set_log_alpha(sac.log_alpha, ours.log_alpha)
     copy_critics([qf1, qf2], ours.critic)
     copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
     theirs_batch = {
@@ -112,3 +115,51 @@ def test_one_cql_step_equals_simplesac(lagrange):
     if lagrange:
         their_prime = sac.log_alpha_prime.constant.item()
         assert ours.log_alpha_prime.item() == pytest.approx(their_prime, abs=1e-7)
+
+
+def test_one_sac_step_equals_simplesac():
+    pkg = load_simplesac(REPO)
+    model, sac_mod = pkg.model, pkg.sac
+    torch.manual_seed(0)
+    policy = model.TanhGaussianPolicy(OBS, ACT, arch="256-256", log_std_offset=-1.0)
+    qf1 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
+    qf2 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
+    ours = algorithms.get("sac")(OBS, ACT, seed=0)
+    c = ours.config
+    assert c.backup_entropy  # the SAC paper's soft backup, SimpleSAC's SAC default too
+    config = sac_mod.SAC.get_default_config()
+    config.target_entropy = -float(ACT)
+    sac = sac_mod.SAC(config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2))
+    with torch.no_grad():  # targets apart from the critics, so that tau shows in one step
+        for p in [*sac.target_qf1.parameters(), *sac.target_qf2.parameters()]:
+            p.mul_(0.9)
+
+    data = batch(B, OBS, ACT, torch.Generator().manual_seed(1))
+    copy_actor(policy, ours.actor)
+    set_log_alpha(sac.log_alpha, ours.log_alpha)
+    copy_critics([qf1, qf2], ours.critic)
+    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    theirs_batch = {
+        "observations": data.obs.clone(),
+        "actions": data.act.clone(),
+        "rewards": data.rew.clone(),
+        "next_observations": data.next_obs.clone(),
+        "dones": data.done.clone(),
+    }
+    buffer = TensorBuffer.from_arrays(*(x.numpy() for x in data))
+    buffer.sample = lambda n, generator=None: data
+    with pinned_noise():
+        theirs = sac.train(theirs_batch)
+        mine = ours.update(replay=buffer)
+
+    close = dict(rel=1e-4, abs=1e-5)
+    assert float(mine["actor_loss"]) == pytest.approx(theirs["policy_loss"], **close)
+    assert float(mine["alpha_loss"]) == pytest.approx(theirs["alpha_loss"], **close)
+    their_critic = theirs["qf1_loss"] + theirs["qf2_loss"]
+    assert float(mine["critic_loss"]) == pytest.approx(their_critic, **close)
+    assert_same_grads(policy, ours.actor)
+    assert_same_critic_grads([qf1, qf2], ours.critic)
+    assert_same_params_after_step(policy, ours.actor)
+    assert_same_critics_after_step([qf1, qf2], ours.critic)
+    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    assert ours.log_alpha.item() == pytest.approx(sac.log_alpha.constant.item(), abs=1e-7)

@@ -31,6 +31,7 @@ from reference_code import (
     linears,
     load_h2o,
     pinned_noise,
+    set_log_alpha,
 )
 
 import algorithms
@@ -120,6 +121,7 @@ def test_one_h2o_step_equals_the_authors_code():
     ours.setup(TensorBuffer.from_arrays(*(x.numpy() for x in real)))
     ours.state_std = std[0].clone()
     copy_actor(policy, ours.actor)
+    set_log_alpha(sac.log_alpha, ours.log_alpha)
     copy_critics([qf1, qf2], ours.critic)
     copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
     for theirs_net, our_net in ((d_sa, ours.disc.d_sa), (d_sas, ours.disc.d_sas)):
