@@ -42,7 +42,9 @@ class IQLConfig:
     cosine-decayed to 0 over max_steps = 1M, twin critics), ``actor.py`` (exp-advantage
     weights clipped at 100), ``policy.py`` (Gaussian with tanh mean, state-independent
     log-std in [-5, 2]; evaluated at its mean, ``temperature=0``). CORL ``iql.py`` uses the
-    same values.
+    same values, but its step differs from the authors' (``learner._update_jit``, followed
+    here): CORL forms the advantage weights and the TD target from V before its step and
+    averages the two critics' losses; the authors use the stepped V and sum them.
     """
 
     batch_size: int = 256
