@@ -261,6 +261,8 @@ def build_report(
                 rep.diagnostics.setdefault(task, {})[metric] = name
     if rep.diagnostics:
         write("diagnostics.md", _diagnostics_page(rep, confidence))
+    else:  # an earlier report's page would link figures that were just removed
+        (out / "diagnostics.md").unlink(missing_ok=True)
 
     tick("index.md")
     write("index.md", _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence))
