@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -329,7 +330,14 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (a scheduler's stop, `kill`) takes the Ctrl-C path: workers are stopped,
+    # checkpoints kept, and the command says how to resume, instead of dying mid-write.
+    signal.signal(signal.SIGTERM, _interrupt)
     app()
 
 

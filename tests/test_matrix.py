@@ -271,7 +271,8 @@ def check_record(run_dir: Path, steps: list[int]) -> dict:
     return summary
 
 
-def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path, sig):
     budget = {**TINY_BUDGET, "updates": 120, "eval_every": 40}
     path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2, budget=budget))
     out = tmp_path / "out"
@@ -300,8 +301,12 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path):
             assert time.time() < deadline, "no run finished in time"
             time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    if sig == signal.SIGTERM:  # stopped like Ctrl-C: workers ended, resume hint, no leaks
+        text = log.read_text()
+        assert proc.returncode == 130 and "interrupted" in text, text
+        assert "leaked" not in text, text
     # the orphaned worker notices its parent died and stops; its lock goes stale
     deadline = time.time() + 30
     while any(mx.lock_alive(mx.read_lock(d)) for d in out.iterdir() if d.is_dir()):
