@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox`` runs the fast tests; ``nox -s lint bench slow demo``.
+"""Developer sessions: ``nox`` runs the fast tests; ``nox -s lint bench slow demo reference``.
 
 Sessions reuse the repository's ``.venv`` (made by the README's set-up), so nothing
 is installed twice and no session downloads a CUDA build of torch.
@@ -47,6 +47,15 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         external=True,
     )
+
+
+@nox.session
+def reference(session: nox.Session) -> None:
+    """One update of H2O, CQL and SAC next to the reference implementations, imported from
+    local clones: GAPBENCH_H2O_REPO (t6-thu/H2O), GAPBENCH_CQL_REPO (young-geng/CQL)."""
+    tests = ["tests/test_authors_h2o.py", "tests/test_authors_cql.py"]
+    session.run(f"{VENV_BIN}pytest", *tests, "-rs", "-p", "no:xdist", *session.posargs,
+                external=True)  # fmt: skip
 
 
 @nox.session
