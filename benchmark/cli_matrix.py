@@ -270,7 +270,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Done / failed / running / interrupted / missing runs of a matrix, and which ids.
+    """Done / failed / running / interrupted / missing runs of a matrix, and which ids;
+    for each unfinished run, the updates and score of its last evaluation.
 
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
@@ -292,6 +293,18 @@ def status(
         table.add_row(f"[{STYLE[st]}]{st}[/]", str(len(ids)), shown if st != "done" else "")
     out_console.print(table)
     for row in report["runs"]:
+        if row["status"] in ("running", "interrupted"):
+            progress = (
+                "no evaluation yet"
+                if row["updates_done"] is None
+                else f"{row['updates_done']:,} / {row['updates']:,} updates, last score "
+                f"{row['last_normalized_score']:.1f}"
+            )
+            out_console.print(
+                f"[{STYLE[row['status']]}]{row['status']}[/] {row['run_id']} "
+                f"({row['label']}): {progress}",
+                highlight=False,
+            )
         if row["status"] == "failed":
             out_console.print(
                 f"[red]failed[/] {row['run_id']} ({row['label']}): {row['error']}",

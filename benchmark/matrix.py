@@ -56,6 +56,7 @@ key, preset, budget key, hyper-parameter, a missing dataset or a malformed entry
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import logging
@@ -787,14 +788,26 @@ def run_status(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
     return "missing", None
 
 
+def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
+    """(updates, normalized score) of the last curve row of an unfinished run, if any."""
+    try:
+        with open(Path(run_dir) / records.CURVE, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return int(rows[-1]["step"]), float(rows[-1]["normalized_score"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
+
+
 def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
-    """Counts and run ids per status, plus one row per run."""
+    """Counts and run ids per status, plus one row per run (unfinished runs with the
+    updates and score of their last evaluation, to follow long matrices)."""
     out = Path(out or matrix.out)
     ids: dict[str, list[str]] = {s: [] for s in STATUSES}
     rows = []
     for r in matrix.runs:
         st, summary = run_status(out / r.run_id)
         ids[st].append(r.run_id)
+        last = last_evaluation(out / r.run_id) if st in ("running", "interrupted") else None
         rows.append(
             {
                 "run_id": r.run_id,
@@ -803,6 +816,9 @@ def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
                 **{k: v for k, v in r.cell().items() if k != "label"},
                 "final_normalized_score": (summary or {}).get("final_normalized_score"),
                 "error": (summary or {}).get("error") if st == "failed" else None,
+                "updates": r.spec.resolved().budget.updates,
+                "updates_done": last[0] if last else None,
+                "last_normalized_score": last[1] if last else None,
             }
         )
     return {

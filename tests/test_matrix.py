@@ -425,3 +425,29 @@ def test_ray_executor_gives_the_same_records(three_runs, tmp_path):
         assert summary["status"] == result["status"]
         assert (tmp_path / run_id / records.SPEC).is_file()
     assert set(read_manifest(tmp_path)) == set(local)
+
+
+def test_status_shows_how_far_unfinished_runs_got(tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2))
+    out = tmp_path / "out"
+    m = load(path, out=out)
+    started, fresh = m.runs[0], m.runs[1]
+    for run, rows in ((started, [(40, 1.5), (80, 3.25)]), (fresh, [])):
+        run_dir = out / run.run_id
+        run_dir.mkdir(parents=True)
+        records.write_json(run_dir / records.SPEC, {"run_id": run.run_id})
+        lines = ["step,env_steps,return_mean,return_std,normalized_score,wall_time_s"]
+        lines += [f"{s},{s},0,0,{score},1" for s, score in rows]
+        (run_dir / records.CURVE).write_text("\n".join(lines) + "\n")
+    rows = {r["run_id"]: r for r in status(m)["runs"]}
+    assert rows[started.run_id]["status"] == "interrupted"
+    assert rows[started.run_id]["updates_done"] == 80
+    assert rows[started.run_id]["last_normalized_score"] == 3.25
+    assert rows[started.run_id]["updates"] == started.spec.resolved().budget.updates
+    assert rows[fresh.run_id]["updates_done"] is None
+    text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
+    assert "80 / " in text and "last score 3.2" in text and "no evaluation yet" in text
