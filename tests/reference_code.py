@@ -190,3 +190,27 @@ def assert_same_critics_after_step(qfs: list[torch.nn.Module], ensemble: torch.n
         for src, dst in zip(linears(qf), ensemble.net.layers, strict=True):
             assert_same_step(dst.weight[i], src.weight.T)
             assert_same_step(dst.bias[i, 0], src.bias)
+
+
+@torch.no_grad()
+def mirror_sac_parts(sac, ours) -> None:
+    """Give gapbench's SAC parts (actor, critics, target critics, temperature) the
+    reference's weights. The reference targets are first moved apart from its critics
+    (x 0.9) so that the target update rate shows in one step."""
+    for p in [*sac.target_qf1.parameters(), *sac.target_qf2.parameters()]:
+        p.mul_(0.9)
+    copy_actor(sac.policy, ours.actor)
+    set_log_alpha(sac.log_alpha, ours.log_alpha)
+    copy_critics([sac.qf1, sac.qf2], ours.critic)
+    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
+
+
+def assert_same_sac_parts_after_step(sac, ours) -> None:
+    """After one step of each: the same actor and critic gradients, and the same actor,
+    critics, target critics and temperature."""
+    assert_same_grads(sac.policy, ours.actor)
+    assert_same_critic_grads([sac.qf1, sac.qf2], ours.critic)
+    assert_same_params_after_step(sac.policy, ours.actor)
+    assert_same_critics_after_step([sac.qf1, sac.qf2], ours.critic)
+    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
+    assert abs(ours.log_alpha.item() - sac.log_alpha.constant.item()) < 1e-7

@@ -20,21 +20,16 @@ from copy import deepcopy
 import pytest
 import torch
 from reference_code import (
-    assert_same_critic_grads,
-    assert_same_critics_after_step,
-    assert_same_grads,
-    assert_same_params_after_step,
+    assert_same_sac_parts_after_step,
     batch,
-    copy_actor,
-    copy_critics,
     linears,
     load_simplesac,
+    mirror_sac_parts,
     pinned_noise,
-    set_log_alpha,
 )
 
 import algorithms
-from algorithms.buffer import TensorBuffer
+from algorithms.buffer import Batch, TensorBuffer
 
 REPO = os.environ.get("GAPBENCH_CQL_REPO")
 pytestmark = pytest.mark.skipif(
@@ -43,41 +38,21 @@ pytestmark = pytest.mark.skipif(
 OBS, ACT, B = 17, 6, 256
 
 
-@pytest.mark.parametrize("lagrange", [False, True])
-def test_one_cql_step_equals_simplesac(lagrange):
-    pkg = load_simplesac(REPO)
-    model, cql_mod = pkg.model, pkg.conservative_sac
+def _networks(model, q_gain: float = 1.0):
+    """SimpleSAC's policy and twin Q networks, seeded; ``q_gain`` scales the Q heads."""
     torch.manual_seed(0)
     policy = model.TanhGaussianPolicy(OBS, ACT, arch="256-256", log_std_offset=-1.0)
     qf1 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
     qf2 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
-    with torch.no_grad():  # Q values of several units, so the logsumexp is not flat
+    with torch.no_grad():
         for qf in (qf1, qf2):
-            linears(qf)[-1].weight.mul_(3000.0)
+            linears(qf)[-1].weight.mul_(q_gain)
+    return policy, qf1, qf2
 
-    ours_cls = algorithms.get("cql")
-    ours = ours_cls(OBS, ACT, ours_cls.make_config({"cql_lagrange": lagrange}), seed=0)
-    c = ours.config
-    # conservative_sac_main.py's set-up with gapbench's defaults: the CQL authors' policy
-    # lr 1e-4 (SimpleSAC's flag default is 3e-4), target entropy -|A|.
-    config = cql_mod.ConservativeSAC.get_default_config()
-    config.policy_lr, config.qf_lr = c.actor_lr, c.critic_lr
-    config.target_entropy = -float(ACT)
-    config.cql_lagrange = lagrange
-    sac = cql_mod.ConservativeSAC(config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2))
-    with torch.no_grad():  # targets apart from the critics, so that tau shows in one step
-        for p in [*sac.target_qf1.parameters(), *sac.target_qf2.parameters()]:
-            p.mul_(0.9)
 
-    gen = torch.Generator().manual_seed(1)
-    data = batch(B, OBS, ACT, gen)
-    uniform = torch.rand(B * c.cql_n_actions * ACT, generator=gen) * 2 - 1
-
-    copy_actor(policy, ours.actor)
-    set_log_alpha(sac.log_alpha, ours.log_alpha)
-    copy_critics([qf1, qf2], ours.critic)
-    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
-    theirs_batch = {
+def _one_batch(data: Batch) -> tuple[dict, TensorBuffer]:
+    """The batch in SimpleSAC's dict layout, and a gapbench buffer that samples exactly it."""
+    theirs = {
         "observations": data.obs.clone(),
         "actions": data.act.clone(),
         "rewards": data.rew.clone(),
@@ -85,13 +60,37 @@ def test_one_cql_step_equals_simplesac(lagrange):
         "dones": data.done.clone(),
     }
     buffer = TensorBuffer.from_arrays(*(x.numpy() for x in data))
-    buffer.sample = lambda n, generator=None: data  # the one batch, for the update
+    buffer.sample = lambda n, generator=None: data
+    return theirs, buffer
+
+
+@pytest.mark.parametrize("lagrange", [False, True])
+def test_one_cql_step_equals_simplesac(lagrange):
+    pkg = load_simplesac(REPO)
+    # Q values of several units, so the logsumexp over sampled actions is not flat
+    policy, qf1, qf2 = _networks(pkg.model, q_gain=3000.0)
+    ours_cls = algorithms.get("cql")
+    ours = ours_cls(OBS, ACT, ours_cls.make_config({"cql_lagrange": lagrange}), seed=0)
+    c = ours.config
+    # conservative_sac_main.py's set-up with gapbench's defaults: the CQL authors' policy
+    # lr 1e-4 (SimpleSAC's flag default is 3e-4), target entropy -|A|.
+    config = pkg.conservative_sac.ConservativeSAC.get_default_config()
+    config.policy_lr, config.qf_lr = c.actor_lr, c.critic_lr
+    config.target_entropy = -float(ACT)
+    config.cql_lagrange = lagrange
+    sac = pkg.conservative_sac.ConservativeSAC(
+        config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2)
+    )
+    mirror_sac_parts(sac, ours)
+
+    gen = torch.Generator().manual_seed(1)
+    theirs_batch, buffer = _one_batch(batch(B, OBS, ACT, gen))
+    uniform = torch.rand(B * c.cql_n_actions * ACT, generator=gen) * 2 - 1
     with pinned_noise(uniform=uniform):
         theirs = sac.train(theirs_batch)
         mine = ours.update(dataset=buffer)
 
     close = dict(rel=1e-4, abs=1e-5)
-    # Q spread over the sampled actions (not a fresh init's ~0), so the logsumexp matters
     assert theirs["cql/cql_std_q1"] > 0.5 and theirs["cql/cql_std_q2"] > 0.5
     assert float(mine["actor_loss"]) == pytest.approx(theirs["policy_loss"], **close)
     assert float(mine["alpha_loss"]) == pytest.approx(theirs["alpha_loss"], **close)
@@ -105,13 +104,7 @@ def test_one_cql_step_equals_simplesac(lagrange):
         assert float(mine["alpha_prime_loss"]) == pytest.approx(
             theirs["cql/alpha_prime_loss"], **close
         )
-
-    assert_same_grads(policy, ours.actor)
-    assert_same_critic_grads([qf1, qf2], ours.critic)
-    assert_same_params_after_step(policy, ours.actor)
-    assert_same_critics_after_step([qf1, qf2], ours.critic)
-    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
-    assert ours.log_alpha.item() == pytest.approx(sac.log_alpha.constant.item(), abs=1e-7)
+    assert_same_sac_parts_after_step(sac, ours)
     if lagrange:
         their_prime = sac.log_alpha_prime.constant.item()
         assert ours.log_alpha_prime.item() == pytest.approx(their_prime, abs=1e-7)
@@ -119,35 +112,15 @@ def test_one_cql_step_equals_simplesac(lagrange):
 
 def test_one_sac_step_equals_simplesac():
     pkg = load_simplesac(REPO)
-    model, sac_mod = pkg.model, pkg.sac
-    torch.manual_seed(0)
-    policy = model.TanhGaussianPolicy(OBS, ACT, arch="256-256", log_std_offset=-1.0)
-    qf1 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
-    qf2 = model.FullyConnectedQFunction(OBS, ACT, arch="256-256")
+    policy, qf1, qf2 = _networks(pkg.model)
     ours = algorithms.get("sac")(OBS, ACT, seed=0)
-    c = ours.config
-    assert c.backup_entropy  # the SAC paper's soft backup, SimpleSAC's SAC default too
-    config = sac_mod.SAC.get_default_config()
+    assert ours.config.backup_entropy  # the SAC paper's soft backup, SimpleSAC's default too
+    config = pkg.sac.SAC.get_default_config()
     config.target_entropy = -float(ACT)
-    sac = sac_mod.SAC(config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2))
-    with torch.no_grad():  # targets apart from the critics, so that tau shows in one step
-        for p in [*sac.target_qf1.parameters(), *sac.target_qf2.parameters()]:
-            p.mul_(0.9)
+    sac = pkg.sac.SAC(config, policy, qf1, qf2, deepcopy(qf1), deepcopy(qf2))
+    mirror_sac_parts(sac, ours)
 
-    data = batch(B, OBS, ACT, torch.Generator().manual_seed(1))
-    copy_actor(policy, ours.actor)
-    set_log_alpha(sac.log_alpha, ours.log_alpha)
-    copy_critics([qf1, qf2], ours.critic)
-    copy_critics([sac.target_qf1, sac.target_qf2], ours.target_critic)
-    theirs_batch = {
-        "observations": data.obs.clone(),
-        "actions": data.act.clone(),
-        "rewards": data.rew.clone(),
-        "next_observations": data.next_obs.clone(),
-        "dones": data.done.clone(),
-    }
-    buffer = TensorBuffer.from_arrays(*(x.numpy() for x in data))
-    buffer.sample = lambda n, generator=None: data
+    theirs_batch, buffer = _one_batch(batch(B, OBS, ACT, torch.Generator().manual_seed(1)))
     with pinned_noise():
         theirs = sac.train(theirs_batch)
         mine = ours.update(replay=buffer)
@@ -157,9 +130,4 @@ def test_one_sac_step_equals_simplesac():
     assert float(mine["alpha_loss"]) == pytest.approx(theirs["alpha_loss"], **close)
     their_critic = theirs["qf1_loss"] + theirs["qf2_loss"]
     assert float(mine["critic_loss"]) == pytest.approx(their_critic, **close)
-    assert_same_grads(policy, ours.actor)
-    assert_same_critic_grads([qf1, qf2], ours.critic)
-    assert_same_params_after_step(policy, ours.actor)
-    assert_same_critics_after_step([qf1, qf2], ours.critic)
-    assert_same_critics_after_step([sac.target_qf1, sac.target_qf2], ours.target_critic)
-    assert ours.log_alpha.item() == pytest.approx(sac.log_alpha.constant.item(), abs=1e-7)
+    assert_same_sac_parts_after_step(sac, ours)
