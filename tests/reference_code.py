@@ -35,16 +35,22 @@ def batch(n: int, obs_dim: int, act_dim: int, gen: torch.Generator) -> Batch:
     )
 
 
-def load_h2o(repo: str):
-    """(FullyConnectedQFunction, TanhGaussianPolicy, ConcatDiscriminator, Sim2realSAC)
-    from a t6-thu/H2O clone, through benchmarks/authors_h2o.py's importer."""
+@functools.cache
+def _authors_h2o_bench() -> types.ModuleType:
+    """benchmarks/authors_h2o.py (not a package): its importer and ConfigDict stand-in."""
     path = ROOT / "benchmarks" / "authors_h2o.py"
     spec = importlib.util.spec_from_file_location("authors_h2o_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_h2o(repo: str):
+    """(FullyConnectedQFunction, TanhGaussianPolicy, ConcatDiscriminator, Sim2realSAC)
+    from a t6-thu/H2O clone, through benchmarks/authors_h2o.py's importer."""
     path_before = list(sys.path)
     try:
-        return module._load_authors_code(repo)
+        return _authors_h2o_bench()._load_authors_code(repo)
     finally:  # their folders must not shadow modules for the tests that follow
         sys.path[:] = path_before
 
@@ -59,7 +65,7 @@ def load_simplesac(repo: str) -> types.ModuleType:
         raise FileNotFoundError(f"{repo!r}: no SimpleSAC/conservative_sac.py (a CQL clone?)")
     if "ml_collections" not in sys.modules:
         sys.modules["ml_collections"] = types.ModuleType("ml_collections")
-        sys.modules["ml_collections"].ConfigDict = _config_dict_class()
+        sys.modules["ml_collections"].ConfigDict = _authors_h2o_bench().ConfigDict
     name = "cql_simplesac"
     pkg = types.ModuleType(name)
     pkg.__path__ = [str(pkg_dir)]
@@ -74,14 +80,6 @@ def load_simplesac(repo: str) -> types.ModuleType:
     for sub in ("model", "sac", "conservative_sac"):
         importlib.import_module(f"{name}.{sub}")
     return pkg
-
-
-def _config_dict_class() -> type:
-    path = ROOT / "benchmarks" / "authors_h2o.py"
-    spec = importlib.util.spec_from_file_location("authors_h2o_bench_cd", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ConfigDict
 
 
 def linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
