@@ -31,6 +31,7 @@ import gap_envs
 from algorithms.base import RUN_REGIMES, SOURCES, accumulate
 from algorithms.buffer import TensorBuffer
 from benchmark import records
+from benchmark.allocator import keep_freed_memory
 from benchmark.evaluation import evaluate, make_eval_env
 from benchmark.spec import RunSpec
 
@@ -173,6 +174,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
     seed_everything(spec.seed)
+    keep_freed_memory()  # large activations reuse freed memory: no page faults per update
     algo_cls = algorithms.get(spec.algorithm)
     algo = algo_cls(
         task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device

@@ -17,6 +17,7 @@ import algorithms
 import gap_envs
 from algorithms.base import SOURCES
 from algorithms.buffer import TensorBuffer
+from benchmark.allocator import keep_freed_memory
 
 
 def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> TensorBuffer:
@@ -31,7 +32,9 @@ def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> T
 
 
 def make_workload(name: str, task: str = "halfcheetah", device: str = "cpu", n: int = 100_000):
-    """An algorithm at its published sizes and the buffers its regime samples from."""
+    """An algorithm at its published sizes and the buffers its regime samples from (in
+    a process set up as the harness sets up training: freed memory kept, see allocator)."""
+    keep_freed_memory()
     t = gap_envs.get_task(task)
     cls = algorithms.get(name)
     algo = cls(t.obs_dim, t.act_dim, cls.make_config({}), seed=0, device=device)
