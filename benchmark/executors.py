@@ -387,6 +387,15 @@ def run_ray(
 
 
 # -- a whole matrix ------------------------------------------------------------------------
+def _remove_stale_lock(run_dir: Path) -> None:
+    """A worker killed between writing its summary and releasing its lock (a matrix
+    stopped at that moment) leaves the lock of a finished run behind: remove it once its
+    holder is gone. Nothing runs a finished run again, so nothing else takes that lock."""
+    held = read_lock(run_dir)
+    if held is not None and not lock_alive(held):
+        (Path(run_dir) / LOCK).unlink(missing_ok=True)
+
+
 def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict[str, Result]]:
     """(runs to execute, results of the runs that are not executed: done, failed, running)."""
     todo, known = [], {}
@@ -394,6 +403,7 @@ def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict
         st, summary = run_status(out / r.run_id)
         if st == "done" or (st == "failed" and not retry_failed):
             known[r.run_id] = result_of(r.run_id, summary or {}, skipped=True)
+            _remove_stale_lock(out / r.run_id)
         elif st == "running":
             held = read_lock(out / r.run_id) or {}
             known[r.run_id] = {

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from benchmark import matrix as mx
 from benchmark import records
 from benchmark.cli import app as cli_app
-from benchmark.executors import RunLock, run_matrix
+from benchmark.executors import RunLock, plan, run_matrix
 from benchmark.matrix import MatrixError, load, read_manifest, status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +239,25 @@ def test_run_lock_excludes_and_stale_locks_are_taken_over(tmp_path):
     lock = RunLock.acquire(tmp_path)
     assert lock is not None
     lock.release()
+
+
+def test_plan_removes_the_stale_lock_of_a_finished_run(tmp_path):
+    """A worker killed between its summary and its lock release leaves a finished run's
+    lock behind; the next plan removes it (not while its holder lives)."""
+    m = load(write(tmp_path / "m.yaml", tiny_matrix()), out=tmp_path / "out")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owners = {m.runs[0].run_id: dead.pid, m.runs[1].run_id: os.getpid()}
+    for run_id, pid in owners.items():
+        run_dir = tmp_path / "out" / run_id
+        run_dir.mkdir(parents=True)
+        records.write_json(run_dir / records.SUMMARY, {"status": "ok", "run_id": run_id})
+        lock = {"pid": pid, "host": os.uname().nodename, "since": time.time()}
+        (run_dir / mx.LOCK).write_text(json.dumps(lock))
+    todo, known = plan(m, tmp_path / "out", retry_failed=False)
+    assert todo == [] and set(known) == set(owners)
+    assert not (tmp_path / "out" / m.runs[0].run_id / mx.LOCK).exists()  # holder dead
+    assert (tmp_path / "out" / m.runs[1].run_id / mx.LOCK).exists()  # holder alive
 
 
 # -- running ---------------------------------------------------------------------------------
