@@ -1,5 +1,6 @@
 """benchmark.allocator: freed tensor memory is reused without page faults (Linux/glibc)."""
 
+import os
 import subprocess
 import sys
 
@@ -49,8 +50,6 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_user_malloc_settings_are_left_alone():
-    import os
-
     env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "131072"}
     applied, _, _ = _faults("keep", env)
     assert not applied
