@@ -14,8 +14,18 @@ from benchmark.harness import run
 from benchmark.spec import Budget, RunSpec
 from gap_envs import policies
 
-DEFAULT_STEPS = 200_000
+DEFAULT_STEPS = 1_000_000  # D4RL's SAC behaviour policies trained for 1M steps
 SNAPSHOT_EVERY = 10_000
+EVAL_EPISODES = 10
+# Snapshot files kept: every evaluation up to DENSE_UNTIL updates (where medium and
+# medium-replay's policies come from), then every SPARSE_EVERY updates, plus every new best
+# (the expert candidates). ~45 actor files of 0.3 MB per 1M-step run instead of 100.
+DENSE_UNTIL = 200_000
+SPARSE_EVERY = 50_000
+
+
+def keep_snapshot(updates: int, return_mean: float, best_so_far: float) -> bool:
+    return updates <= DENSE_UNTIL or updates % SPARSE_EVERY == 0 or return_mean > best_so_far
 
 
 def behavior_spec(
@@ -29,7 +39,7 @@ def behavior_spec(
     budget = Budget(
         updates=steps,
         eval_every=snapshot_every,
-        eval_episodes=5,
+        eval_episodes=EVAL_EPISODES,
         warmup_steps=5_000,
         checkpoint_every=1,
     )
@@ -62,8 +72,14 @@ def train_behavior(
     spec = behavior_spec(task, real_gap, steps, seed, snapshot_every, device)
     snap_root = Path(out_dir) / spec.run_id / "snapshots"
 
+    existing = policies.list_snapshots(task, snap_root) if snap_root.is_dir() else []
+    best = [max((r["return_mean"] for r in existing), default=-float("inf"))]
+
     def save(row: dict[str, Any], algo) -> None:
         env_steps = int(row["env_steps"])
+        if not keep_snapshot(int(row["step"]), row["return_mean"], best[0]):
+            return
+        best[0] = max(best[0], row["return_mean"])
         policies.save_snapshot(
             task,
             f"step-{env_steps}",

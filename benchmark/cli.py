@@ -253,7 +253,7 @@ app.add_typer(behavior_app, name="behavior")
 def behavior_train(
     task: Annotated[str, typer.Option(help="Task to train on (its real system)")],
     real_gap: Annotated[str, typer.Option(help="Gap of the real system (default nominal)")] = "",
-    steps: Annotated[int, typer.Option(help="Env steps (= SAC updates)")] = 200_000,
+    steps: Annotated[int, typer.Option(help="SAC updates (one env step each)")] = 1_000_000,
     seed: int = 0,
     snapshot_every: Annotated[int, typer.Option(help="Env steps between snapshots")] = 10_000,
     out_dir: Annotated[Path, typer.Option("--out", help="Training folder")] = Path(

@@ -87,18 +87,31 @@ def resolved_record(spec: RunSpec) -> dict[str, Any]:
 
 
 class _Collector:
-    """Steps one env with the current policy (uniform random during warm-up) into a buffer."""
+    """Steps one env with the current policy (uniform random during warm-up) into a buffer.
+
+    Every action taken is kept until ``flush`` writes it to the run's action log, so a
+    resume can ``resimulate`` the run's interaction instead of storing its replay."""
 
     def __init__(self, env, buffer: TensorBuffer, seed: int):
         self.env, self.buffer = env, buffer
         self.obs, _ = env.reset(seed=seed)
         env.action_space.seed(seed)
-        self.episode_return, self.steps, self.episodes = 0.0, 0, 0
+        self.steps, self.episodes = 0, 0
+        self.flushed = 0  # env steps whose actions are in the log
+        self._pending: list[np.ndarray] = []
+        self.logging = True  # off for runs that never checkpoint: nothing to flush to
 
     def collect(self, n: int, policy: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        if policy is None:
+            sample = self.env.action_space.sample
+            self._step(n, lambda i, obs: sample())
+        else:
+            self._step(n, lambda i, obs: policy(obs))
+
+    def _step(self, n: int, action: Callable[[int, np.ndarray], np.ndarray]) -> None:
         obs_l, act_l, rew_l, next_l, done_l, end_l = [], [], [], [], [], []
-        for _ in range(n):
-            act = self.env.action_space.sample() if policy is None else policy(self.obs)
+        for i in range(n):
+            act = np.asarray(action(i, self.obs), dtype=np.float32)
             next_obs, rew, term, trunc, _ = self.env.step(act)
             obs_l.append(self.obs)
             act_l.append(act)
@@ -112,6 +125,8 @@ class _Collector:
                 self.episodes += 1
             else:
                 self.obs = next_obs
+        if self.logging:
+            self._pending += act_l
         self.buffer.add(
             np.asarray(obs_l),
             np.asarray(act_l),
@@ -120,6 +135,20 @@ class _Collector:
             np.asarray(done_l, dtype=np.float32),
             np.asarray(end_l),
         )
+
+    def flush(self, run_dir: Path) -> None:
+        """Write the actions taken since the last flush as one chunk of the action log."""
+        if self._pending:
+            records.save_actions(run_dir, self.flushed, np.stack(self._pending))
+        self.flushed, self._pending = self.steps, []
+
+    def resimulate(self, actions: np.ndarray, chunk: int = 10_000) -> None:
+        """Replay logged actions from the seeded reset: the buffer, the env and its random
+        streams end exactly where the logged run's were."""
+        for start in range(0, len(actions), chunk):
+            part = actions[start : start + chunk]
+            self._step(len(part), lambda i, obs, part=part: part[i])
+        self.flushed, self._pending = self.steps, []
 
 
 def run(
@@ -159,7 +188,7 @@ def run(
             summary["status"] = "pruned"
     summary["run_id"] = spec.run_id
     records.write_json(run_dir / records.SUMMARY, summary)
-    (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
+    records.remove_resume_state(run_dir)
     return summary
 
 
@@ -202,18 +231,38 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
 
     curve: list[dict[str, Any]] = []
     done_updates = 0
+    resumes: list[dict[str, Any]] = []
+    exact = True  # whether a resume reproduced the interrupted run's state exactly
     ckpt_path = run_dir / records.CHECKPOINT
+    if collector is not None:
+        collector.logging = budget.checkpoint_every > 0
     if ckpt_path.exists():
         state = records.load_checkpoint(ckpt_path)
         algo.load_state_dict(state["algo"])
-        if replay is not None:
-            replay.load_state_dict(state["replay"])
-            collector.steps = state["env_steps"]
+        if collector is not None:
+            t0 = time.perf_counter()
+            collector.resimulate(records.load_actions(run_dir, state["env_steps"]))
+            replay.generator.set_state(state["replay_rng"])
+            exact = bool(torch.equal(torch.as_tensor(collector.obs), state["collector_obs"]))
+            if not exact:  # e.g. another MuJoCo build: the run goes on, its record says so
+                log.warning(
+                    "%s: re-simulating the logged actions did not reproduce the environment "
+                    "state exactly; the resumed run differs from an uninterrupted one",
+                    spec.run_id,
+                )
+            log.info(
+                "%s: replay rebuilt from %d logged actions in %.0f s",
+                spec.run_id,
+                collector.steps,
+                time.perf_counter() - t0,
+            )
         if dataset is not None:
             dataset.generator.set_state(state["dataset_rng"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        records.set_numpy_rng_state(state["numpy_rng"])
         curve, done_updates = state["curve"], state["updates"]
+        resumes = state.get("resumes", [])
+        resumes.append({"update": done_updates, "exact": exact})
         start -= state["wall_time_s"]
         log.info("resumed %s at update %d", spec.run_id, done_updates)
 
@@ -262,19 +311,27 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                     and n_evals % budget.checkpoint_every == 0
                     and done_updates < budget.updates
                 ):
+                    if collector is not None:
+                        collector.flush(run_dir)  # the log first: a checkpoint never outruns it
                     records.save_checkpoint(
                         ckpt_path,
                         {
                             "algo": algo.state_dict(),
-                            "replay": replay.state_dict() if replay is not None else None,
                             "env_steps": collector.steps if collector is not None else 0,
+                            "replay_rng": replay.generator.get_state()
+                            if replay is not None
+                            else None,
+                            "collector_obs": torch.as_tensor(collector.obs)
+                            if collector is not None
+                            else None,
                             "dataset_rng": dataset.generator.get_state()
                             if dataset is not None
                             else None,
                             "torch_rng": torch.get_rng_state(),
-                            "numpy_rng": np.random.get_state(),
+                            "numpy_rng": records.numpy_rng_state(),
                             "curve": curve,
                             "updates": done_updates,
+                            "resumes": resumes,
                             "wall_time_s": time.perf_counter() - start,
                         },
                     )
@@ -290,6 +347,8 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
         "env_steps": collector.steps if collector is not None else 0,
         "updates_per_s": done_updates / max(update_time, 1e-9),
         "wall_time_s": wall,
+        # where it was resumed and whether each resume reproduced the run exactly
+        **({"resumed": resumes} if resumes else {}),
     }
 
 

@@ -128,3 +128,50 @@ def test_vector_evaluation_matches_sequential_episodes():
     vector = evaluate(env, policy, seed=7)
     sequential = evaluate_sequential("hopper", "", policy, 3, seed=7)
     np.testing.assert_allclose(vector, sequential, rtol=1e-6)
+
+
+def _curve_without_time(run_dir):
+    rows = records.read_curve(run_dir / records.CURVE)
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+@pytest.mark.parametrize("regime", ["online", "oracle"])
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, regime):
+    """The checkpoint holds no replay: the resume re-simulates the logged actions, which
+    rebuilds the replay and the collecting env mid-episode, so every number is the same."""
+    budget = Budget(updates=40, eval_every=10, eval_episodes=2, warmup_steps=30)
+    s = spec(regime=regime, budget=budget)
+    whole = run(s, tmp_path / "whole", progress=False)
+
+    def kill_at_30(row, algo):
+        if row["step"] == 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+    run_dir = tmp_path / "cut" / s.run_id
+    state = records.load_checkpoint(run_dir / records.CHECKPOINT)
+    assert state["updates"] == 20 and "replay" not in state
+    logged = sorted(p.name for p in (run_dir / records.ACTIONS).iterdir())
+    assert logged == ["0000000000.npy", "0000000040.npy"]  # warm-up + 10 steps, then 10 more
+    resumed = run(s, tmp_path / "cut", progress=False)
+    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    assert _curve_without_time(run_dir) == _curve_without_time(tmp_path / "whole" / s.run_id)
+    assert resumed["final_return"] == whole["final_return"]
+    assert not (run_dir / records.ACTIONS).exists()  # resume state goes with completion
+
+
+def test_a_checkpoint_that_is_not_plain_data_is_refused_not_run(tmp_path):
+    s = spec()
+    run_dir = tmp_path / s.run_id
+    run_dir.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"algo": Payload()}, run_dir / records.CHECKPOINT)
+    summary = run(s, tmp_path, progress=False)
+    assert summary["status"] == "failed" and "cannot load checkpoint" in summary["error"]
+    assert not marker.exists()
