@@ -28,14 +28,14 @@ Matrix file (every key but tasks and algorithms is optional):
     tasks: [halfcheetah, hopper]
     sim_gaps: ["gravity=2.0"]  # online, hybrid; default [""]
     real_gaps: [""]            # default [""]: the nominal system
-    datasets: [gapbench/{task}/medium-replay-v0]
+    datasets: ["gapbench/{task}/medium-replay-v0"]  # quote {task}
     algorithms:                # label: {algorithm, regime,
       h2o: {}                  #         hparams, budget}
       sac: {}                  # online in the simulator
       sac-oracle: {algorithm: sac, regime: oracle}
       cql: {hparams: {cql_min_q_weight: 5.0}}
     seeds: [0, 1, 2]           # or an int n: seeds 0..n-1
-    exclude: [{task: hopper, algorithm: darc}]
+    exclude: [{task: hopper, algorithm: cql}]
     include: [{task: hopper, algorithm: sac, seed: 7}]
 
 Regime-aware pairing: each label runs in its regime (the algorithm's own unless regime: says
@@ -76,7 +76,7 @@ def _load(file: Path, out: Path | None, check_datasets: bool = True):
     try:
         return load(file, out=out, check_datasets=check_datasets)
     except MatrixError as e:
-        raise fail(str(e).replace("[", r"\[")) from None
+        raise fail(str(e)) from None  # fail() escapes rich markup itself
 
 
 def _setup_logging(console: Console, verbose: bool) -> None:

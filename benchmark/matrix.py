@@ -190,7 +190,10 @@ def load(
         except OSError as err:
             raise MatrixError([f"cannot read {path}: {err.strerror or err}"], where) from None
         except yaml.YAMLError as err:
-            raise MatrixError([f"invalid YAML: {err}"], where) from None
+            # the usual slip: an unquoted "{task}" inside a [flow, list]
+            hint = '; quote values that hold { }, e.g. ["gapbench/{task}/medium-v0"]'
+            hint = hint if "'{'" in str(err) else ""
+            raise MatrixError([f"invalid YAML: {err}{hint}"], where) from None
         if not isinstance(data, Mapping):
             raise MatrixError(["a matrix file must be a YAML mapping"], where)
     return _Expander(dict(data), where, stem, out, check_datasets).expand()
