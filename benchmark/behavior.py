@@ -10,6 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import gap_envs
+from benchmark.evaluation import evaluate, make_eval_env
 from benchmark.harness import run
 from benchmark.spec import Budget, RunSpec
 from gap_envs import policies
@@ -117,27 +121,93 @@ def choose_medium_expert(records: list[dict[str, Any]], low: float = 1 / 3, high
     return min(earlier, key=lambda r: abs(r["normalized_score"] - middle)), expert
 
 
-def publish(task: str, source: str | Path, dest: str | Path | None = None) -> dict[str, Any]:
-    """Copy a training run's snapshots into the shipped policy folder: every snapshot up
-    to the medium one (what medium-replay rolls out), plus ``medium`` and ``expert``."""
+PUBLISH_EPISODES = 20
+PUBLISH_CANDIDATES = 5
+PUBLISH_EVAL_SEED = 2_000_003  # fresh initial states: not the ones training selected on
+
+
+def reevaluate(task: str, label: str, source: str | Path, real_gap: str = "",
+               episodes: int = PUBLISH_EPISODES) -> dict[str, Any]:
+    """The snapshot's deterministic return on ``episodes`` fresh episodes of the real system.
+
+    Picking the best of ~100 training evaluations favours a lucky one (each is only 10
+    episodes); scoring the candidates again on new initial states removes that bias."""
+    actor = policies.load_actor(task, label, source)
+    env = make_eval_env(task, real_gap, episodes)
+    try:
+        with torch.no_grad():
+            returns = evaluate(
+                env,
+                lambda o: actor.act(torch.as_tensor(o, dtype=torch.float32)).numpy(),
+                PUBLISH_EVAL_SEED,
+            )
+    finally:
+        env.close()
+    return {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "normalized_score": float(gap_envs.normalized_score(task, returns.mean())),
+        "eval_episodes": episodes,
+    }
+
+
+def publish(
+    task: str,
+    source: str | Path,
+    dest: str | Path | None = None,
+    episodes: int = PUBLISH_EPISODES,
+    candidates: int = PUBLISH_CANDIDATES,
+) -> dict[str, Any]:
+    """Publish a training run's snapshots as the task's behaviour policies.
+
+    The ``candidates`` best snapshots by training evaluation are scored again on
+    ``episodes`` fresh episodes; the best of them is ``expert``. ``medium`` is chosen by
+    :func:`choose_medium_expert` against that score and re-scored likewise. Every snapshot
+    up to medium (medium-replay's behaviours) is copied too. The task's folder is replaced
+    as a whole (no snapshot of an earlier training is left to mix into medium-replay), and
+    its ``dataset_version`` goes up by one whenever the published policies change, so a
+    dataset id never silently means new data."""
     records = policies.list_snapshots(task, source)
-    medium, expert = choose_medium_expert(records)
+    if not records:
+        raise ValueError(f"no snapshots of task {task!r} in {source}")
+    real_gap = records[0].get("real_gap") or ""
+    top = sorted(records, key=lambda r: r["normalized_score"], reverse=True)[:candidates]
+    rescored = {r["label"]: reevaluate(task, r["label"], source, real_gap, episodes) for r in top}
+    best = max(top, key=lambda r: rescored[r["label"]]["normalized_score"])
+    expert = dict(best, **rescored[best["label"]], train_normalized_score=best["normalized_score"])
+    medium, _ = choose_medium_expert(
+        [r for r in records if r["label"] != best["label"]] + [expert]
+    )
+    if medium["label"] not in rescored:
+        rescored[medium["label"]] = reevaluate(task, medium["label"], source, real_gap, episodes)
+    medium = dict(
+        medium, **rescored[medium["label"]], train_normalized_score=medium["normalized_score"]
+    )
+
+    old = policies.list_snapshots(task, dest)
+    version = policies.dataset_version(task, dest)
+    changed = {r.get("digest") for r in old if r["label"] in policies.NAMED_LABELS} != {
+        policies.snapshot_digest(task, r["label"], source) for r in (medium, expert)
+    }
+    if old and changed:
+        version += 1
     chosen = [r for r in records if r["steps"] <= medium["steps"]]
-    for rec in chosen:
-        policies.save_snapshot(
-            task,
-            rec["label"],
-            policies.load_actor(task, rec["label"], source),
-            rec,
-            policy_dir=dest,
-        )
-    for label, rec in (("medium", medium), ("expert", expert)):
-        extra = {k: v for k, v in rec.items() if k not in ("label", "file")}
-        policies.save_snapshot(
-            task,
-            label,
-            policies.load_actor(task, rec["label"], source),
-            dict(extra, source_label=rec["label"]),
-            policy_dir=dest,
-        )
-    return {"medium": medium, "expert": expert, "replay_snapshots": [r["label"] for r in chosen]}
+    entries = [(r["label"], r["label"], r) for r in chosen]
+    entries += [("medium", medium["label"], medium), ("expert", expert["label"], expert)]
+    with policies.replace_task_folder(task, dest) as staging:
+        for label, src_label, rec in entries:
+            extra = {k: v for k, v in rec.items() if k not in ("label", "file")}
+            if label != src_label:
+                extra["source_label"] = src_label
+            extra["digest"] = policies.snapshot_digest(task, src_label, source)
+            extra["dataset_version"] = version
+            policies.save_snapshot(
+                task, label, policies.load_actor(task, src_label, source), extra,
+                policy_dir=staging,
+            )
+    return {
+        "medium": medium,
+        "expert": expert,
+        "replay_snapshots": [r["label"] for r in chosen],
+        "dataset_version": version,
+    }

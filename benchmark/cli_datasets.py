@@ -57,8 +57,8 @@ def build_cmd(
         int | None,
         typer.Option(
             "--size",
-            help="Transitions to store (default 100000: 20-70 s of CPU time to build; D4RL's "
-            "datasets hold 1000000).",
+            help="Transitions to store (default 1000000, D4RL's size; --size 100000 for a "
+            "quick one).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rollouts.")] = 0,

@@ -27,10 +27,9 @@ Qualities (D4RL's names; the behaviour policies are the snapshots of :mod:`gap_e
                    step per update, else half the first interval). Like a replay buffer, it is
                    one continuous rollout: episodes carry on when the policy switches.
 
-Sizes: D4RL's datasets hold 1M transitions (medium-replay: the replay buffer). gapbench's
-default is :data:`DEFAULT_SIZE` = 100_000 transitions, which takes 20-70 s of CPU time to build
-(one core; halfcheetah random ~21 s, halfcheetah medium ~34 s, hopper random ~66 s, most of it
-MuJoCo stepping); pass ``size=1_000_000`` for D4RL's size (10x that).
+Sizes: D4RL's datasets hold 1M transitions (medium-replay: the replay buffer), and so does
+gapbench's default, :data:`DEFAULT_SIZE`; ``size=100_000`` builds a quick one (README
+"Datasets" gives the build times).
 
 Rollouts run ``num_envs`` copies of the real system in a gymnasium vector env with batched
 policy inference, fully determined by ``seed`` (env resets, the action space's sampler and a
@@ -83,10 +82,9 @@ from gap_envs.tasks import get_task
 DATA_DIR_ENV = "GAPBENCH_DATA_DIR"
 MINARI_ENV = "MINARI_DATASETS_PATH"
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
-DEFAULT_SIZE = 100_000
+DEFAULT_SIZE = 1_000_000  # D4RL's size
 D4RL_SIZE = 1_000_000
 DEFAULT_NUM_ENVS = 8
-VERSION = 0
 META_KEY = "gapbench"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -243,13 +241,20 @@ def gap_slug(gap: GapSpec | str | dict | None) -> str:
     return "-".join(parts)
 
 
-def dataset_id(task: str, quality: str, real_gap: GapSpec | str | dict | None = None) -> str:
-    """``gapbench/<task>/<quality>-v0``, or ``gapbench/<task>-<gap slug>/<quality>-v0``."""
+def dataset_id(
+    task: str,
+    quality: str,
+    real_gap: GapSpec | str | dict | None = None,
+    policy_dir: str | os.PathLike | None = None,
+) -> str:
+    """``gapbench/<task>/<quality>-v<N>``, or ``gapbench/<task>-<gap slug>/<quality>-v<N>``;
+    N is the ``dataset_version`` of the task's published behaviour policies, so new
+    policies never reuse an old id."""
     get_task(task)
     _check_quality(quality)
     slug = gap_slug(real_gap)
     name = f"{task}-{slug}" if slug else task
-    return f"gapbench/{name}/{quality}-v{VERSION}"
+    return f"gapbench/{name}/{quality}-v{_policies.dataset_version(task, policy_dir)}"
 
 
 _ID_RE = re.compile(
@@ -634,7 +639,7 @@ def build(
     num_envs: int = DEFAULT_NUM_ENVS,
 ) -> str:
     """Roll out ``quality``'s behaviour on the real system and store exactly ``size``
-    transitions (default :data:`DEFAULT_SIZE` = 100_000; D4RL used 1_000_000) as a Minari
+    transitions (default :data:`DEFAULT_SIZE` = 1_000_000, D4RL's size) as a Minari
     dataset. Returns its id. Refuses to replace an existing id unless ``overwrite``; the old
     dataset stays intact until the new one is complete."""
     t = get_task(task)
@@ -647,7 +652,7 @@ def build(
         raise DatasetError(f"seed must be >= 0, got {seed}")
     if num_envs < 1:
         raise DatasetError(f"num_envs must be >= 1, got {num_envs}")
-    did = dataset_id(task, quality, gap)
+    did = dataset_id(task, quality, gap, policy_dir)
     root = _resolve_data_dir(data_dir)
     if _exists(root, did) and not overwrite:
         raise DatasetExistsError(

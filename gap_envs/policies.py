@@ -16,6 +16,11 @@ by ``steps``)::
 successive training snapshots that ``medium-replay`` datasets are rolled out from. Extra
 keys in a record (e.g. ``updates``) are kept.
 
+Published records also carry ``digest`` (a hash of the actor's parameters) and
+``dataset_version``: the version of the dataset ids rolled out from this set of policies
+(``gapbench/<task>/<quality>-v<dataset_version>``), raised by one at every publication
+that changes them.
+
 ``policy_dir()`` is ``$GAPBENCH_POLICY_DIR`` when set, else the package folder
 ``gap_envs/policies/`` shipped with the repository.
 """
@@ -23,9 +28,12 @@ keys in a record (e.g. ``updates``) are kept.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +167,25 @@ def load_actor(
     return actor.eval()
 
 
+def snapshot_digest(task: str, label: str, policy_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of the snapshot's parameters (names and float32 bytes): equal actors, equal
+    digests, whatever the file's container bytes."""
+    h = hashlib.sha256()
+    for key, value in sorted(load_actor(task, label, policy_dir).state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def dataset_version(task: str, policy_dir: str | os.PathLike | None = None) -> int:
+    """Version of the task's dataset ids: its published expert's ``dataset_version`` (0 when
+    it has none, e.g. before any publication)."""
+    for record in list_snapshots(task, policy_dir):
+        if record["label"] == "expert":
+            return int(record.get("dataset_version") or 0)
+    return 0
+
+
 # -- writing -----------------------------------------------------------------------------------
 
 
@@ -233,6 +260,25 @@ def save_snapshot(
         text = json.dumps(records, indent=2, default=_json_default) + "\n"
         atomic_write_bytes(task_dir / INDEX_FILE, text.encode())
     return rec
+
+
+@contextlib.contextmanager
+def replace_task_folder(task: str, policy_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a staging policy root; when the block ends without error, its ``<task>`` folder
+    replaces the task's folder in ``policy_dir`` as a whole (readers see the old set or the
+    new one). On error the staging folder is removed and the old set is untouched."""
+    root = _task_dir(task, policy_dir).parent
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{task}.staging-"))
+    try:
+        yield staging
+        target, old = root / task, root / f".{task}.old-{staging.name.rsplit('-', 1)[-1]}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging / task, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _json_default(value: Any) -> Any:

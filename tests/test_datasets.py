@@ -501,30 +501,87 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
     assert "1000000" in res.stdout
 
 
-def test_behavior_publish_picks_medium_and_expert(tmp_path):
-    """medium = the latest snapshot within 1/3..1/2 of the best score; expert = the best;
-    medium-replay's snapshots = every one up to medium."""
+def _train_snapshots(root, scores):
     from algorithms.nets import TanhGaussianActor
-    from benchmark.behavior import publish
     from gap_envs import policies
 
-    src, dst = tmp_path / "train", tmp_path / "ship"
-    scores = {10_000: 5.0, 20_000: 15.0, 30_000: 22.0, 40_000: 35.0, 50_000: 50.0, 60_000: 48.0}
     for steps, score in scores.items():
         policies.save_snapshot(
             "hopper",
             f"step-{steps}",
             TanhGaussianActor(11, 3, (8, 8)),
             {"steps": steps, "return_mean": 30 * score, "normalized_score": score},
-            policy_dir=src,
+            policy_dir=root,
         )
-    chosen = publish("hopper", src, dst)
-    assert chosen["expert"]["label"] == "step-50000"
-    assert chosen["medium"]["label"] == "step-30000"  # 22 in [16.7, 25]; 35 is above
+
+
+def test_behavior_publish_picks_medium_and_expert(tmp_path, monkeypatch):
+    """expert = the best candidate once re-scored on fresh episodes (not the luckiest
+    training evaluation); medium = the latest snapshot within 1/3..1/2 of the expert's
+    score; medium-replay's snapshots = every one up to medium."""
+    from benchmark import behavior
+    from gap_envs import policies
+
+    src, dst = tmp_path / "train", tmp_path / "ship"
+    train = {10_000: 5.0, 20_000: 15.0, 30_000: 22.0, 40_000: 35.0, 50_000: 50.0, 60_000: 48.0}
+    _train_snapshots(src, train)
+    # re-scored: step-50000's 50 was luck; step-60000 is the better policy
+    fresh = {"step-50000": 40.0, "step-60000": 47.0, "step-40000": 33.0, "step-30000": 21.0}
+    calls = []
+
+    def rescore(task, label, source, real_gap="", episodes=20):
+        calls.append((label, episodes))
+        score = fresh.get(label, train[int(label.split("-")[1])])
+        return {"return_mean": 30 * score, "return_std": 1.0, "normalized_score": score,
+                "eval_episodes": episodes}  # fmt: skip
+
+    monkeypatch.setattr(behavior, "reevaluate", rescore)
+    chosen = behavior.publish("hopper", src, dst, candidates=4)
+    assert {label for label, _ in calls} == {"step-60000", "step-50000", "step-40000",
+                                             "step-30000"}  # fmt: skip
+    assert all(n >= 10 for _, n in calls)
+    assert chosen["expert"]["label"] == "step-60000"
+    assert chosen["expert"]["normalized_score"] == 47.0
+    assert chosen["expert"]["train_normalized_score"] == 48.0
+    assert chosen["medium"]["label"] == "step-30000"  # 22 in [15.7, 23.5]; 35 is above
     labels = [r["label"] for r in policies.list_snapshots("hopper", dst)]
     assert set(labels) == {"step-10000", "step-20000", "step-30000", "medium", "expert"}
     medium = policies.get_snapshot("hopper", "medium", dst)
     assert medium["steps"] == 30_000 and medium["source_label"] == "step-30000"
+    assert medium["return_std"] == 1.0 and medium["eval_episodes"] == 20
+    assert chosen["dataset_version"] == 0 == policies.dataset_version("hopper", dst)
+
+
+def test_a_new_publication_replaces_the_set_and_bumps_the_dataset_version(tmp_path, monkeypatch):
+    """Old ids must never mean new data: new policies raise the version of every dataset
+    id of the task, and no snapshot of the earlier training is left to mix into
+    medium-replay. Publishing the same policies again keeps the version."""
+    from benchmark import behavior
+    from gap_envs import datasets, policies
+
+    monkeypatch.setattr(
+        behavior, "reevaluate",
+        lambda task, label, source, real_gap="", episodes=20: {
+            "return_mean": 1.0, "return_std": 0.0, "episodes": episodes,
+            "normalized_score": {"step-10000": 10.0, "step-30000": 30.0, "step-60000": 60.0,
+                                 "step-20000": 20.0, "step-40000": 40.0}.get(label, 0.0)},
+    )  # fmt: skip
+    first, second, ship = tmp_path / "a", tmp_path / "b", tmp_path / "ship"
+    _train_snapshots(first, {10_000: 10.0, 30_000: 30.0, 60_000: 60.0})
+    _train_snapshots(second, {20_000: 20.0, 40_000: 40.0})
+    assert datasets.dataset_id("hopper", "medium", policy_dir=ship) == "gapbench/hopper/medium-v0"
+    behavior.publish("hopper", first, ship)
+    assert datasets.dataset_id("hopper", "medium", policy_dir=ship) == "gapbench/hopper/medium-v0"
+    behavior.publish("hopper", first, ship)  # the same policies: same ids
+    assert policies.dataset_version("hopper", ship) == 0
+    behavior.publish("hopper", second, ship)
+    assert datasets.dataset_id("hopper", "expert", policy_dir=ship) == "gapbench/hopper/expert-v1"
+    labels = {r["label"] for r in policies.list_snapshots("hopper", ship)}
+    assert labels == {"step-20000", "medium", "expert"}  # nothing left of the first training
+    assert sorted(p.name for p in (ship / "hopper").iterdir()) == sorted(
+        [f"{label}.pt" for label in labels] + ["snapshots.json"]
+    )
+    assert [p.name for p in ship.iterdir()] == ["hopper"]  # no staging folder left
 
 
 def _has_shipped(task: str) -> bool:
@@ -562,3 +619,41 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
             seed=0,
         ).mean()
     assert scores["random"] < scores["medium"] < scores["expert"], scores
+
+
+def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, monkeypatch):
+    """Kill the behaviour training after its first checkpoint, resume it: the curve rows and
+    the saved snapshots equal an uninterrupted training's."""
+    from benchmark import behavior, records
+    from gap_envs import policies
+
+    def train(out):
+        return behavior.train_behavior("hopper", out, steps=30, snapshot_every=10, progress=False)
+
+    whole = train(tmp_path / "whole")
+    original = policies.save_snapshot
+
+    def killed_at_second(task, label, actor, record=None, policy_dir=None):
+        if record["updates"] == 20:
+            raise KeyboardInterrupt
+        return original(task, label, actor, record, policy_dir)
+
+    monkeypatch.setattr(policies, "save_snapshot", killed_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "cut")
+    monkeypatch.setattr(policies, "save_snapshot", original)
+    resumed = train(tmp_path / "cut")
+    assert resumed["resumed"] == [{"update": 10, "exact": True}]
+    run_id = whole["run_id"]
+
+    def rows(root):
+        curve = records.read_curve(root / run_id / records.CURVE)
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in curve]
+
+    def snaps(root):
+        recs = policies.list_snapshots("hopper", root / run_id / "snapshots")
+        return [(r["label"], r["return_mean"]) for r in recs]
+
+    assert rows(tmp_path / "cut") == rows(tmp_path / "whole")
+    assert [s[0] for s in snaps(tmp_path / "whole")] == ["step-5010", "step-5020", "step-5030"]
+    assert snaps(tmp_path / "cut") == snaps(tmp_path / "whole")
