@@ -67,7 +67,9 @@ __all__ = [
     "find_records",
     "load_results",
     "missing_runs",
+    "read_csv",
     "read_manifest",
+    "to_csv",
 ]
 
 SPEC, CURVE, SUMMARY, MANIFEST = "spec.json", "curve.csv", "summary.json", "matrix.json"
@@ -186,7 +188,32 @@ def _text(value: Any) -> str:
 def _gap_text(value: Any) -> str:
     if isinstance(value, Mapping):
         return ",".join(f"{k}={value[k]}" for k in sorted(value))
-    return _text(value)
+    text = _text(value)
+    return "" if text in CSV_EMPTY.values() else text
+
+
+#: How the CSV files spell an empty axis value. pandas reads an empty field as NaN, and
+#: ``groupby`` then silently drops every nominal row; a word survives the round trip.
+CSV_EMPTY = {"gap": "nominal", "real_gap": "nominal", "dataset": "none"}
+
+
+def to_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` as CSV with empty gaps spelled ``nominal`` and no dataset ``none``."""
+    frame = frame.copy()
+    for col, word in CSV_EMPTY.items():
+        if col in frame:
+            frame[col] = frame[col].map(lambda v, w=word: w if _text(v) == "" else v)
+    frame.to_csv(path, index=False)
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV written by :func:`to_csv` (or an older one with empty fields) back into the
+    in-memory form: a nominal gap (``nominal`` or empty) and no dataset (``none`` or empty)
+    are ``""``, never NaN."""
+    frame = pd.read_csv(path, dtype={c: str for c in CSV_EMPTY})
+    for col in CSV_EMPTY.keys() & set(frame.columns):
+        frame[col] = frame[col].fillna("").replace({"nominal": "", "none": ""})
+    return frame
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ CIs (Agarwal et al., 2021), and writes into the output folder::
     runs.csv                          every record found, with its status
     failed.csv, missing.csv           runs that failed, and expected runs without a result
 
+In the CSV files a nominal gap is spelled ``nominal`` and a run without a dataset ``none``
+(an empty field would load as NaN, which pandas' ``groupby`` drops);
+:func:`analysis.records.read_csv` reads them back as ``""``.
+
 Figures and tables that need what the results lack (a second algorithm for the probability of
 improvement, cells shared by all algorithms for the aggregates, a sweep of one gap key for the
 heatmap) are skipped, and ``index.md`` says why.
@@ -34,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, tables
-from analysis.records import CELL, Results, load_results, missing_runs
+from analysis.records import CELL, Results, load_results, missing_runs, to_csv
 
 __all__ = ["Report", "build_report", "choose_baseline"]
 
@@ -177,7 +181,7 @@ def build_report(
 
     def write_csv(name: str, frame: pd.DataFrame) -> Path:
         path = out / name
-        frame.to_csv(path, index=False)
+        to_csv(frame, path)
         rep.files.append(path)
         return path
 

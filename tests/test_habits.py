@@ -48,3 +48,32 @@ def test_matrix_yaml_error_is_clean(tmp_path):
     assert "invalid YAML" in result.stderr
     assert "\\[" not in result.stderr  # rich markup escaped twice
     assert "quote values" in result.stderr
+
+
+def test_report_csvs_keep_nominal_rows_in_pandas_groupby(tmp_path):
+    """A nominal gap is written "nominal" (not an empty field pandas reads as NaN)."""
+    import pandas as pd
+    from test_report import write_record
+
+    from analysis.records import read_csv
+    from analysis.report import build_report
+
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        write_record(results, "hopper", "sac", seed, "")  # nominal sim, no dataset
+        write_record(results, "hopper", "sac", seed, "gravity=2.0")
+    build_report(results, tmp_path / "rep", reps=20)
+    for name, n_nominal in (("final_scores.csv", 2), ("cells.csv", 1), ("runs.csv", 2)):
+        frame = pd.read_csv(tmp_path / "rep" / name)
+        assert set(frame["gap"]) == {"nominal", "gravity=2.0"}, name
+        assert set(frame["real_gap"]) == {"nominal"}, name
+        assert set(frame["dataset"]) == {"none"}, name
+        sizes = frame.groupby(["label", "gap", "real_gap", "dataset"]).size()
+        assert sizes.sum() == len(frame) and sizes["sac", "nominal"].sum() == n_nominal, name
+        back = read_csv(tmp_path / "rep" / name)
+        assert set(back["gap"]) == {"", "gravity=2.0"} and set(back["dataset"]) == {""}, name
+    # an older CSV with empty fields reads back the same way
+    (tmp_path / "old.csv").write_text("label,gap,real_gap,dataset,x\nsac,,,,1.0\n")
+    old = read_csv(tmp_path / "old.csv")
+    assert old.loc[0, "gap"] == old.loc[0, "real_gap"] == old.loc[0, "dataset"] == ""
+    assert old.loc[0, "x"] == 1.0
