@@ -33,6 +33,20 @@ def test_h2o_paper_grid_is_the_papers():
     assert {r.spec.preset for r in m.runs} == {"paper"}
 
 
+def test_reference_matrix_is_its_two_cells_with_every_method():
+    m = matrix.load(CONFIGS / "reference.yaml", check_datasets=False)
+    assert labels(m) == dict.fromkeys(("h2o", "darc", "sac", "sac-oracle", "cql", "iql"), 6)
+    cells = {(r.spec.task, r.spec.gap, r.spec.dataset) for r in m.runs if r.label == "h2o"}
+    assert cells == {
+        ("halfcheetah", "gravity=2.0", "gapbench/halfcheetah/medium-replay-v1"),
+        ("walker2d", "friction=0.3", "gapbench/walker2d/medium-v1"),
+    }
+    sims = {(r.spec.task, r.spec.gap) for r in m.runs if r.label == "sac"}
+    assert sims == {("halfcheetah", "gravity=2.0"), ("walker2d", "friction=0.3")}
+    budgets = {r.spec.resolved().budget.updates for r in m.runs}
+    assert budgets == {100_000}  # 10% of the papers' 1M for every method, CQL included
+
+
 def test_demo_compares_h2o_with_every_regime():
     m = matrix.load(CONFIGS / "demo.yaml", check_datasets=False)
     assert labels(m) == {"h2o": 2, "darc": 2, "sac": 2, "sac-oracle": 2, "iql": 2}
