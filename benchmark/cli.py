@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli_common import fail, parse_pairs, print_json
@@ -135,10 +136,15 @@ def run(
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("results/runs"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Re-run a failed run (its old summary is kept aside)"),
+    ] = False,
 ) -> None:
-    """Train one algorithm in its data regime and evaluate it on the real system."""
-    from benchmark.harness import run as run_one
-    from benchmark.spec import RunSpec, preset_budget
+    """Train one algorithm in its data regime and evaluate it on the real system.
+    A complete record of the same run id is returned as is; an interrupted one resumes."""
+    from benchmark.executors import RunBusy, run_locked
+    from benchmark.spec import RunSpec, device_problem, preset_budget
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -161,10 +167,21 @@ def run(
         ).resolved()
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
-    summary = run_one(spec, out_dir, progress=None)
+    problem = device_problem(spec.device)
+    if problem:
+        raise fail(problem)
+    try:  # under the run's lock, as in `matrix run`: one id is never trained twice at once
+        summary, recorded = run_locked(spec, out_dir, retry_failed, progress=None)
+    except RunBusy as busy:
+        raise fail(f"run {spec.run_id} is being trained by another process ({busy})") from None
     path = out_dir / spec.run_id
     if summary["status"] != "ok":
-        err.print(f"[bold red]run {spec.run_id} {summary['status']}:[/] {summary.get('error')}")
+        hint = " (recorded earlier: --retry-failed runs it again)" if recorded else ""
+        err.print(
+            f"[bold red]run {spec.run_id} {summary['status']}:[/] "
+            f"{escape(str(summary.get('error')))}{hint}",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     out.print(
         f"[green]done[/] {spec.run_id}: final normalized score "

@@ -5,9 +5,12 @@ Both executors call the same worker function, :func:`execute_run`, which
 1. takes the run's lock ``OUT/<run_id>/.lock`` (created with O_EXCL, holding the owner's
    PID and host; a lock whose PID is dead on this host is stale and taken over), so two
    processes never run the same id;
-2. returns a complete record as is (a failed one too, unless ``retry_failed``: then its
-   ``summary.json``/``curve.csv`` are moved aside to ``summary.failed-<n>.json`` /
-   ``curve.failed-<n>.csv`` first, so a record never shows two summaries);
+2. returns a complete record as is, unless :func:`rerun_reason` says it must run again:
+   a failed record with ``retry_failed`` or when it failed on another device (``--device
+   cuda`` without CUDA, then ``--device cpu``), a done record whose dataset's content
+   changed since (its sha256 is in ``spec.json``); such a record's ``summary.json`` /
+   ``curve.csv`` are moved aside to ``summary.<failed|stale>-<n>.json`` /
+   ``curve.<...>-<n>.csv`` first, so a record never shows two summaries;
 3. calls :func:`benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
    run left one and records exceptions as ``status: failed``.
 
@@ -148,15 +151,61 @@ class _RunPrefix(logging.Filter):
         return True
 
 
-def _set_aside_failed(run_dir: Path) -> int:
-    """Move a failed record's summary (and curve) to ``*.failed-<n>.*``; return n."""
-    taken = [re.fullmatch(r"summary\.failed-(\d+)\.json", p.name) for p in run_dir.iterdir()]
+def _set_aside(run_dir: Path, kind: str) -> int:
+    """Move a record's summary (and curve) to ``*.<kind>-<n>.*``; return n."""
+    pattern = rf"summary\.{kind}-(\d+)\.json"
+    taken = [re.fullmatch(pattern, p.name) for p in run_dir.iterdir()]
     n = 1 + max((int(m[1]) for m in taken if m), default=0)
     curve = run_dir / records.CURVE
     if curve.exists():
-        os.replace(curve, run_dir / f"curve.failed-{n}.csv")
-    os.replace(run_dir / records.SUMMARY, run_dir / f"summary.failed-{n}.json")
+        os.replace(curve, run_dir / f"curve.{kind}-{n}.csv")
+    os.replace(run_dir / records.SUMMARY, run_dir / f"summary.{kind}-{n}.json")
     return n
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A record's summary; a corrupt one reads as a failed record (retried like one)."""
+    try:
+        summary = records.read_json(Path(run_dir) / records.SUMMARY)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"status": "failed", "error": "summary.json is unreadable"}
+    return summary if isinstance(summary, dict) else {"status": "failed", "error": "bad summary"}
+
+
+def _recorded_spec(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = records.read_json(Path(run_dir) / records.SPEC)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def rerun_reason(run_dir: Path, spec: Any, retry_failed: bool) -> tuple[str, str] | None:
+    """(kind, why) when the complete record in ``run_dir`` must not be returned for
+    ``spec`` (kind "failed" or "stale": where the old summary is set aside), else None."""
+    summary = read_summary(run_dir)
+    if summary is None:
+        return None
+    recorded = _recorded_spec(run_dir)
+    if summary.get("status") != "ok":
+        if retry_failed:
+            return "failed", "--retry-failed"
+        # the device is not in the run id (a run resumes on another machine), so a run that
+        # failed for want of a GPU must not stay failed when asked for on the CPU
+        device = recorded.get("spec", {}).get("device")
+        if device not in (None, spec.device):
+            return "failed", f"it failed on device {device!r}, now asked for on {spec.device!r}"
+        return None
+    # the dataset's content is not in the run id either (ids stay stable across machines):
+    # a replaced dataset makes the old numbers stale
+    was = recorded.get("dataset_sha256")
+    if spec.dataset and was:
+        now = records.dataset_sha256(spec.dataset)
+        if now not in (None, was):
+            return "stale", f"dataset {spec.dataset!r} changed since it ran"
+    return None
 
 
 def result_of(run_id: str, summary: dict[str, Any], skipped: bool = False) -> Result:
@@ -170,41 +219,63 @@ def result_of(run_id: str, summary: dict[str, Any], skipped: bool = False) -> Re
     }
 
 
+class RunBusy(RuntimeError):
+    """Another live process holds the run's lock (it is training that run id now)."""
+
+
+def _holder(run_dir: Path) -> str:
+    held = read_lock(run_dir) or {}
+    return f"locked by pid {held.get('pid')} on {held.get('host')}"
+
+
+def run_locked(
+    spec: Any, out: str | Path, retry_failed: bool = False, progress: bool | None = False
+) -> tuple[dict[str, Any], bool]:
+    """(summary, recorded): run ``spec`` under its lock, or return its complete record as
+    is (recorded=True) unless :func:`rerun_reason` says otherwise. Raises :class:`RunBusy`
+    when a live process holds the lock: the same id is never trained twice at once."""
+    from benchmark.harness import run as run_one
+
+    run_dir = Path(out) / spec.run_id
+    lock = RunLock.acquire(run_dir)
+    if lock is None:
+        raise RunBusy(_holder(run_dir))
+    try:
+        summary = read_summary(run_dir)
+        if summary is not None:
+            why = rerun_reason(run_dir, spec, retry_failed)
+            if why is None:
+                return summary, True
+            n = _set_aside(run_dir, why[0])
+            log.info(
+                "running again (%s); the old record is kept as summary.%s-%d.json",
+                why[1],
+                why[0],
+                n,
+            )
+        log.info("starting")
+        summary = run_one(spec, out, progress=progress)
+        log.info("finished: %s", summary.get("status"))
+        return summary, False
+    finally:
+        lock.release()
+
+
 def execute_run(
     spec_dict: dict[str, Any], out: str, retry_failed: bool = False, label: str = ""
 ) -> Result:
     """Run one spec under its lock (see the module docstring); return a small result."""
-    from benchmark.harness import run as run_one
     from benchmark.spec import RunSpec
 
     spec = RunSpec.from_dict(spec_dict)
-    run_id = spec.run_id
-    run_dir = Path(out) / run_id
-    lock = RunLock.acquire(run_dir)
-    if lock is None:
-        held = read_lock(run_dir) or {}
-        return {
-            "run_id": run_id,
-            "status": "running",
-            "skipped": True,
-            "error": f"locked by pid {held.get('pid')} on {held.get('host')}",
-        }
-    _current_run.prefix = f"{label or spec.algorithm} {run_id}"
+    _current_run.prefix = f"{label or spec.algorithm} {spec.run_id}"
     try:
-        summary_path = run_dir / records.SUMMARY
-        if summary_path.is_file():
-            summary = records.read_json(summary_path)
-            if summary.get("status") == "ok" or not retry_failed:
-                return result_of(run_id, summary, skipped=True)
-            n = _set_aside_failed(run_dir)
-            log.info("retrying failed run (previous record kept as summary.failed-%d.json)", n)
-        log.info("starting")
-        summary = run_one(spec, out, progress=False)
-        log.info("finished: %s", summary.get("status"))
-        return result_of(run_id, summary)
+        summary, recorded = run_locked(spec, out, retry_failed)
+    except RunBusy as busy:
+        return {"run_id": spec.run_id, "status": "running", "skipped": True, "error": str(busy)}
     finally:
         _current_run.prefix = ""
-        lock.release()
+    return result_of(spec.run_id, summary, skipped=recorded)
 
 
 # -- local processes -----------------------------------------------------------------------
@@ -401,16 +472,15 @@ def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict
     todo, known = [], {}
     for r in matrix.runs:
         st, summary = run_status(out / r.run_id)
-        if st == "done" or (st == "failed" and not retry_failed):
+        if st in ("done", "failed") and rerun_reason(out / r.run_id, r.spec, retry_failed) is None:
             known[r.run_id] = result_of(r.run_id, summary or {}, skipped=True)
             _remove_stale_lock(out / r.run_id)
         elif st == "running":
-            held = read_lock(out / r.run_id) or {}
             known[r.run_id] = {
                 "run_id": r.run_id,
                 "status": "running",
                 "skipped": True,
-                "error": f"locked by pid {held.get('pid')} on {held.get('host')}",
+                "error": _holder(out / r.run_id),
             }
         else:
             todo.append(r)
@@ -439,6 +509,12 @@ def run_matrix(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if cpus_per_run is not None and cpus_per_run < 1:
         raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
+    if executor == "local":  # Ray places GPU runs on the nodes that have one
+        from benchmark.spec import device_problem
+
+        for device in sorted({r.spec.device for r in matrix.runs}):
+            if problem := device_problem(device):
+                raise ValueError(problem)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(matrix, out)
     todo, results = plan(matrix, out, retry_failed)
@@ -475,11 +551,14 @@ def run_matrix(
 __all__ = [
     "EXECUTORS",
     "RAY_MISSING",
+    "RunBusy",
     "RunLock",
     "execute_run",
     "import_ray",
     "plan",
+    "rerun_reason",
     "run_local",
+    "run_locked",
     "run_matrix",
     "run_ray",
     "worker_threads",

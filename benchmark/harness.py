@@ -79,6 +79,8 @@ def resolved_record(spec: RunSpec) -> dict[str, Any]:
         "config": {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
         },
+        # the content of the data it learns from (a replaced dataset makes the record stale)
+        "dataset_sha256": records.dataset_sha256(spec.dataset) if spec.dataset else None,
         "gapbench_version": pkg_version,
         "git_commit": _git_commit(),
         "torch_version": torch.__version__,

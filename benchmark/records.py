@@ -15,6 +15,7 @@ the environment's state exactly (MuJoCo is deterministic) at ~1/30 of the bytes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -93,9 +94,7 @@ def numpy_rng_state() -> dict[str, Any]:
 
 def set_numpy_rng_state(state: dict[str, Any]) -> None:
     keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (state["name"], keys, state["pos"], state["has_gauss"], state["gauss"])
-    )
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["gauss"]))
 
 
 def save_actions(run_dir: Path, start: int, actions: np.ndarray) -> None:
@@ -143,3 +142,36 @@ def remove_resume_state(run_dir: Path) -> None:
 
 def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / SUMMARY).is_file()
+
+
+def _dataset_files(source: str) -> list[Path]:
+    """The files that hold a dataset's transitions: a Minari dataset's data files (looked up
+    as :func:`gap_envs.datasets.load` does; ``metadata.json`` left out: it describes), or
+    the HDF5 file itself; [] when it is not here."""
+    from gap_envs.datasets import data_dir
+
+    path = Path(source).expanduser()
+    for folder in (data_dir() / source / "data", path / "data", path):
+        if (folder / "metadata.json").is_file():
+            return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "metadata.json")
+    return [path] if path.is_file() else []
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def dataset_sha256(source: str) -> str | None:
+    """SHA-256 of a dataset's content (its files, in path order), or None when it is not
+    found locally. Cached per file size and mtime: a matrix hashes each dataset once."""
+    files = _dataset_files(source)
+    if not files:
+        return None
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.name.encode() + b"\0")
+            with open(f, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]

@@ -83,6 +83,21 @@ def preset_budget(name: str, **overrides: Any) -> Budget:
     return dataclasses.replace(base, **overrides)
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run here (checked before anything is written, so a missing GPU
+    leaves no failed record behind), or None."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"device {device!r} requested but CUDA is not available here; valid: cpu"
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        return f"device {device!r}: this machine has {count} GPU(s); valid: cuda:0..{count - 1}"
+    return None
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run: an algorithm in its data regime on a task, with a sim/real gap and a dataset.

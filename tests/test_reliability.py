@@ -1,0 +1,160 @@
+"""Issue 20: nothing runs that was not asked for, nothing is lost, a stale or failed record
+is never returned as if it answered the question asked."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from benchmark import records
+from benchmark.cli import app
+from benchmark.executors import RunLock, plan
+from benchmark.harness import run
+from benchmark.matrix import load
+from benchmark.spec import Budget, RunSpec
+
+runner = CliRunner()
+TINY_ARGS = [
+    "--budget", "updates=20", "--budget", "eval_every=10", "--budget", "eval_episodes=1",
+    "--budget", "warmup_steps=20", "--set", "hidden=32,32", "--set", "batch_size=32",
+]  # fmt: skip
+TINY = Budget(updates=20, eval_every=10, eval_episodes=1, warmup_steps=20)
+TINY_NET = {"hidden": (32, 32), "batch_size": 32}
+
+
+def cli_run(out, *extra):
+    args = ["run", "--task", "hopper", "--algo", "sac", "--gap", "gravity=2.0", *TINY_ARGS]
+    return runner.invoke(app, [*args, "--out", str(out), *extra])
+
+
+def sac_spec(**kw) -> RunSpec:
+    base = {"task": "hopper", "algorithm": "sac", "gap": "gravity=2.0", "budget": TINY}
+    return RunSpec(**{**base, "hparams": TINY_NET, **kw})
+
+
+def tiny_dataset(path, seed=0, n=300):
+    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
+    ends = np.arange(n) % 100 == 99
+    tr = Transitions(
+        obs[:-1], rng.uniform(-1, 1, (n, 3)), rng.normal(size=n), obs[1:], np.zeros(n, bool), ends
+    )
+    return save_d4rl_hdf5(tr, path)
+
+
+# -- item 2: `run` takes the run's lock ------------------------------------------------------
+def test_run_refuses_an_id_that_another_process_is_training(tmp_path):
+    run_id = sac_spec().run_id
+    lock = RunLock.acquire(tmp_path / run_id)  # a live holder: this test's process
+    try:
+        result = cli_run(tmp_path)
+    finally:
+        lock.release()
+    assert result.exit_code == 2, result.output
+    assert f"run {run_id} is being trained by another process" in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr
+    assert sorted(p.name for p in (tmp_path / run_id).iterdir()) == []  # nothing written
+    # once the lock is free the same command trains it, and releases the lock
+    result = cli_run(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / run_id / ".lock").exists()
+
+
+# -- item 4: failures do not stick, ids and records cover what changes the numbers ---------
+def failed_record(out, spec: RunSpec, device: str = "cpu") -> None:
+    run_dir = out / spec.run_id
+    run_dir.mkdir(parents=True)
+    records.write_json(run_dir / records.SPEC, {"spec": {**spec.to_dict(), "device": device}})
+    records.write_json(run_dir / records.SUMMARY, {"status": "failed", "error": "disk full"})
+
+
+def test_run_retry_failed_sets_the_failure_aside_and_runs_again(tmp_path):
+    spec = sac_spec()
+    failed_record(tmp_path, spec)
+    result = cli_run(tmp_path)
+    assert result.exit_code == 1 and "disk full" in result.stderr
+    assert "--retry-failed runs it again" in result.stderr
+    result = cli_run(tmp_path, "--retry-failed")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / spec.run_id
+    assert records.read_json(run_dir / records.SUMMARY)["status"] == "ok"
+    assert records.read_json(run_dir / "summary.failed-1.json")["error"] == "disk full"
+
+
+def test_a_missing_gpu_writes_nothing_and_its_old_failure_does_not_stick(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = cli_run(tmp_path, "--device", "cuda")
+    assert result.exit_code == 2
+    assert "device 'cuda' requested but CUDA is not available here; valid: cpu" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    # a record that failed on cuda (an older gapbench, or a Ray node) is run again on cpu
+    spec = sac_spec()
+    failed_record(tmp_path, spec, device="cuda")
+    result = cli_run(tmp_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / spec.run_id / "summary.failed-1.json").is_file()
+
+
+def test_a_replaced_dataset_makes_its_done_record_stale(tmp_path):
+    data = tiny_dataset(tmp_path / "d.hdf5")
+    spec = RunSpec(
+        task="hopper", algorithm="iql", dataset=str(data), budget=TINY, hparams=TINY_NET
+    ).resolved()
+    m = load(
+        {
+            "tasks": ["hopper"],
+            "datasets": [str(data)],
+            "budget": {"updates": 20, "eval_every": 10, "eval_episodes": 1, "warmup_steps": 20},
+            "algorithms": {"iql": {"hparams": {"hidden": [32, 32], "batch_size": 32}}},
+        },
+        out=tmp_path / "out",
+    )
+    assert m.runs[0].run_id == spec.run_id
+    first = run(spec, tmp_path / "out", progress=False)
+    run_dir = tmp_path / "out" / spec.run_id
+    recorded = records.read_json(run_dir / records.SPEC)["dataset_sha256"]
+    assert recorded == records.dataset_sha256(str(data)) and len(recorded) == 64
+    assert plan(m, tmp_path / "out", retry_failed=False)[0] == []  # same data: done
+    tiny_dataset(data, seed=1)  # new content under the same name
+    todo, _ = plan(m, tmp_path / "out", retry_failed=False)
+    assert [r.run_id for r in todo] == [spec.run_id]
+    result = runner.invoke(
+        app, ["run", "--task", "hopper", "--algo", "iql", "--dataset", str(data), *TINY_ARGS,
+              "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert records.read_json(run_dir / "summary.stale-1.json") == first
+    assert records.read_json(run_dir / records.SPEC)["dataset_sha256"] != recorded
+    assert plan(m, tmp_path / "out", retry_failed=False)[0] == []
+
+
+def test_a_corrupt_summary_reads_as_failed_and_is_retried(tmp_path):
+    spec = sac_spec()
+    run_dir = tmp_path / spec.run_id
+    run_dir.mkdir()
+    (run_dir / records.SUMMARY).write_text('{"status": "o')
+    result = cli_run(tmp_path)
+    assert result.exit_code == 1 and "summary.json is unreadable" in result.stderr
+    result = cli_run(tmp_path, "--retry-failed")
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "summary.failed-1.json").read_text() == '{"status": "o'
+    assert json.loads((run_dir / records.SUMMARY).read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7"])
+def test_device_problem_names_the_valid_devices(device, monkeypatch):
+    from benchmark.spec import device_problem
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device_problem("cpu") is None
+    expected = None if device == "cuda" else "this machine has 1 GPU(s); valid: cuda:0..0"
+    problem = device_problem(device)
+    assert problem == expected or expected in problem
