@@ -2,7 +2,14 @@
 
 from algorithms.base import RUN_REGIMES, Algorithm, ConfigError
 from algorithms.buffer import Batch, TensorBuffer
-from algorithms.registry import UnknownAlgorithmError, get, names, register
+from algorithms.registry import (
+    PluginLoadError,
+    UnknownAlgorithmError,
+    broken,
+    get,
+    names,
+    register,
+)
 
 # Importing an algorithm's module registers it.
 from algorithms import cql, darc, h2o, iql, sac  # noqa: E402, F401  isort: skip
@@ -12,8 +19,10 @@ __all__ = [
     "Algorithm",
     "Batch",
     "ConfigError",
+    "PluginLoadError",
     "TensorBuffer",
     "UnknownAlgorithmError",
+    "broken",
     "get",
     "names",
     "register",

@@ -93,13 +93,26 @@ def envs_describe(
 
 
 # -- algos -----------------------------------------------------------------------------
+def _warn_broken_plugins() -> dict[str, str]:
+    """One warning line per plug-in that fails to load; the rest of the tool works on."""
+    import algorithms
+
+    problems = algorithms.broken()
+    for message in problems.values():
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return problems
+
+
 @algos_app.command("list")
 def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List algorithms with their regime and hyper-parameter defaults."""
     import algorithms
 
+    problems = _warn_broken_plugins()
     rows = []
     for name in algorithms.names():
+        if name in problems:
+            continue
         cls = algorithms.get(name)
         hp = {k: list(v) if isinstance(v, tuple) else v for k, v in cls.hparams().items()}
         rows.append({"name": name, "regime": cls.regime, "module": cls.__module__, "hparams": hp})
@@ -219,7 +232,7 @@ def bench(
 
     if threads:
         torch.set_num_threads(threads)
-    names = algo or algorithms.names()
+    names = algo or [n for n in algorithms.names() if n not in _warn_broken_plugins()]
     try:
         for name in names:
             algorithms.get(name)

@@ -48,6 +48,8 @@ def readme_plugin(tmp_path, monkeypatch):
     ep = EntryPoint("bc", "my_package.bc:BC", registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ep.group else [])
     monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_PLUGINS", {})
+    monkeypatch.setattr(registry, "_BROKEN", {})
     yield
     registry._REGISTRY.pop("bc", None)
     sys.modules.pop("my_package.bc", None)
