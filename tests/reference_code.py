@@ -3,36 +3,28 @@
 between their nn.Linear networks and gapbench's, pinning random draws, comparing steps.
 
 Their code is imported unmodified; only imports the update never uses are faked
-(ml_collections, absl, wandb), as in benchmarks/authors_h2o.py.
+(ml_collections, absl, wandb), as in benchmarks/authors_h2o.py, and where a module
+would pull in gym, D4RL or h5py only the classes or functions the test runs are compiled
+from its source (``load_defs``) next to stand-ins for those imports.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib.util
+import math
 import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from algorithms.buffer import Batch
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def batch(n: int, obs_dim: int, act_dim: int, gen: torch.Generator) -> Batch:
-    """Random transitions; actions inside (-0.99, 0.99) so that no clipping applies."""
-    return Batch(
-        torch.randn(n, obs_dim, generator=gen),
-        (torch.rand(n, act_dim, generator=gen) * 2 - 1) * 0.99,
-        torch.randn(n, generator=gen),
-        torch.randn(n, obs_dim, generator=gen),
-        (torch.rand(n, generator=gen) < 0.2).float(),
-    )
 
 
 @functools.cache
@@ -120,31 +112,107 @@ def copy_critics(qfs: list[torch.nn.Module], ensemble: torch.nn.Module) -> None:
             dst.bias[i, 0].copy_(src.bias)
 
 
-@contextmanager
-def pinned_noise(randn: torch.Tensor | None = None, uniform: torch.Tensor | None = None
-                 ) -> Iterator[None]:  # fmt: skip
-    """Policy sampling noise 0 on both sides (gapbench: ``randn_like``; SimpleSAC:
-    ``Normal.rsample``'s ``normal_``); any ``torch.randn`` call returns ``randn`` (it must
-    have that shape) and any ``uniform_`` fills its tensor with ``uniform`` (same number
-    of elements, row-major)."""
-    saved = torch.randn, torch.randn_like, torch.Tensor.normal_, torch.Tensor.uniform_
+class Draws:
+    """Every random draw of one step, served in call order instead of drawn.
 
-    def fake_randn(*shape, **kw):
-        size = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        assert randn is not None and size == tuple(randn.shape), f"unpinned randn {size}"
-        return randn.clone()
+    ``normal``: standard-normal tensors for ``torch.randn`` / ``torch.randn_like`` /
+    ``Tensor.normal_()``; ``uniform``: tensors for ``Tensor.uniform_(-1, 1)``; ``indices``:
+    ``(idx, population)`` for ``torch.randint`` / ``numpy.random.randint``, where ``idx``
+    lies in [0, population) and the draw must range over exactly ``population`` values
+    (its ``low`` is added, so a sim draw from the authors' mixed buffer lands in its sim
+    part). Each served value must have the drawn number of elements and every value must
+    be used: a draw too many, too few, of another size or from another population fails
+    the test. So pinning the noise also checks what each side draws, and in which order.
+    """
 
-    def fake_uniform(self, *args, **kw):
-        assert uniform is not None and uniform.numel() == self.numel(), "unpinned uniform_"
-        return self.copy_(uniform.reshape(self.shape))
+    def __init__(self, normal=(), uniform=(), indices=()):
+        self.normal, self.uniform, self.indices = list(normal), list(uniform), list(indices)
 
-    torch.randn, torch.randn_like = fake_randn, lambda x, **kw: torch.zeros_like(x)
-    torch.Tensor.normal_ = lambda self, *a, **kw: self.zero_()
-    torch.Tensor.uniform_ = fake_uniform
-    try:
-        yield
-    finally:
-        torch.randn, torch.randn_like, torch.Tensor.normal_, torch.Tensor.uniform_ = saved
+    @staticmethod
+    def _size(args) -> tuple[int, ...]:
+        if len(args) == 1 and not isinstance(args[0], int):
+            return tuple(args[0])
+        return tuple(args)
+
+    def _next_normal(self, size) -> torch.Tensor:
+        assert self.normal, f"unpinned normal draw of size {tuple(size)}"
+        value = self.normal.pop(0)
+        assert value.numel() == math.prod(size), (
+            f"normal draw {tuple(size)} got {tuple(value.shape)}"
+        )
+        return value.reshape(size).clone()
+
+    def _next_index(self, low, high, n):
+        assert self.indices, f"unpinned index draw of {n} from [{low}, {high})"
+        idx, population = self.indices.pop(0)
+        assert (high - low, n) == (population, len(idx)), (
+            f"index draw of {n} from {high - low} values, pinned: {len(idx)} from {population}"
+        )
+        return idx + low
+
+    @contextmanager
+    def served(self) -> Iterator[None]:
+        saved = (torch.randn, torch.randn_like, torch.randint, torch.Tensor.normal_,
+                 torch.Tensor.uniform_, np.random.randint)  # fmt: skip
+
+        def randn(*args, **kw):
+            return self._next_normal(self._size(args))
+
+        def randint(low, high, size, **kw):
+            return torch.as_tensor(self._next_index(low, high, math.prod(size)))
+
+        def np_randint(low, high=None, size=None):
+            low, high = (0, low) if high is None else (low, high)
+            return np.asarray(self._next_index(low, high, int(size)))
+
+        def normal_(tensor, *args, **kw):
+            assert not args and not kw, "only standard-normal draws are pinned"
+            return tensor.copy_(self._next_normal(tensor.shape))
+
+        def uniform_(tensor, low=0.0, high=1.0, **kw):
+            assert (low, high) == (-1, 1) and self.uniform, "unpinned uniform draw"
+            value = self.uniform.pop(0)
+            assert value.numel() == tensor.numel(), "uniform draw of another size"
+            return tensor.copy_(value.reshape(tensor.shape))
+
+        torch.randn, torch.randint, torch.Tensor.normal_ = randn, randint, normal_
+        torch.randn_like = lambda x, **kw: self._next_normal(x.shape)
+        torch.Tensor.uniform_, np.random.randint = uniform_, np_randint
+        try:
+            yield
+        finally:
+            (torch.randn, torch.randn_like, torch.randint, torch.Tensor.normal_,
+             torch.Tensor.uniform_, np.random.randint) = saved  # fmt: skip
+        left = len(self.normal), len(self.uniform), len(self.indices)
+        assert left == (0, 0, 0), f"pinned draws left unused (normal, uniform, index): {left}"
+
+
+def flag_defaults(path: Path) -> dict:
+    """The literal keyword defaults of a ``define_flags_with_default(...)`` call in one of
+    the authors' ``*_main.py`` scripts (their batch sizes, buffer ratio, action clip ...),
+    read from the source: the script itself needs gym, D4RL and MuJoCo to import."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") == "define_flags_with_default"
+        ):
+            out = {}
+            for kw in node.keywords:
+                # computed defaults (their config dicts, a timestamp) are left out
+                with contextlib.suppress(ValueError):
+                    out[kw.arg] = ast.literal_eval(kw.value)
+            return out
+    raise LookupError(f"{path}: no define_flags_with_default call")
+
+
+def load_defs(path: Path, names: list[str], namespace: dict) -> list:
+    """Classes or functions from an authors' module, compiled from its unmodified source
+    in ``namespace`` (which stands in for the module's heavy imports: gym, D4RL, h5py)."""
+    tree = ast.parse(path.read_text())
+    nodes = [n for n in tree.body if getattr(n, "name", None) in names]
+    assert len(nodes) == len(names), f"{path}: not all of {names} found"
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)
+    return [namespace[name] for name in names]
 
 
 def assert_same_step(ours: torch.Tensor, theirs: torch.Tensor) -> None:
