@@ -95,6 +95,10 @@ class Algorithm:
     def setup(self, dataset: TensorBuffer | None) -> None:  # noqa: B027 - optional hook
         """Called once before training with the fixed dataset (if the regime has one)."""
 
+    def set_total_updates(self, n: int) -> None:  # noqa: B027 - optional hook
+        """Called once, right after construction, with the number of updates the run will
+        make (its budget), for schedules that span the run (IQL's actor-lr decay)."""
+
     # -- shared --------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:

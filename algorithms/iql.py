@@ -38,10 +38,12 @@ class IQLConfig:
     Sources: ikostrikov/implicit_q_learning ``configs/mujoco_config.py`` (Adam 3e-4 for
     actor, critic and value, 256-256 networks, discount 0.99, expectile 0.7, temperature
     3.0, tau 5e-3, no dropout), ``train_offline.py`` (batch 256, 1M steps, locomotion
-    rewards scaled by 1000 / (max - min episode return)), ``learner.py`` (actor lr
-    cosine-decayed to 0 over max_steps = 1M, twin critics), ``actor.py`` (exp-advantage
-    weights clipped at 100), ``policy.py`` (Gaussian with tanh mean, state-independent
-    log-std in [-5, 2]; evaluated at its mean, ``temperature=0``). CORL ``iql.py`` uses the
+    rewards scaled by 1000 / (max - min episode return)), ``learner.py`` (twin critics;
+    actor lr cosine-decayed to 0 over the run's ``max_steps`` updates, 1M there: here over
+    the run's own number of updates, which the harness passes to ``set_total_updates``),
+    ``actor.py`` (exp-advantage weights clipped at 100), ``policy.py`` (Gaussian with
+    tanh mean, state-independent log-std in [-5, 2]; evaluated at its mean,
+    ``temperature=0``). CORL ``iql.py`` uses the
     same values, but its step differs from the authors' (``learner._update_jit``, followed
     here): CORL forms the advantage weights and the TD target from V before its step and
     averages the two critics' losses; the authors use the stepped V and sum them.
@@ -56,10 +58,15 @@ class IQLConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     value_lr: float = 3e-4
-    actor_lr_decay_steps: int = 1_000_000  # cosine decay to 0 over this many updates; 0: off
+    # cosine decay of the actor lr to 0 over this many updates; 0: off; None: over the
+    # run's own number of updates (the authors' max_steps), 1M if never told
+    actor_lr_decay_steps: int | None = None
     hidden: tuple[int, ...] = (256, 256)
     n_critics: int = 2
     normalize_reward: bool = True  # scale rewards by 1000 / (max - min episode return)
+
+
+DEFAULT_MAX_STEPS = 1_000_000  # the authors' train_offline.py max_steps
 
 
 def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
@@ -101,6 +108,15 @@ class IQL(Algorithm):
         self.value_opt = adam(self.value.parameters(), c.value_lr)
         self.steps = StepCounter()
         self.reward_scale = 1.0
+        self.decay_steps = (
+            DEFAULT_MAX_STEPS if c.actor_lr_decay_steps is None else c.actor_lr_decay_steps
+        )
+
+    def set_total_updates(self, n: int) -> None:
+        """The run's number of updates: the actor-lr schedule's horizon unless the config
+        fixes one (the authors decay over their run's max_steps)."""
+        if self.config.actor_lr_decay_steps is None:
+            self.decay_steps = int(n)
 
     # -- data --------------------------------------------------------------------------
     def setup(self, dataset: TensorBuffer | None) -> None:
@@ -177,7 +193,7 @@ class IQL(Algorithm):
             v, next_v = self.v(torch.cat([batch.obs, batch.next_obs])).split(batch.obs.shape[0])
         out = self.actor_critic_losses(batch, q_t, v, next_v)
         for group in self.actor_opt.param_groups:
-            group["lr"] = c.actor_lr * cosine_decay(self.steps.count, c.actor_lr_decay_steps)
+            group["lr"] = c.actor_lr * cosine_decay(self.steps.count, self.decay_steps)
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         (out["actor_loss"] + out["critic_loss"]).backward()

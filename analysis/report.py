@@ -330,8 +330,10 @@ def _index(
         "dataset); "
         f"{results.failed['run_id'].nunique()} failed or pruned; "
         f"{results.incomplete['run_id'].nunique()} incomplete (no summary.json, ignored).",
-        f"- Final score of a run: the mean normalized score (D4RL, %) of its last {last_k} "
-        "evaluations. Per cell: mean ± std over seeds, with a "
+        f"- Final normalized score of a run (`final_normalized_score`): the mean normalized "
+        f"score (D4RL, %) of its last {last_k} evaluations"
+        + (" (summary.json uses the last 3)" if last_k != 3 else "")
+        + ". Per cell: mean ± std over seeds, with a "
         f"{pct} Student-t interval (cells.csv).",
         f"- Aggregates: stratified bootstrap with {reps} resamples, {pct} percentile intervals "
         "(Agarwal et al., 2021), every cell counting as one task.",
@@ -393,7 +395,7 @@ def _index(
 
     # -- per-cell ---------------------------------------------------------------------------
     lines += [
-        "## Final score per cell",
+        "## Final normalized score per cell",
         "",
         f"Final normalized score (D4RL, %), mean ± std over seeds (n = seeds when not the "
         f"usual); best mean per row in **bold**. LaTeX: [cells.tex](cells.tex); all statistics "

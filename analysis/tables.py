@@ -82,22 +82,22 @@ def format_cell(row, show_task: bool = True, show_real: bool = False) -> str:
 def final_scores(curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
     """One row per run and cell: the mean normalized score of its last ``last_k`` evaluations.
 
-    Returns columns ``label, task, gap, real_gap, dataset, seed, run_id, final_score, n_evals,
-    last_step`` (runs with fewer evaluations than ``last_k`` average all of them).
+    Returns columns ``label, task, gap, real_gap, dataset, seed, run_id,
+    final_normalized_score, n_evals, last_step`` (runs with fewer evaluations than ``last_k`` average all of them).
     """
     if int(last_k) != last_k or last_k < 1:
         raise ValueError(f"last_k must be a positive integer, got {last_k}")
-    cols = [*KEY, "seed", "run_id", "final_score", "n_evals", "last_step"]
+    cols = [*KEY, "seed", "run_id", "final_normalized_score", "n_evals", "last_step"]
     if curves.empty:
         return pd.DataFrame(columns=cols)
     ordered = curves.sort_values([*KEY, "seed", "step"])
     grouped = ordered.groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
     tail = grouped.tail(int(last_k)).groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
-    out = tail["normalized_score"].mean().rename("final_score").to_frame()
+    out = tail["normalized_score"].mean().rename("final_normalized_score").to_frame()
     out["n_evals"] = grouped.size()
     out["last_step"] = grouped["step"].max()
     out = out.reset_index()
-    out = out[np.isfinite(out["final_score"].astype(float))]
+    out = out[np.isfinite(out["final_normalized_score"].astype(float))]
     return out[cols].reset_index(drop=True)
 
 
@@ -109,7 +109,7 @@ def cell_stats(finals: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """
     rows = []
     for key, group in finals.groupby(KEY, sort=True, dropna=False):
-        s = stats.seed_stats(group["final_score"].to_numpy(float), confidence)
+        s = stats.seed_stats(group["final_normalized_score"].to_numpy(float), confidence)
         rows.append({**dict(zip(KEY, key, strict=True)), **s})
     cols = [*KEY, "n", "mean", "std", "sem", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=cols)
@@ -168,7 +168,7 @@ def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) ->
         columns = []
         for cell in common:
             mask = np.logical_and.reduce([sub[c] == v for c, v in zip(CELL, cell, strict=True)])
-            columns.append(sub[mask].sort_values("seed")["final_score"].to_numpy(float))
+            columns.append(sub[mask].sort_values("seed")["final_normalized_score"].to_numpy(float))
         n = min(len(c) for c in columns)
         if any(len(c) != n for c in columns):
             notes.append(

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from benchmark.cli_common import fail, parse_pairs, print_json
+from benchmark.cli_common import Threads, fail, parse_pairs, print_json
 
 app = typer.Typer(
     help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
@@ -149,6 +149,7 @@ def run(
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("results/runs"),
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    threads: Threads = 1,
     retry_failed: Annotated[
         bool,
         typer.Option("--retry-failed", help="Re-run a failed run (its old summary is kept aside)"),
@@ -183,6 +184,9 @@ def run(
     problem = device_problem(spec.device)
     if problem:
         raise fail(problem)
+    import torch
+
+    torch.set_num_threads(threads)
     try:  # under the run's lock, as in `matrix run`: one id is never trained twice at once
         summary, recorded = run_locked(spec, out_dir, retry_failed, progress=None)
     except RunBusy as busy:
@@ -211,7 +215,7 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Seconds of timing per algorithm")] = 5.0,
     task: Annotated[str, typer.Option(help="Task whose sizes to use")] = "halfcheetah",
     device: str = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    threads: Threads = 1,
     profile: Annotated[
         bool, typer.Option(help="Also profile where each update's time goes")
     ] = False,
@@ -230,8 +234,7 @@ def bench(
         updates_per_second,
     )
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     names = algo or [n for n in algorithms.names() if n not in _warn_broken_plugins()]
     try:
         for name in names:

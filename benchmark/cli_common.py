@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,15 @@ def fail(message: str) -> typer.Exit:
     The message is escaped: values such as ``[1e-5, 1]`` are not rich markup."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+#: ``--threads`` of run, tune, bench and matrix run. One torch thread per process by
+#: default: these small updates gain little from more intra-op threads, and with any other
+#: process on the machine OpenMP threads spin against each other (IQL on a busy 2-core
+#: machine: 33 updates/s with 1 thread, 8 with 2).
+Threads = Annotated[
+    int, typer.Option("--threads", min=1, help="torch threads per run (default 1)")
+]
 
 
 def print_json(data: Any) -> None:

@@ -117,14 +117,15 @@ def run(
     ray_address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (default: start a local Ray instance)")
     ] = None,
-    cpus_per_run: Annotated[
-        int | None,
+    threads: Annotated[
+        int,
         typer.Option(
-            help="Torch threads per run (local default: #cpus // workers); ray: also the "
-            "CPUs each task reserves (default 1)",
+            "--threads",
+            "--cpus-per-run",  # its old name
+            help="Torch threads per run (default 1); ray: also the CPUs each task reserves",
             min=1,
         ),
-    ] = None,
+    ] = 1,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (overrides out:)")
     ] = None,
@@ -227,7 +228,7 @@ def run(
                 workers,
                 retry_failed,
                 ray_address,
-                cpus_per_run,
+                threads,
                 on_result=on_result,
                 on_plan=on_plan,
             )

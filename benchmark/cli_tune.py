@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from benchmark.cli_common import fail, parse_pairs, unwrap_help
+from benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
 
 # Kept here (not imported from benchmark.tuning) so ``--help`` does not import torch.
 DOCS = unwrap_help(
@@ -98,6 +98,7 @@ def tune(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Parallel trial processes", min=1)] = 1,
+    threads: Threads = 1,
     sampler: Annotated[str, typer.Option(help="tpe, random or cmaes")] = "tpe",
     sampler_seed: Annotated[int | None, typer.Option(help="Sampler seed (worker i: +i)")] = None,
     pruner: Annotated[str, typer.Option(help="median, hyperband or none")] = "median",
@@ -146,6 +147,7 @@ def tune(
             study=study,
             storage=storage,
             workers=workers,
+            threads=threads,
             sampler=sampler,
             sampler_seed=sampler_seed,
             pruner=pruner,

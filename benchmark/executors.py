@@ -16,8 +16,8 @@ Both executors call the same worker function, :func:`execute_run`, which
 
 Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
 a script that calls :func:`run_matrix` needs the ``if __name__ == "__main__":`` guard);
-each worker sets ``torch.set_num_threads(cpus_per_run)``, by default
-``max(1, cpu_count // workers)``, sends its log records to the parent, and exits when the
+each worker sets ``torch.set_num_threads(cpus_per_run)``, by default 1 (see
+:func:`worker_threads`), sends its log records to the parent, and exits when the
 parent dies (so a killed matrix leaves no orphan training behind, only checkpoints to
 resume from). On a busy machine ``cpus_per_run=1`` avoids OpenMP threads spinning against
 each other.
@@ -309,8 +309,11 @@ def _init_worker(threads: int, queue: Any, level: int, parent: int) -> None:
 
 
 def worker_threads(workers: int) -> int:
-    """Default torch threads of a local worker: the cores shared out evenly."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Default torch threads of a local worker: one, whatever ``workers``. These small
+    updates gain little from more threads, and on a machine with any other load OpenMP
+    threads spin against each other (a 2-core machine ran the smoke matrix in 34 s with 1
+    thread per run, 133 s with 2)."""
+    return 1
 
 
 def run_local(

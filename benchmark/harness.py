@@ -37,6 +37,8 @@ from benchmark.spec import RunSpec
 
 log = logging.getLogger("gapbench.run")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
+#: summary.json's final_normalized_score: the mean of this many last evaluations (as the report)
+FINAL_LAST_K = 3
 
 
 class RunFailed(RuntimeError):
@@ -210,6 +212,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     algo = algo_cls(
         task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device
     )
+    algo.set_total_updates(budget.updates)  # schedules over the run (IQL's actor lr)
     sources = SOURCES[RUN_REGIMES[spec.regime]]
 
     dataset = None

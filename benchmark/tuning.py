@@ -53,8 +53,8 @@ storage continues the study and adds ``trials`` more trials. The default study n
 ``<algorithm>-<task>-<hash of the setup>``; a study remembers its setup (task, gaps, dataset,
 budget, seeds, last_k, fixed hyper-parameters) and refuses to continue with a different one.
 ``workers`` > 1 starts that many trial processes (multiprocessing ``spawn``), each loading the
-study from the shared storage and running its share of the trials with
-``torch.set_num_threads(max(1, cpu_count // workers))``.
+study from the shared storage and running its share of the trials; every trial process
+(the caller's when ``workers`` is 1) uses ``threads`` torch threads, 1 by default.
 
 Records. Every seed of every trial is a normal run record in ``OUT/trials/<run_id>/``
 (spec.json, curve.csv, summary.json), so the analysis code reads trials like any run. The run
@@ -91,7 +91,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import shutil
 import sys
 import types
@@ -368,6 +367,7 @@ class TuneConfig:
     study: str | None = None
     storage: str | None = None  # None: sqlite:///OUT/optuna.db
     workers: int = 1
+    threads: int = 1  # torch threads per trial process
     sampler: str = "tpe"
     sampler_seed: int | None = None
     pruner: str = "median"
@@ -788,14 +788,12 @@ def _quiet_pruned_runs() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
-def _worker(prep: Prepared, n_trials: int, index: int, threads: int | None) -> None:
+def _worker(prep: Prepared, n_trials: int, index: int, threads: int) -> None:
     """One trial process (or the caller's process when workers == 1)."""
     import optuna
+    import torch
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     storage = open_storage(prep.storage_url)
     with _quiet_optuna(), _quiet_pruned_runs():
         study = optuna.load_study(
@@ -820,9 +818,9 @@ def optimize(prep: Prepared) -> None:
     """Run ``config.trials`` more trials, in this process or in ``workers`` processes."""
     workers = min(prep.config.workers, prep.config.trials)
     if workers == 1:
-        _worker(prep, prep.config.trials, 0, None)
+        _worker(prep, prep.config.trials, 0, prep.config.threads)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = prep.config.threads
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(prep, share, i, threads), name=f"gapbench-tune-{i}")

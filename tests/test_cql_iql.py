@@ -414,6 +414,49 @@ def test_iql_actor_lr_cosine_decay():
     assert algo.critic_opt.param_groups[0]["lr"] == 3e-4
 
 
+def test_iql_actor_lr_decays_over_the_runs_own_updates():
+    """By default the schedule's horizon is the run's number of updates (the authors'
+    max_steps), told by the harness through set_total_updates; 1M if never told; a
+    configured horizon (or 0: off) wins."""
+    algo = IQL(OBS, ACT, IQLConfig(hidden=SMALL, batch_size=8), seed=0)
+    assert algo.decay_steps == 1_000_000  # the authors' max_steps default
+    algo.set_total_updates(4)
+    buf = tiny_buffer()
+    lrs = []
+    for _ in range(5):
+        algo.update(dataset=buf)
+        lrs.append(algo.actor_opt.param_groups[0]["lr"])
+    expected = [3e-4 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
+    np.testing.assert_allclose(lrs, expected, atol=1e-12)
+    for fixed in (10, 0):
+        algo = IQL(OBS, ACT, IQLConfig(hidden=SMALL, actor_lr_decay_steps=fixed), seed=0)
+        algo.set_total_updates(4)
+        assert algo.decay_steps == fixed
+
+
+def test_the_harness_tells_the_algorithm_its_number_of_updates(tmp_path, monkeypatch):
+    from benchmark.harness import run
+    from benchmark.spec import Budget, RunSpec
+    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+
+    rng = np.random.default_rng(0)
+    n = 200
+    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
+    data = Transitions(obs[:-1], rng.uniform(-1, 1, (n, 3)), rng.normal(size=n), obs[1:],
+                       np.zeros(n, bool), np.arange(n) % 50 == 49)  # fmt: skip
+    path = save_d4rl_hdf5(data, tmp_path / "d.hdf5")
+    told = []
+    original = IQL.set_total_updates
+    monkeypatch.setattr(
+        IQL, "set_total_updates", lambda self, k: told.append(k) or original(self, k)
+    )
+    budget = Budget(updates=20, eval_every=10, eval_episodes=1)
+    spec = RunSpec(task="hopper", algorithm="iql", dataset=str(path), budget=budget,
+                   hparams={"hidden": (32, 32), "batch_size": 32})  # fmt: skip
+    assert run(spec, tmp_path / "runs", progress=False)["status"] == "ok"
+    assert told == [20]
+
+
 def test_iql_update_smoke():
     algo = IQL(OBS, ACT, IQLConfig(hidden=SMALL, batch_size=16), seed=0)
     buf = tiny_buffer()

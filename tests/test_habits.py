@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -61,7 +62,6 @@ def test_matrix_yaml_error_is_clean(tmp_path):
 
 def test_report_csvs_keep_nominal_rows_in_pandas_groupby(tmp_path):
     """A nominal gap is written "nominal" (not an empty field pandas reads as NaN)."""
-    import pandas as pd
     from test_report import write_record
 
     from analysis.records import read_csv
@@ -154,3 +154,81 @@ def test_broken_installed_plugin_does_not_break_test_collection(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[ghost]" in done.stdout and "[sac]" in done.stdout
+
+
+# -- one torch thread per run by default; one meaning of "final normalized score" -------
+
+TINY = ["--budget", "updates=40", "--budget", "eval_every=10", "--budget", "warmup_steps=50"]
+
+
+@pytest.fixture
+def two_threads():
+    """Start from torch's usual default (>1 thread) so the default under test shows."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_run_defaults_to_one_thread_and_final_is_the_reports_mean(tmp_path, two_threads):
+    args = ["run", "--task", "hopper", "--algo", "sac", "--set", "hidden=32,32", *TINY]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["torch_threads"] == 1
+    scores = pd.read_csv(run_dir / "curve.csv")["normalized_score"].to_numpy()
+    assert len(scores) == 4
+    assert summary["final_normalized_score"] == pytest.approx(scores[-3:].mean())
+    assert summary["last_normalized_score"] == pytest.approx(scores[-1])
+    # the report's final score of the same run is the same number under the same name
+    from analysis.records import load_results
+    from analysis.tables import final_scores
+
+    finals = final_scores(load_results(tmp_path).curves)
+    assert finals["final_normalized_score"].item() == pytest.approx(
+        summary["final_normalized_score"]
+    )
+    again = runner.invoke(app, [*args, "--seed", "1", "--threads", "2", "--out", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    threads = {
+        json.loads((d / "summary.json").read_text())["torch_threads"] for d in tmp_path.iterdir()
+    }
+    assert threads == {1, 2}
+
+
+def test_bench_tune_and_matrix_default_to_one_thread(tmp_path, monkeypatch, two_threads):
+    import benchmark.executors
+    import benchmark.tuning
+
+    result = runner.invoke(app, ["bench", "--algo", "sac", "--seconds", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["threads"] == 1
+    assert benchmark.executors.worker_threads(1) == 1  # the library default too
+
+    seen = {}
+
+    def fake_run_matrix(matrix, out, executor, workers, retry, address, threads, **kw):
+        seen["matrix"] = threads
+        return {}
+
+    monkeypatch.setattr(benchmark.executors, "run_matrix", fake_run_matrix)
+    smoke = tmp_path / "m.yaml"
+    smoke.write_text("tasks: [hopper]\nalgorithms: {sac: {}}\nseeds: 1\n")
+    assert runner.invoke(app, ["matrix", "run", str(smoke)]).exit_code == 0
+    assert seen["matrix"] == 1
+    old_name = runner.invoke(app, ["matrix", "run", str(smoke), "--cpus-per-run", "3"])
+    assert old_name.exit_code == 0 and seen["matrix"] == 3
+
+    def fake_run_prepared(prepared):
+        seen["tune"] = prepared.config.threads
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark.tuning, "run_prepared", fake_run_prepared)
+    tune = ["tune", "--algo", "sac", "--task", "hopper", "--out", str(tmp_path / "t")]
+    runner.invoke(app, tune)
+    assert seen["tune"] == 1
+    runner.invoke(app, [*tune, "--threads", "2"])
+    assert seen["tune"] == 2

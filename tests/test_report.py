@@ -293,10 +293,10 @@ def test_final_scores_mean_of_last_k(tmp_path):
         write_record(tmp_path, "hopper", "sac", seed, "gravity=2.0", scores=curve)
     res = load_results(tmp_path)
     finals = tables.final_scores(res.curves, last_k=3)
-    assert finals.sort_values("seed")["final_score"].tolist() == [30.0, 60.0, 5.0]
-    assert tables.final_scores(res.curves, last_k=1)["final_score"].max() == 70.0
+    assert finals.sort_values("seed")["final_normalized_score"].tolist() == [30.0, 60.0, 5.0]
+    assert tables.final_scores(res.curves, last_k=1)["final_normalized_score"].max() == 70.0
     # k larger than the curve: every evaluation is averaged.
-    assert tables.final_scores(res.curves, last_k=50)["final_score"].min() == 5.0
+    assert tables.final_scores(res.curves, last_k=50)["final_normalized_score"].min() == 5.0
     cell = tables.cell_stats(finals)
     assert len(cell) == 1
     row = cell.iloc[0]
