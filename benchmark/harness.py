@@ -343,15 +343,20 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     eval_env.close()
     scores = [r["normalized_score"] for r in curve]
     wall = time.perf_counter() - start
+    tail = curve[-FINAL_LAST_K:]
     return {
         "status": "ok",
-        "final_normalized_score": scores[-1],
-        "final_return": curve[-1]["return_mean"],
+        # the report's definition: the mean of the last FINAL_LAST_K evaluations
+        "final_normalized_score": sum(r["normalized_score"] for r in tail) / len(tail),
+        "final_return": sum(r["return_mean"] for r in tail) / len(tail),
+        "final_last_k": len(tail),
+        "last_normalized_score": scores[-1],
         "best_normalized_score": max(scores),
         "updates": done_updates,
         "env_steps": collector.steps if collector is not None else 0,
         "updates_per_s": done_updates / max(update_time, 1e-9),
         "wall_time_s": wall,
+        "torch_threads": torch.get_num_threads(),  # updates_per_s depends on it
         # where it was resumed and whether each resume reproduced the run exactly
         **({"resumed": resumes} if resumes else {}),
     }
