@@ -43,10 +43,19 @@ class IQLConfig:
     the run's own number of updates, which the harness passes to ``set_total_updates``),
     ``actor.py`` (exp-advantage weights clipped at 100), ``policy.py`` (Gaussian with
     tanh mean, state-independent log-std in [-5, 2]; evaluated at its mean,
-    ``temperature=0``). CORL ``iql.py`` uses the
-    same values, but its step differs from the authors' (``learner._update_jit``, followed
-    here): CORL forms the advantage weights and the TD target from V before its step and
-    averages the two critics' losses; the authors use the stepped V and sum them.
+    ``temperature=0``).
+
+    CORL's ``algorithms/offline/iql.py`` (the PyTorch port ``tests/test_authors_iql.py``
+    compares one step with) shares these values but departs from the authors in: (1) the
+    advantage weights and TD target from V before its step (authors and gapbench: the
+    stepped V); (2) the critics' losses averaged (authors and gapbench: summed); (3)
+    states normalised by the dataset's mean/std (authors and gapbench: none); (4) rewards
+    not normalised by default (authors and gapbench: x 1000 / (max - min episode
+    return)); (5) log-std clamped to [-20, 2] (authors and gapbench: [-5, 2]); (6) the
+    cosine schedule from PyTorch's ``CosineAnnealingLR``, which rises again after
+    ``max_steps`` (authors and gapbench: optax's, held at 0). gapbench follows CORL, not
+    the authors, in one place: PyTorch's default initialisation (authors: orthogonal,
+    scale sqrt 2).
     """
 
     batch_size: int = 256
