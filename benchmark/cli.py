@@ -126,6 +126,27 @@ def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     out.print(table)
 
 
+@app.command("check-algorithm")
+def check_algorithm(name: Annotated[str, typer.Argument(help="Algorithm name")]) -> None:
+    """Run the conformance checks (those of tests/test_conformance.py) on one algorithm,
+    e.g. your plug-in after `pip install -e .`: tiny sizes, random data, seconds on a CPU."""
+    import algorithms
+    from algorithms.conformance import run_checks
+
+    try:
+        results = run_checks(name)
+    except KeyError as e:
+        raise fail(str(e)) from None
+    for check, problem in results.items():
+        mark = "[green]ok[/]    " if problem is None else "[red]FAILED[/]"
+        out.print(f"{mark} {check}" + (f": {escape(problem)}" if problem else ""), soft_wrap=True)
+    failed = sum(p is not None for p in results.values())
+    if failed:
+        err.print(f"[bold red]{name}: {failed} of {len(results)} checks failed[/]")
+        raise typer.Exit(1)
+    out.print(f"[green]{name} ({algorithms.get(name).__module__}) passes all checks[/]")
+
+
 # -- run -------------------------------------------------------------------------------
 
 
