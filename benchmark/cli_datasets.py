@@ -85,6 +85,14 @@ def build_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset with this id.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Processes rolling out the 100k-transition shards (default: every core); "
+            "the data does not depend on it.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Roll a behaviour policy out on the real system and store the transitions."""
@@ -102,6 +110,7 @@ def build_cmd(
             progress=progress,
             overwrite=overwrite,
             num_envs=num_envs,
+            workers=workers,
         )
         info = datasets.card(did, data_dir=data_dir)
     except _errors() as err:

@@ -33,8 +33,10 @@ gapbench's default, :data:`DEFAULT_SIZE`; ``size=100_000`` builds a quick one (R
 
 Rollouts run ``num_envs`` copies of the real system in a gymnasium vector env with batched
 policy inference, fully determined by ``seed`` (env resets, the action space's sampler and a
-local torch generator for the policy noise). A dataset holds exactly ``size`` transitions:
-when the count is reached, the episodes still running are cut, and their last transition is
+local torch generator for the policy noise). A dataset is rolled out in shards of
+:data:`SHARD` transitions, each from fresh resets with its own seed, on ``workers``
+processes (default: every core); the content depends on the seed, never on ``workers``.
+A dataset holds exactly ``size`` transitions: when the count is reached, the episodes still running are cut, and their last transition is
 flagged as a time-out (its next observation is real; only its episode stops). Time-outs at
 the task's ``max_episode_steps`` keep the true final observation as ``next_observations``
 (gymnasium 1.x vector envs reset on the *next* step; that reset step is never stored).
@@ -85,6 +87,8 @@ QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 DEFAULT_SIZE = 1_000_000  # D4RL's size
 D4RL_SIZE = 1_000_000
 DEFAULT_NUM_ENVS = 8
+SHARD = 100_000  # transitions per independently rolled-out shard (fixed: content never
+# depends on how many processes build it)
 META_KEY = "gapbench"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -525,6 +529,67 @@ def _segment_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0] >> 1)
 
 
+def _shard_seed(seed: int, key: tuple[int, int]) -> int:
+    """Shard j of rollout k; the first shard of each rollout keeps the rollout's own seed,
+    so a dataset of up to one shard is the single rollout it always was."""
+    k, j = key
+    if j == 0:
+        return _segment_seed(seed, k)
+    return int(np.random.SeedSequence([seed, k, j]).generate_state(1)[0] >> 1)
+
+
+def _shards(segments: list[Segment]) -> list[tuple[tuple[int, int], list[tuple[str, int]]]]:
+    """Each rollout's schedule cut into consecutive pieces of :data:`SHARD` transitions:
+    ``((rollout, j), [(label, count), ...])`` in dataset order. A shard is rolled out on
+    its own from fresh resets (the episodes running at its end are cut, as at the end of
+    a dataset), so shards can run in parallel processes."""
+    out = []
+    for k in sorted({seg.rollout for seg in segments}):
+        schedule = [(seg.label, seg.transitions) for seg in segments if seg.rollout == k]
+        total = sum(n for _, n in schedule)
+        for j, lo in enumerate(range(0, total, SHARD)):
+            hi, pos, piece = min(lo + SHARD, total), 0, []
+            for label, n in schedule:
+                a, b = max(lo, pos), min(hi, pos + n)
+                if b > a:
+                    piece.append((label, b - a))
+                pos += n
+            out.append(((k, j), piece))
+    return out
+
+
+def _roll_shard(
+    task: str,
+    gap: str,
+    policy_dir: str | os.PathLike | None,
+    num_envs: int,
+    piece: list[tuple[str, int]],
+    seed: int,
+    advance: Callable[[int], None] = lambda k: None,
+) -> list[_Episode]:
+    """One shard's rollout (a top-level function: it runs in worker processes too)."""
+    # A batch of num_envs observations is far too small for intra-op threads: on a busy
+    # machine their synchronisation made each forward pass ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    env = make_vector(task, gap, num_envs=num_envs)
+    low, high = env.single_action_space.low, env.single_action_space.high
+    try:
+        schedule = [
+            (
+                _random_act
+                if label == "random"
+                else _policy_act(_policies.load_actor(task, label, policy_dir), low, high),
+                n,
+            )
+            for label, n in piece
+        ]
+        return _rollout(env, schedule, seed, advance)
+    finally:
+        torch.set_num_threads(threads)
+        env.close()
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
     if not enabled:
@@ -637,6 +702,7 @@ def build(
     progress: bool = True,
     overwrite: bool = False,
     num_envs: int = DEFAULT_NUM_ENVS,
+    workers: int | None = None,
 ) -> str:
     """Roll out ``quality``'s behaviour on the real system and store exactly ``size``
     transitions (default :data:`DEFAULT_SIZE` = 1_000_000, D4RL's size) as a Minari
@@ -652,6 +718,8 @@ def build(
         raise DatasetError(f"seed must be >= 0, got {seed}")
     if num_envs < 1:
         raise DatasetError(f"num_envs must be >= 1, got {num_envs}")
+    if workers is not None and workers < 1:
+        raise DatasetError(f"workers must be >= 1, got {workers}")
     did = dataset_id(task, quality, gap, policy_dir)
     root = _resolve_data_dir(data_dir)
     if _exists(root, did) and not overwrite:
@@ -664,36 +732,31 @@ def build(
     policy_root = None  # named in the build command when it is not the shipped folder
     if quality != "random" and (policy_dir or os.environ.get(_policies.POLICY_DIR_ENV)):
         policy_root = _policies.policy_dir(policy_dir).resolve()
-    actors = {
-        s.label: _policies.load_actor(task, s.label, policy_dir)
-        for s in segments
-        if s.label != "random"
-    }
+    for seg in segments:  # a clear error for a missing or broken snapshot, before any work
+        if seg.label != "random":
+            _policies.load_actor(task, seg.label, policy_dir)
 
-    env = make_vector(task, gap, num_envs=num_envs)
-    low, high = env.single_action_space.low, env.single_action_space.high
+    shards = _shards(segments)
+    workers = min(workers or os.cpu_count() or 1, len(shards))
+    jobs = [
+        (task, str(gap), policy_dir, num_envs, piece, _shard_seed(seed, key))
+        for key, piece in shards
+    ]
     episodes: list[_Episode] = []
-    threads = torch.get_num_threads()
-    # A batch of num_envs observations is far too small for intra-op threads: on a busy
-    # machine their synchronisation made each forward pass ~100x slower.
-    torch.set_num_threads(1)
-    try:
-        with _progress(progress, size, f"{did}") as advance:
-            for k in sorted({seg.rollout for seg in segments}):
-                schedule = [
-                    (
-                        _random_act
-                        if seg.label == "random"
-                        else _policy_act(actors[seg.label], low, high),
-                        seg.transitions,
-                    )
-                    for seg in segments
-                    if seg.rollout == k
-                ]
-                episodes += _rollout(env, schedule, _segment_seed(seed, k), advance)
-    finally:
-        torch.set_num_threads(threads)
-        env.close()
+    with _progress(progress, size, f"{did}") as advance:
+        if workers == 1:
+            for job in jobs:
+                episodes += _roll_shard(*job, advance=advance)
+        else:  # shards are independent rollouts: the content never depends on `workers`
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no fork of a process that may hold OpenMP threads
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_roll_shard, *job) for job in jobs]
+                for fut, (_, piece) in zip(futures, shards, strict=True):
+                    episodes += fut.result()  # in shard order, whatever finishes first
+                    advance(sum(n for _, n in piece))
 
     complete = np.array([ep.rewards.sum() for ep in episodes if not ep.cut], dtype=np.float64)
     partial = np.array([ep.rewards.sum() for ep in episodes], dtype=np.float64)

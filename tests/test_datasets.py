@@ -657,3 +657,23 @@ def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, mon
     assert rows(tmp_path / "cut") == rows(tmp_path / "whole")
     assert [s[0] for s in snaps(tmp_path / "whole")] == ["step-5010", "step-5020", "step-5030"]
     assert snaps(tmp_path / "cut") == snaps(tmp_path / "whole")
+
+
+def test_a_sharded_build_is_the_same_on_one_or_two_processes(tmp_path, monkeypatch):
+    """Shards are independent rollouts with their own seeds: their content never depends on
+    how many processes roll them out, and every shard but the first starts afresh."""
+    import numpy as np
+
+    from gap_envs import datasets as ds
+
+    monkeypatch.setattr(ds, "SHARD", 400)
+    kw = dict(size=1000, seed=5, progress=False, num_envs=2)
+    one = ds.build("hopper", "random", data_dir=tmp_path / "one", workers=1, **kw)
+    two = ds.build("hopper", "random", data_dir=tmp_path / "two", workers=2, **kw)
+    a, b = ds.load(one, data_dir=tmp_path / "one"), ds.load(two, data_dir=tmp_path / "two")
+    assert len(a) == len(b) == 1000
+    for field in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert [n for _, piece in ds._shards(ds.plan("hopper", "random", 1000)) for _, n in piece] == [
+        400, 400, 200
+    ]
