@@ -36,10 +36,11 @@ policy inference, fully determined by ``seed`` (env resets, the action space's s
 local torch generator for the policy noise). A dataset is rolled out in shards of
 :data:`SHARD` transitions, each from fresh resets with its own seed, on ``workers``
 processes (default: every core); the content depends on the seed, never on ``workers``.
-A dataset holds exactly ``size`` transitions: when the count is reached, the episodes still running are cut, and their last transition is
-flagged as a time-out (its next observation is real; only its episode stops). Time-outs at
-the task's ``max_episode_steps`` keep the true final observation as ``next_observations``
-(gymnasium 1.x vector envs reset on the *next* step; that reset step is never stored).
+A dataset holds exactly ``size`` transitions: when the count is reached, the episodes still
+running are cut, and their last transition is flagged as a time-out (its next observation is
+real; only its episode stops). Time-outs at the task's ``max_episode_steps`` keep the true
+final observation as ``next_observations`` (gymnasium 1.x vector envs reset on the *next*
+step; that reset step is never stored).
 
 Ids and storage: ``gapbench/<task>/<quality>-v0`` on the nominal real system; with a
 non-nominal ``real_gap`` the task part carries a slug of the canonical gap string:
