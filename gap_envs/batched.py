@@ -156,7 +156,9 @@ class EvalEpisodes:
             for i in live:
                 noise = self.noise[i]
                 noisy = actions[i] + noise._rng.normal(0.0, noise.std, size=act_dim)
-                actions[i] = np.clip(noisy, self._low, self._high)
+                # unclipped under noise_ctrl_cost=noisy: the ctrl cost squares it, MuJoCo
+                # clamps the control (as data.ctrl in _step_vectorised)
+                actions[i] = noisy if noise.ctrl_cost_on_noisy else noise.clip(noisy)
         reward = np.zeros(n)
         if self.vectorised and live.size:
             reward[live], self._terminated[live] = self._step_vectorised(live, actions[live])

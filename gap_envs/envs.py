@@ -32,16 +32,23 @@ class JointNoise(gym.Wrapper):
     """Adds N(0, std^2) noise to the action the simulator executes.
 
     The learner keeps seeing (and storing) its clean action, as in H2O's joint-noise
-    setting. The executed action is clipped to the actuators' range, which MuJoCo's
-    ctrl limits would do anyway. The noise stream is seeded from ``reset(seed=...)``.
+    setting. The noise stream is seeded from ``reset(seed=...)``. The env steps the noisy
+    action clipped to the actuators' range, or with ``ctrl_cost_on_noisy=True`` the noisy
+    action itself, as the H2O authors' sampler does: the env's reward then squares the
+    unclipped action in its control cost while MuJoCo's ctrl limits clamp what the
+    actuators apply, so the dynamics are the same either way.
     """
 
-    def __init__(self, env: gym.Env, std: float):
+    def __init__(self, env: gym.Env, std: float, ctrl_cost_on_noisy: bool = False):
         super().__init__(env)
         self.std = float(std)
+        self.ctrl_cost_on_noisy = ctrl_cost_on_noisy
         self._rng = np.random.default_rng()
         self._low = env.action_space.low
         self._high = env.action_space.high
+        model = env.unwrapped.model
+        if ctrl_cost_on_noisy and not np.all(model.actuator_ctrllimited):
+            raise GapSpecError("noise_ctrl_cost=noisy needs ctrl-limited actuators")
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -52,7 +59,10 @@ class JointNoise(gym.Wrapper):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
         noisy = action + self._rng.normal(0.0, self.std, size=action.shape)
-        return self.env.step(np.clip(noisy, self._low, self._high))
+        return self.env.step(noisy if self.ctrl_cost_on_noisy else self.clip(noisy))
+
+    def clip(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(action, self._low, self._high)
 
 
 def body_names(model: mujoco.MjModel) -> list[str]:
@@ -91,7 +101,7 @@ def _create(task: str, gap: GapSpec | str | dict | None = None, **kwargs: Any) -
     apply_gap(env.unwrapped.model, env.unwrapped.data, spec)
     env.unwrapped.gap = spec
     if spec.noise_std > 0:
-        env = JointNoise(env, spec.noise_std)
+        env = JointNoise(env, spec.noise_std, spec.ctrl_cost_on_noisy_action)
     return env
 
 
@@ -161,6 +171,7 @@ def describe(task: str, gap: GapSpec | str | dict | None = None) -> dict[str, An
         "friction": shifted.geom_friction.tolist(),
         "nominal_friction": nominal.geom_friction.tolist(),
         "joint_noise": spec.noise_std,
+        "noise_ctrl_cost": spec.noise_ctrl_cost or "clipped",
         "obs_dim": t.obs_dim,
         "act_dim": t.act_dim,
     }

@@ -26,7 +26,13 @@ def fixed_actions(n, act_dim, seed=0):
 # -- specs -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",
-    ["gravity=2.0", "gravity=2.0,friction=0.3", "mass=1.5,mass.torso=2.0,joint_noise=0.1", ""],
+    [
+        "gravity=2.0",
+        "gravity=2.0,friction=0.3",
+        "mass=1.5,mass.torso=2.0,joint_noise=0.1",
+        "joint_noise=1.0,noise_ctrl_cost=noisy",
+        "",
+    ],
 )
 def test_spec_prints_back_to_the_same_string(text):
     assert str(GapSpec.parse(text)) == text
@@ -50,6 +56,8 @@ def test_spec_from_dict_and_yaml_agree_with_string():
         ("mass=nan", "must be finite"),
         ("gravity=inf", "must be finite"),
         ("joint_noise=-0.1", "must be >= 0"),
+        ("joint_noise=1.0,noise_ctrl_cost=raw", "must be one of clipped, noisy, got 'raw'"),
+        ("noise_ctrl_cost=noisy", "needs joint_noise > 0"),
         ("gravity=abc", "needs a number"),
         ("gravity", "expected 'key=value,...'"),
         ("gravity=2.0,friction", "not 'key=value'"),
@@ -159,6 +167,40 @@ def test_joint_noise_executes_a_noisy_action_but_the_learner_sees_the_clean_one(
     np.testing.assert_array_equal(action, np.full(6, 0.2))  # the caller's action is untouched
 
 
+def test_noise_ctrl_cost_noisy_is_the_authors_reward_with_the_same_dynamics():
+    """noise_ctrl_cost=noisy: the env is stepped with the unclipped noisy action (the H2O
+    authors' sampler), so halfcheetah's control cost is 0.1 |a + n|^2 (0.6 per step for
+    a = 0, n ~ N(0, 1)) instead of 0.1 |clip(a + n)|^2 (0.31); MuJoCo clamps the control,
+    so observations are the same step by step."""
+    runs = {}
+    for mode in ("clipped", "noisy"):
+        env = gap_envs.make("halfcheetah", f"joint_noise=1.0,noise_ctrl_cost={mode}", seed=3)
+        inner = env.env
+        while not isinstance(inner, gap_envs.JointNoise):
+            inner = inner.env
+        executed, costs, observations = [], [], []
+        original = inner.env.step
+        inner.env.step = lambda a, original=original, executed=executed: (
+            executed.append(np.array(a)),
+            original(a),
+        )[1]
+        for _ in range(1000):
+            obs, _, _, _, info = env.step(np.zeros(6))  # one episode (halfcheetah never ends)
+            costs.append(-info["reward_ctrl"])
+            observations.append(obs)
+        runs[mode] = np.array(executed), np.array(costs), np.array(observations)
+    (clipped_a, clipped_cost, clipped_obs), (noisy_a, noisy_cost, noisy_obs) = runs.values()
+    np.testing.assert_array_equal(clipped_a, np.clip(noisy_a, -1, 1))  # the same noise
+    assert np.abs(noisy_a).max() > 2.0
+    np.testing.assert_allclose(noisy_cost, 0.1 * np.square(noisy_a).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(clipped_cost, 0.1 * np.square(clipped_a).sum(1), rtol=1e-12)
+    assert noisy_cost.mean() == pytest.approx(0.600, abs=0.03)
+    assert clipped_cost.mean() == pytest.approx(0.310, abs=0.02)
+    np.testing.assert_array_equal(noisy_obs, clipped_obs)
+    assert gap_envs.describe("halfcheetah", "joint_noise=1.0")["noise_ctrl_cost"] == "clipped"
+    assert str(GapSpec.parse("joint_noise=1.0,noise_ctrl_cost=clipped")) == "joint_noise=1.0"
+
+
 def test_gymnasium_registration_and_vector_envs():
     env = gym.make("gapbench/HalfCheetah-v5", gap="gravity=2.0")
     assert env.unwrapped.model.opt.gravity[2] == pytest.approx(-19.62)
@@ -186,6 +228,8 @@ def test_normalized_score_uses_d4rl_references():
         ("hopper", "", 1),
         ("walker2d", "friction=0.5", 3),  # one copy per thread
         ("hopper", "gravity=1.5,joint_noise=0.1", 2),
+        ("hopper", "joint_noise=1.0,noise_ctrl_cost=noisy", 2),
+        ("halfcheetah", "joint_noise=1.0,noise_ctrl_cost=noisy", 1),
         ("ant", "", 1),  # no vectorised formula: steps the unwrapped env
     ],
 )
