@@ -47,6 +47,11 @@ LOWER_IS_BETTER = frozenset({"optimality_gap"})
 FIRST_LABEL = "h2o"
 
 
+#: Fewer runs (seeds x cells) per algorithm than this and the report warns that the
+#: bootstrap CIs of the aggregates cannot be trusted (Agarwal et al. use 5-10 and more).
+MIN_AGGREGATE_RUNS = 5
+
+
 def label_order(labels: Iterable[str]) -> list[str]:
     """Sorted labels with ``h2o`` first: the fixed order of colours, columns and legends."""
     uniq = sorted(set(labels))
@@ -83,7 +88,8 @@ def final_scores(curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
     """One row per run and cell: the mean normalized score of its last ``last_k`` evaluations.
 
     Returns columns ``label, task, gap, real_gap, dataset, seed, run_id,
-    final_normalized_score, n_evals, last_step`` (runs with fewer evaluations than ``last_k`` average all of them).
+    final_normalized_score, n_evals, last_step`` (runs with fewer evaluations than
+    ``last_k`` average all of them).
     """
     if int(last_k) != last_k or last_k < 1:
         raise ValueError(f"last_k must be a positive integer, got {last_k}")
@@ -177,6 +183,13 @@ def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) ->
                 f"{n} seeds of each cell"
             )
         scores[lab] = np.stack([c[:n] for c in columns], axis=1)
+    few = {lab: x.size for lab, x in scores.items() if x.size < MIN_AGGREGATE_RUNS}
+    if few:
+        counts = ", ".join(f"{lab} {n}" for lab, n in few.items())
+        notes.append(
+            f"few runs behind the aggregates ({counts}; fewer than {MIN_AGGREGATE_RUNS} per "
+            "algorithm): their bootstrap CIs cannot be trusted, however tight they look"
+        )
     return AggregateInput(scores, common, all_cells, notes)
 
 
@@ -213,10 +226,14 @@ def poi_estimates(
 
 
 def profile_taus(agg: AggregateInput, n: int = 101) -> np.ndarray:
-    """Thresholds from 0 to the larger of 100 and the best score."""
-    top = max([100.0, *(float(x.max()) for x in agg.scores.values())])
-    low = min([0.0, *(float(x.min()) for x in agg.scores.values())])
-    return np.linspace(low, top, n)
+    """Thresholds spanning the scores (worst to best, 5% margin each side): a fixed 0-100
+    squeezes low-scoring curves against the left edge, where they hide each other."""
+    if not agg.scores:
+        return np.linspace(0.0, 100.0, n)
+    low = min(float(x.min()) for x in agg.scores.values())
+    top = max(float(x.max()) for x in agg.scores.values())
+    margin = 0.05 * (top - low) or 1.0
+    return np.linspace(low - margin, top + margin, n)
 
 
 def profile_estimates(

@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -232,3 +233,32 @@ def test_bench_tune_and_matrix_default_to_one_thread(tmp_path, monkeypatch, two_
     assert seen["tune"] == 1
     runner.invoke(app, [*tune, "--threads", "2"])
     assert seen["tune"] == 2
+
+
+# -- figures and statistics that do not mislead -----------------------------------------
+
+
+def _finals(n_seeds: int, low: float, high: float) -> pd.DataFrame:
+    rows = []
+    for label, shift in (("h2o", 0.0), ("sac", -1.0)):
+        for seed, score in enumerate(np.linspace(low, high, n_seeds) + shift):
+            cell = {"task": "hopper", "gap": "gravity=2.0", "real_gap": "", "dataset": ""}
+            rows.append({"label": label, **cell, "seed": seed, "final_normalized_score": score})
+    return pd.DataFrame(rows)
+
+
+def test_performance_profile_taus_follow_the_scores():
+    from analysis.tables import profile_taus, score_matrices
+
+    taus = profile_taus(score_matrices(_finals(5, 2.0, 15.0)))
+    assert taus[0] < 1.0 and taus[-1] > 15.0  # every score inside the range
+    assert taus[-1] < 20.0  # not 0-100: low scores would collapse at the left edge
+
+
+def test_aggregates_over_few_runs_carry_a_warning():
+    from analysis.tables import score_matrices
+
+    few = score_matrices(_finals(2, 10.0, 20.0)).notes
+    assert any("cannot be trusted" in n and "h2o 2" in n for n in few), few
+    enough = score_matrices(_finals(5, 10.0, 20.0)).notes
+    assert not any("cannot be trusted" in n for n in enough), enough
