@@ -37,6 +37,7 @@ Matrix file (every key but tasks and algorithms is optional):
     seeds: [0, 1, 2]           # or an int n: seeds 0..n-1
     exclude: [{task: hopper, algorithm: cql}]
     include: [{task: hopper, algorithm: sac, seed: 7}]
+    max_runs: 10000            # refuse to expand to more runs
 
 Regime-aware pairing: each label runs in its regime (the algorithm's own unless regime: says
 otherwise) and is crossed only with the axes that regime uses:
@@ -256,9 +257,16 @@ def run(
     out_console.print(table)
     bad = [r for r in results.values() if r["status"] not in ("ok", "running")]
     if bad:
+        # a crashed run has no record yet: the same command resumes it, no flag needed
+        crashed = sum(r["status"] == "crashed" for r in bad)
+        hints = []
+        if len(bad) > crashed:
+            hints.append("failed: see OUT/RUN_ID/summary.json, or re-run with --retry-failed")
+        if crashed:
+            hints.append("crashed: re-run the same command to resume")
         err_console.print(
-            f"[bold red]{len(bad)} run(s) did not finish ok[/]; see "
-            f"OUT/RUN_ID/summary.json, or re-run with --retry-failed"
+            f"[bold red]{len(bad)} run(s) did not finish ok[/]; {'; '.join(hints)}",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 

@@ -39,6 +39,7 @@ import logging.handlers
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -325,46 +326,105 @@ def run_local(
     threads: int | None = None,
 ) -> None:
     """Run (spec_dict, label) jobs in a pool of ``workers`` spawned processes, each with
-    ``threads`` torch threads (default :func:`worker_threads`)."""
+    ``threads`` torch threads (default :func:`worker_threads`). A worker killed by the OS
+    (out of memory) breaks the pool: only the run it held is reported "crashed", the
+    others go on in a fresh pool (see :func:`_after_break`)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     listener = logging.handlers.QueueListener(queue, _Forward())
     listener.start()
     level = logging.getLogger("gapbench").getEffectiveLevel()
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(threads or worker_threads(workers), queue, level, os.getpid()),
-    )
-    futures = {}
+    initargs = (threads or worker_threads(workers), queue, level, os.getpid())
+    strikes: dict[str, int] = {}
     try:
-        for spec_dict, label in jobs:
-            fut = pool.submit(execute_run, spec_dict, str(out), retry_failed, label)
-            futures[fut] = spec_dict
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_result(_future_result(fut, futures[fut]))
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
+        while jobs:
+            pool = ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)),
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=initargs,
+            )
+            broken, workers_seen = _run_pool(pool, jobs, out, retry_failed, on_result)
+            jobs = _after_break(broken, workers_seen, out, retry_failed, on_result, strikes)
     finally:
         listener.stop()
         queue.close()
 
 
+def _run_pool(pool, jobs, out, retry_failed, on_result) -> tuple[list[Any], dict[int, Any]]:
+    """Run ``jobs`` in ``pool`` and shut it down; return the jobs a broken pool left and
+    the pool's worker processes (pid -> Process, their exit codes tell who died how)."""
+    futures, broken = {}, []
+    try:
+        for spec_dict, label in jobs:
+            fut = pool.submit(execute_run, spec_dict, str(out), retry_failed, label)
+            futures[fut] = (spec_dict, label)
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                if isinstance(fut.exception(), BrokenProcessPool):
+                    broken.append(futures[fut])
+                else:
+                    on_result(_future_result(fut, futures[fut][0]))
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    workers = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=True)  # a broken pool terminates (SIGTERM) and joins its workers
+    return broken, workers
+
+
+def _after_break(broken, workers, out, retry_failed, on_result, strikes) -> list[Any]:
+    """Sort the jobs a broken pool left: a run that finished anyway is reported; the run
+    whose worker died by itself (any end but the pool's own SIGTERM) is "crashed", its
+    checkpoint kept for the next ``matrix run``; the others are returned to run again. A run
+    in flight at three breaks is reported crashed too, so a loop always ends."""
+    from benchmark.spec import RunSpec
+
+    died = {pid: p.exitcode for pid, p in workers.items() if p.exitcode not in (0, -signal.SIGTERM)}
+    again = []
+    for spec_dict, label in broken:
+        spec = RunSpec.from_dict(spec_dict)
+        run_dir = Path(out) / spec.run_id
+        summary = read_summary(run_dir)
+        if summary is not None and rerun_reason(run_dir, spec, retry_failed) is None:
+            on_result(result_of(spec.run_id, summary))  # finished; only its answer was lost
+            continue
+        holder = (read_lock(run_dir) or {}).get("pid")
+        strikes[spec.run_id] = strikes.get(spec.run_id, 0) + (holder in workers)
+        if holder in died or strikes[spec.run_id] >= 3:
+            error = _death(holder, died.get(holder))
+            on_result(
+                {"run_id": spec.run_id, "status": "crashed", "error": error, "skipped": False}
+            )
+        else:
+            again.append((spec_dict, label))
+    if again:
+        log.warning("a worker process died; %d unfinished run(s) go on in a new pool", len(again))
+    return again
+
+
+def _death(pid: int | None, code: int | None) -> str:
+    if code is None:
+        how = "died"
+    elif code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
+        how = f"was killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+    else:
+        how = f"exited with code {code}"
+    return (
+        f"its worker process (pid {pid}) {how}; the run keeps its checkpoint: re-run the "
+        "matrix to resume it"
+    )
+
+
 def _future_result(fut, spec_dict: dict[str, Any]) -> Result:
     try:
         return fut.result()
-    except BrokenProcessPool as err:
-        error = f"worker process died: {err}"
     except Exception as err:  # noqa: BLE001 - reported per run, the matrix goes on
         error = f"{type(err).__name__}: {err}"
     from benchmark.spec import RunSpec

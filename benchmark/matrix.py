@@ -17,6 +17,7 @@ A matrix file::
       sac-oracle: {algorithm: sac, regime: oracle}   # trained on the real system
       cql: {hparams: {cql_min_q_weight: 5.0}}
     seeds: [0, 1, 2]             # or an int n: seeds 0..n-1
+    max_runs: 10000              # optional: refuse to expand to more runs (default 10000)
     exclude: [{task: hopper, algorithm: darc}]
     include: [{task: hopper, algorithm: sac, gap: "friction=0.3", seed: 7}]
 
@@ -47,6 +48,10 @@ atomically before anything runs and merged with what an earlier matrix wrote the
 
     {"runs": {"<run_id>": {"label", "algorithm", "regime", "task", "gap", "real_gap",
                            "dataset", "seed", "matrix"}}, "matrices": {...}}
+
+The runs are counted before they are built: a matrix that would expand to more than
+``max_runs`` (default :data:`MAX_RUNS`) is refused, so a typo such as ``seeds: 100000000``
+is one clear error instead of minutes of expansion and a MemoryError.
 
 Validation happens before anything is written: an unknown task, algorithm, regime, gap
 key, preset, budget key, hyper-parameter, a missing dataset or a malformed entry gives one
@@ -83,6 +88,7 @@ MANIFEST = "matrix.json"
 LOCK = ".lock"
 LOCK_HEARTBEAT_S = 30.0  # a lock's holder touches it this often
 LOCK_TIMEOUT_S = 300.0  # a lock from another host not touched for this long is stale
+MAX_RUNS = 10_000  # a matrix expands to at most this many runs unless its max_runs says more
 TOP_KEYS = (
     "name",
     "out",
@@ -97,6 +103,7 @@ TOP_KEYS = (
     "seeds",
     "exclude",
     "include",
+    "max_runs",
 )
 ALGO_KEYS = ("algorithm", "regime", "hparams", "budget")
 RULE_KEYS = ("task", "gap", "sim_gap", "real_gap", "dataset", "algorithm", "regime", "seed")
@@ -266,6 +273,7 @@ class _Expander:
         self.data, self.where, self.stem = data, where, stem
         self.out_override, self.check_datasets = out, check_datasets
         self.problems: list[str] = []
+        self.max_runs = MAX_RUNS
 
     def problem(self, message: str) -> None:
         if message not in self.problems:
@@ -333,6 +341,9 @@ class _Expander:
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 self.problem(f"seeds: an int means seeds 0..n-1 and must be >= 1, got {value}")
+            if value > self.max_runs:  # before the list is built
+                self.problem(self._too_many(value, "at least "))
+                return []
             return list(range(value))
         seeds = []
         for s in value if isinstance(value, list) else [value]:
@@ -343,6 +354,19 @@ class _Expander:
         if not seeds and isinstance(value, list):
             self.problem("seeds: the list is empty")
         return list(dict.fromkeys(seeds))
+
+    def _max_runs(self) -> int:
+        value = self.data.get("max_runs", MAX_RUNS)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.problem(f"max_runs: expected a positive integer, got {value!r}")
+            return MAX_RUNS
+        return value
+
+    def _too_many(self, runs: int, at_least: str = "") -> str:
+        return (
+            f"the matrix expands to {at_least}{runs:,} runs, above the limit of {self.max_runs:,}; "
+            "valid: at most max_runs runs (set max_runs: N in the file to allow more)"
+        )
 
     def _hparams(self, owner: str, algorithm: str | None, hparams: Any) -> dict[str, Any] | None:
         if hparams is None:
@@ -410,6 +434,7 @@ class _Expander:
         tasks = list(dict.fromkeys(tasks))
         sim_gaps, real_gaps = self._gaps("sim_gaps"), self._gaps("real_gaps")
         datasets = [str(x) for x in self._list("datasets")]
+        self.max_runs = self._max_runs()
         seeds = self._seeds()
 
         labels = self._labels(budget)
@@ -513,6 +538,16 @@ class _Expander:
                 filled[task, real_gap] = list(dict.fromkeys(result))
             return filled[task, real_gap]
 
+        def per_seed(v: dict[str, Any]) -> int:
+            sims = len(sim_gaps) if v["regime"] in ("online", "hybrid") else 1
+            if v["regime"] not in ("offline", "hybrid"):
+                return sims * len(tasks) * len(real_gaps)
+            return sims * sum(len(task_datasets(t, g)) for t in tasks for g in real_gaps)
+
+        total = len(seeds) * sum(per_seed(v) for v in labels.values())
+        if total > self.max_runs:  # counted before a single run is built
+            self.problem(self._too_many(total))
+            return []
         cells = []
         for seed in seeds:
             for task in tasks:

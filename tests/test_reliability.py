@@ -158,3 +158,76 @@ def test_device_problem_names_the_valid_devices(device, monkeypatch):
     expected = None if device == "cuda" else "this machine has 1 GPU(s); valid: cuda:0..0"
     problem = device_problem(device)
     assert problem == expected or expected in problem
+
+
+# -- item 5: one worker killed by the OS marks only its own run ------------------------------
+def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
+    """SIGKILL (the OOM killer) of the worker that trains the long run: the pool breaks and
+    stops every worker, yet only that run is "crashed"; the others finish in a new pool."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from benchmark import matrix as mx
+
+    net = {"hidden": [32, 32], "batch_size": 32}
+    short = {"updates": 120, "eval_every": 40, "eval_episodes": 1, "warmup_steps": 50}
+    data = {
+        "name": "oom",
+        "budget": short,
+        "tasks": ["hopper"],
+        "sim_gaps": ["gravity=2.0"],
+        "algorithms": {
+            "long": {"algorithm": "sac", "hparams": net, "budget": {"updates": 3000}},
+            "short": {"algorithm": "sac", "hparams": net},
+        },
+        "seeds": 2,
+        "exclude": [{"algorithm": "long", "seed": 1}],
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    m = load(path, out=out)
+    victim = next(r.run_id for r in m.runs if r.label == "long")
+    cmd = [sys.executable, "-m", "benchmark.cli", "matrix", "run", str(path), "--out", str(out)]
+    cmd += ["--workers", "2", "--cpus-per-run", "1", "--quiet"]
+    env = {**os.environ, "COLUMNS": "250"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 240
+    while True:  # the victim's worker holds its lock: kill that worker
+        held = mx.read_lock(out / victim)
+        if held and held.get("pid") not in (None, proc.pid) and mx.lock_alive(held):
+            os.kill(held["pid"], signal.SIGKILL)
+            break
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.05)
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 1, text
+    assert f"{victim}" in text and "was killed by SIGKILL" in text, text
+    assert "crashed: re-run the same command to resume" in text and "--retry-failed" not in text
+    states = {r.run_id: mx.run_status(out / r.run_id)[0] for r in m.runs}
+    assert states.pop(victim) in ("interrupted", "missing")  # no record: the next run resumes it
+    assert set(states.values()) == {"done"} and len(states) == 2
+
+
+# -- item 6: a matrix is counted before it is expanded ---------------------------------------
+def test_a_huge_matrix_is_refused_before_it_is_built(tmp_path):
+    from benchmark.matrix import MAX_RUNS, MatrixError
+
+    base = {"tasks": ["hopper"], "algorithms": {"sac": {}, "iql": {}}, "datasets": ["d.hdf5"]}
+    huge = f"at least 100,000,000 runs, above the limit of {MAX_RUNS:,}"
+    with pytest.raises(MatrixError, match=huge):
+        load({**base, "seeds": 100_000_000}, check_datasets=False)
+    grid = {**base, "sim_gaps": [f"gravity={g}" for g in (1.5, 2, 3)], "seeds": 4}
+    assert len(load(grid, check_datasets=False)) == 4 * (3 + 1)  # sac x gaps, iql x dataset
+    with pytest.raises(MatrixError, match="expands to 16 runs, above the limit of 15"):
+        load({**grid, "max_runs": 15}, check_datasets=False)
+    assert len(load({**grid, "max_runs": 16}, check_datasets=False)) == 16
+    with pytest.raises(MatrixError, match="max_runs: expected a positive integer, got 0"):
+        load({**grid, "max_runs": 0}, check_datasets=False)
