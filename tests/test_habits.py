@@ -262,3 +262,15 @@ def test_aggregates_over_few_runs_carry_a_warning():
     assert any("cannot be trusted" in n and "h2o 2" in n for n in few), few
     enough = score_matrices(_finals(5, 10.0, 20.0)).notes
     assert not any("cannot be trusted" in n for n in enough), enough
+
+
+def test_license_and_citation_match_the_package():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "MIT"
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert cff["version"] == project["version"]
