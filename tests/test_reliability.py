@@ -231,3 +231,17 @@ def test_a_huge_matrix_is_refused_before_it_is_built(tmp_path):
     assert len(load({**grid, "max_runs": 16}, check_datasets=False)) == 16
     with pytest.raises(MatrixError, match="max_runs: expected a positive integer, got 0"):
         load({**grid, "max_runs": 0}, check_datasets=False)
+
+
+# -- item 9: records respect the umask -------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_the_umask_allows(tmp_path, umask):
+    from gap_envs.atomic import atomic_write_bytes, current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_bytes(tmp_path / "summary.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
