@@ -2,9 +2,10 @@
 Reinforcement Learning", arXiv:2006.04779), the CQL(H) variant on top of SAC.
 
 Offline regime: learns from the fixed dataset only. The step follows SimpleSAC's
-``ConservativeSAC.train`` (young-geng/CQL, ported faithfully by CORL's ``cql.py``): every
-loss is formed from the pre-step parameters, then temperature, policy and critics are
-stepped in turn, which one combined backward pass reproduces exactly (see ``update``).
+``ConservativeSAC.train`` (young-geng/CQL; ``tests/test_authors_cql.py`` checks one step
+against it): every loss is formed from the pre-step parameters, then temperature, policy
+and critics are stepped in turn, which one combined backward pass reproduces exactly (see
+``update``). CORL's ``cql.py`` is a port of the same code, not compared here.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ Two classifiers tell real transitions from simulated ones (Eysenbach et al., ICL
 
 The second one's logits are the *sum* of both networks' logits, so d_sas only learns
 what s' adds to (s, a) — the construction of DARC's ``classifiers.py`` in
-google-research/darc, which H2O copies (t6-thu/H2O ``SimpleSAC/sim2real_sac.py``,
-``train_discriminator``). By Bayes' rule the dynamics log-ratio is
+google-research/darc, which H2O reuses (t6-thu/H2O ``SimpleSAC/sim2real_sac.py``,
+``train_discriminator``; ``tests/test_authors_h2o.py`` checks H2O's use step for step,
+DARC's own code is read, not run). By Bayes' rule the dynamics log-ratio is
 
     log P_real(s'|s,a) - log P_sim(s'|s,a)
         = log q(real|s,a,s') - log q(sim|s,a,s') - log q(real|s,a) + log q(sim|s,a)

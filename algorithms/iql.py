@@ -177,7 +177,8 @@ class IQL(Algorithm):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Every loss of one IQL step on ``batch`` from the current parameters. (``update``
-        forms the actor and critic losses after the value step, as the reference does.)"""
+        forms the actor and critic losses after the value step, as the authors' learner
+        does; ``tests/test_authors_iql.py``.)"""
         q_t = self.target_q(batch)
         value_loss, v = self.value_loss(batch, q_t)
         with torch.no_grad():
