@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -174,7 +176,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"hyper-parameter {key!r} needs a number, got {value!r}") from None
         if annotation is int:
-            if number != int(number):
+            if not math.isfinite(number) or number != int(number):
                 raise ConfigError(f"hyper-parameter {key!r} needs an integer, got {value!r}")
             return int(number)
         return number
@@ -199,4 +201,33 @@ def make_config(config_cls: type, overrides: dict[str, Any], owner: str = "") ->
         )
     hints = typing.get_type_hints(config_cls)
     values = {k: _coerce(v, hints[k], k) for k, v in overrides.items()}
+    for key, value in values.items():
+        _check_range(key, value)
     return config_cls(**values)
+
+
+# Ranges of the hyper-parameters every algorithm shares, by name, checked when a run is
+# specified: a value outside one would crash inside the run (batch_size=0, hidden=0) or,
+# worse, finish "ok" with meaningless numbers (discount=-3).
+def _range(key: str) -> tuple[str, Callable[[float], bool]] | None:
+    if key in ("batch_size", "n_critics") or key.endswith("_n_actions"):
+        return "an integer >= 1", lambda v: v >= 1
+    if key == "hidden" or key.endswith("_hidden"):
+        return "a list of layer widths, each >= 1", lambda v: v >= 1
+    if key == "lr" or key.endswith("_lr"):
+        return "a finite number > 0", lambda v: 0 < v < math.inf
+    if key in ("discount", "tau"):
+        return "a number in (0, 1]", lambda v: 0 < v <= 1
+    if key == "expectile":
+        return "a number in (0, 1)", lambda v: 0 < v < 1
+    return None
+
+
+def _check_range(key: str, value: Any) -> None:
+    rule = _range(key)
+    if rule is None or value is None:  # None: the algorithm's documented default rule
+        return
+    valid, ok = rule
+    items = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and ok(v) for v in items):
+        raise ConfigError(f"hyper-parameter {key!r} must be {valid}, got {value!r}")

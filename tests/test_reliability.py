@@ -245,3 +245,36 @@ def test_atomic_writes_get_the_mode_the_umask_allows(tmp_path, umask):
     finally:
         os.umask(old)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# -- items 7, 8: a hyper-parameter out of range is one line, before anything is written ------
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("batch_size=0", "'batch_size' must be an integer >= 1, got 0"),
+        ("batch_size=inf", "'batch_size' needs an integer, got 'inf'"),
+        ("actor_lr=-3e-4", "'actor_lr' must be a finite number > 0, got -0.0003"),
+        ("critic_lr=nan", "'critic_lr' must be a finite number > 0, got nan"),
+        ("n_critics=0", "'n_critics' must be an integer >= 1, got 0"),
+        ("hidden=0", "'hidden' must be a list of layer widths, each >= 1, got (0,)"),
+        ("discount=-3", "'discount' must be a number in (0, 1], got -3.0"),
+        ("discount=1.5", "'discount' must be a number in (0, 1], got 1.5"),
+        ("tau=0", "'tau' must be a number in (0, 1], got 0.0"),
+    ],
+)
+def test_an_out_of_range_hyper_parameter_is_refused_up_front(tmp_path, setting, message):
+    result = cli_run(tmp_path, "--set", setting)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: hyper-parameter {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_matrix_lists_an_out_of_range_hyper_parameter():
+    from benchmark.matrix import MatrixError
+
+    data = {"tasks": ["hopper"], "algorithms": {"sac": {"hparams": {"expectile": 1}}}}
+    with pytest.raises(MatrixError, match="unknown hyper-parameter"):
+        load(data)
+    data["algorithms"] = {"iql": {"hparams": {"expectile": 1.0}}}
+    with pytest.raises(MatrixError, match=r"'expectile' must be a number in \(0, 1\), got 1.0"):
+        load({**data, "datasets": ["d.hdf5"]}, check_datasets=False)
