@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from benchmark.cli_common import Threads, fail, parse_pairs, print_json
+from benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, print_json
 
 app = typer.Typer(
     help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
@@ -202,7 +202,7 @@ def run(
         ).resolved()
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
-    problem = device_problem(spec.device)
+    problem = device_problem(spec.device) or out_dir_problem(out_dir)
     if problem:
         raise fail(problem)
     import torch

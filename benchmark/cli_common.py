@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -57,3 +59,15 @@ def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
             raise fail(f"{option} expects key=value, got {item!r}")
         result[key.strip()] = value.strip()
     return result
+
+
+def out_dir_problem(path: Path, option: str = "--out") -> str | None:
+    """Why results cannot be written under ``path`` (checked before anything runs), or None.
+    A folder that does not exist yet is fine when its nearest existing parent is writable."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        return f"{option} {path}: {existing} is not a directory; valid: a writable folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{option} {path}: {existing} is not writable; valid: a writable folder"
+    return None

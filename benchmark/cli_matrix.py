@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from benchmark.cli_common import fail, unwrap_help
+from benchmark.cli_common import fail, out_dir_problem, unwrap_help
 
 # Kept here (not imported from benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
@@ -146,6 +147,8 @@ def run(
         raise fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     matrix = _load(file, out, check_datasets=not dry_run)
     out_dir = Path(out or matrix.out)
+    if not dry_run and (problem := out_dir_problem(out_dir)):
+        raise fail(problem)
     if dry_run:
         from benchmark.matrix import dataset_problem
 
@@ -250,7 +253,7 @@ def run(
         note = " (recorded)" if result.get("skipped") and st != "running" else ""
         table.add_row(
             run_id,
-            labels[run_id],
+            escape(labels[run_id]),  # a label is the user's text, not rich markup
             f"[{STYLE.get(st, 'white')}]{st}[/]{note}",
             _score(result.get("final_normalized_score")),
         )

@@ -196,6 +196,8 @@ def load(
             data = yaml.safe_load(path.read_text())
         except OSError as err:
             raise MatrixError([f"cannot read {path}: {err.strerror or err}"], where) from None
+        except UnicodeDecodeError:
+            raise MatrixError(["not a UTF-8 text file; valid: a YAML file"], where) from None
         except yaml.YAMLError as err:
             # the usual slip: an unquoted "{task}" inside a [flow, list]
             hint = '; quote values that hold { }, e.g. ["gapbench/{task}/medium-v0"]'

@@ -278,3 +278,37 @@ def test_a_matrix_lists_an_out_of_range_hyper_parameter():
     data["algorithms"] = {"iql": {"hparams": {"expectile": 1.0}}}
     with pytest.raises(MatrixError, match=r"'expectile' must be a number in \(0, 1\), got 1.0"):
         load({**data, "datasets": ["d.hdf5"]}, check_datasets=False)
+
+
+# -- item 8: one line, not a traceback ------------------------------------------------------
+def test_an_out_folder_that_cannot_hold_records_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = cli_run(tmp_path / "file" / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("file is not a directory; valid: a writable folder")
+    path = tmp_path / "m.yaml"
+    path.write_text("tasks: [hopper]\nalgorithms: {sac: {}}\n")
+    result = runner.invoke(app, ["matrix", "run", str(path), "--out", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "is not a directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.yaml"]
+
+
+def test_a_matrix_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"tasks: [hopper\xff]\n")
+    result = runner.invoke(app, ["matrix", "run", str(path), "--dry-run"])
+    assert result.exit_code == 2 and "not a UTF-8 text file" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_label_with_rich_markup_is_printed_as_written(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("tasks: [hopper]\nalgorithms: {'sac[/]': {algorithm: sac}}\n")
+    (run,) = load(path, out=tmp_path / "out").runs
+    records.write_json(
+        tmp_path / "out" / run.run_id / records.SUMMARY,
+        {"status": "ok", "final_normalized_score": 1.0},
+    )
+    result = runner.invoke(app, ["matrix", "run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "sac[/]" in result.stdout
