@@ -356,10 +356,12 @@ def behavior_publish(
     for label in ("medium", "expert"):
         r = chosen[label]
         out.print(
-            f"{label}: {r['label']} ({r['steps']} steps), return {r['return_mean']:.0f}, "
-            f"normalized {r['normalized_score']:.1f}"
+            f"{label}: {r['label']} ({r['steps']} steps), return {r['return_mean']:.0f} "
+            f"± {r['return_std']:.0f} over {r['eval_episodes']} fresh episodes, normalized "
+            f"{r['normalized_score']:.1f} (training evaluation: {r['train_normalized_score']:.1f})"
         )
     out.print(f"medium-replay snapshots: {', '.join(chosen['replay_snapshots'])}")
+    out.print(f"dataset ids of {task}: gapbench/{task}/<quality>-v{chosen['dataset_version']}")
 
 
 def _mount_optional() -> None:
