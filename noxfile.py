@@ -35,7 +35,7 @@ def bench(session: nox.Session) -> None:
     """Updates/s of every algorithm, env steps/s, evaluation speed-up (pytest-benchmark)."""
     session.run(
         f"{VENV_BIN}pytest",
-        "benchmarks",
+        "perf",
         "--benchmark-only",
         "--benchmark-enable",
         "-s",
@@ -75,4 +75,4 @@ def crosscheck(session: nox.Session) -> None:
     the gapbench package, which would pull in torch and MuJoCo).
     """
     session.install("numpy>=1.26,<2", "pandas>=2.1,<2.2", "scipy<1.14", "rliable==1.2.0")
-    session.run("python", "tests/crosscheck_rliable.py", *session.posargs)
+    session.run("python", "tests/support/crosscheck_rliable.py", *session.posargs)

@@ -3,7 +3,7 @@
 
 Needs a local clone of https://github.com/t6-thu/H2O (nothing is downloaded):
 
-    .venv/bin/python benchmarks/authors_h2o.py --repo /path/to/H2O --threads 2
+    .venv/bin/python perf/authors_h2o.py --repo /path/to/H2O --threads 2
 
 Their modules (``SimpleSAC/sim2real_sac.py``, ``SimpleSAC/model.py``,
 ``Network/Weight_net.py``) are imported unmodified from the clone. Imports the train

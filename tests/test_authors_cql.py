@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_code import (
+from support.reference_code import (
     Draws,
     assert_same_sac_parts_after_step,
     flag_defaults,

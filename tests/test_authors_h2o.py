@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_code import (
+from support.reference_code import (
     Draws,
     assert_same_grads,
     assert_same_params_after_step,

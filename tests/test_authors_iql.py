@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_code import (
+from support.reference_code import (
     Draws,
     assert_same_grad,
     assert_same_grads,

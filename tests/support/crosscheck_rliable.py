@@ -29,7 +29,7 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics as rm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RTOL = 1e-12
 REPS = 10_000
 POI_REPS = 2_000  # rliable's side of the probability-of-improvement intervals (slow)

@@ -3,7 +3,7 @@
 between their nn.Linear networks and gapbench's, pinning random draws, comparing steps.
 
 Their code is imported unmodified; only imports the update never uses are faked
-(ml_collections, absl, wandb), as in benchmarks/authors_h2o.py, and where a module
+(ml_collections, absl, wandb), as in perf/authors_h2o.py, and where a module
 would pull in gym, D4RL or h5py only the classes or functions the test runs are compiled
 from its source (``load_defs``) next to stand-ins for those imports.
 """
@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @functools.cache
 def _authors_h2o_bench() -> types.ModuleType:
-    """benchmarks/authors_h2o.py (not a package): its importer and ConfigDict stand-in."""
-    path = ROOT / "benchmarks" / "authors_h2o.py"
+    """perf/authors_h2o.py (not a package): its importer and ConfigDict stand-in."""
+    path = ROOT / "perf" / "authors_h2o.py"
     spec = importlib.util.spec_from_file_location("authors_h2o_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -39,7 +39,7 @@ def _authors_h2o_bench() -> types.ModuleType:
 
 def load_h2o(repo: str):
     """(FullyConnectedQFunction, TanhGaussianPolicy, ConcatDiscriminator, Sim2realSAC)
-    from a t6-thu/H2O clone, through benchmarks/authors_h2o.py's importer."""
+    from a t6-thu/H2O clone, through perf/authors_h2o.py's importer."""
     path_before = list(sys.path)
     try:
         return _authors_h2o_bench()._load_authors_code(repo)
