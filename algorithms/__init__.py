@@ -1,8 +1,8 @@
 """Algorithms: one file each, sharing nets, buffers and the registry."""
 
-from algorithms.base import RUN_REGIMES, Algorithm, ConfigError
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.registry import (
+from gapbench.algorithms.base import RUN_REGIMES, Algorithm, ConfigError
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.registry import (
     PluginLoadError,
     UnknownAlgorithmError,
     broken,
@@ -12,7 +12,7 @@ from algorithms.registry import (
 )
 
 # Importing an algorithm's module registers it.
-from algorithms import cql, darc, h2o, iql, sac  # noqa: E402, F401  isort: skip
+from gapbench.algorithms import cql, darc, h2o, iql, sac  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "RUN_REGIMES",

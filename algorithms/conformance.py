@@ -13,10 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
-from algorithms import registry
-from algorithms.base import SOURCES, Algorithm, ConfigError
-from algorithms.buffer import TensorBuffer
+from gapbench.algorithms import registry
+from gapbench.algorithms.base import SOURCES, Algorithm, ConfigError
+from gapbench.algorithms.buffer import TensorBuffer
 
 OBS, ACT = 5, 3
 

@@ -14,19 +14,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-
-from algorithms.base import Algorithm
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.nets import (
+from gapbench.algorithms.base import Algorithm
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.nets import (
     StepCounter,
     TanhGaussianActor,
     adam,
     soft_update,
     tanh_gaussian_log_prob,
 )
-from algorithms.registry import register
-from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
+from gapbench.algorithms.registry import register
+from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
+from torch import Tensor
 
 
 @dataclass
@@ -92,7 +91,7 @@ class CQL(Algorithm):
     name = "cql"
     regime = "offline"
     Config = CQLConfig
-    # Tuning ranges (benchmark.tuning): the CQL paper's alpha (min-Q weight) values 1/5/10
+    # Tuning ranges (gapbench.benchmark.tuning): the CQL paper's alpha (min-Q weight) values 1/5/10
     # (and 2, as CORL sweeps), its policy lr 1e-4 vs 3e-5 and critic lr 3e-4.
     search_space = {
         "cql_min_q_weight": {"type": "categorical", "choices": [1.0, 2.0, 5.0, 10.0]},

@@ -37,14 +37,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from gapbench.algorithms.base import Algorithm
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.discriminators import DomainClassifiers
+from gapbench.algorithms.nets import soft_update
+from gapbench.algorithms.registry import register
+from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 from torch import Tensor
-
-from algorithms.base import Algorithm
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.discriminators import DomainClassifiers
-from algorithms.nets import soft_update
-from algorithms.registry import register
-from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 
 
 @dataclass
@@ -82,7 +81,7 @@ class DARC(Algorithm):
     name = "darc"
     regime = "hybrid"
     Config = DARCConfig
-    # Tuning ranges (benchmark.tuning): SAC lrs around 3e-4, the classifier's lr and input
+    # Tuning ranges (gapbench.benchmark.tuning): SAC lrs around 3e-4, the classifier's lr and input
     # noise (the paper's 1.0 and smaller), the delta-r coefficient around 1.
     search_space = {
         "actor_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},

@@ -43,10 +43,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from gapbench.algorithms.buffer import Batch
+from gapbench.algorithms.nets import adam, mlp
 from torch import Tensor, nn
-
-from algorithms.buffer import Batch
-from algorithms.nets import adam, mlp
 
 REAL, SIM = 0, 1
 

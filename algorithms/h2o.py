@@ -32,15 +32,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from gapbench.algorithms.base import Algorithm, ConfigError, accumulate
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.discriminators import DomainClassifiers
+from gapbench.algorithms.nets import SeededGenerator, soft_update
+from gapbench.algorithms.overlap import Overlap
+from gapbench.algorithms.registry import register
+from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 from torch import Tensor
-
-from algorithms.base import Algorithm, ConfigError, accumulate
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.discriminators import DomainClassifiers
-from algorithms.nets import SeededGenerator, soft_update
-from algorithms.overlap import Overlap
-from algorithms.registry import register
-from algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
 
 PENALTY_FORMS = ("logsumexp", "weighted_mean")
 
@@ -136,7 +135,7 @@ class H2O(Algorithm):
     name = "h2o"
     regime = "hybrid"
     Config = H2OConfig
-    # Tuning ranges (benchmark.tuning): the penalty weight (the code's cql_min_q_weight,
+    # Tuning ranges (gapbench.benchmark.tuning): the penalty weight (the code's cql_min_q_weight,
     # 0.01) over three decades, SAC lrs around 3e-4, the classifiers' lr and input noise.
     search_space = {
         "penalty_weight": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},

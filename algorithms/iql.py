@@ -15,11 +15,9 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-
-from algorithms.base import Algorithm
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.nets import (
+from gapbench.algorithms.base import Algorithm
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.nets import (
     EnsembleQ,
     GaussianActor,
     StepCounter,
@@ -28,7 +26,8 @@ from algorithms.nets import (
     mlp,
     soft_update,
 )
-from algorithms.registry import register
+from gapbench.algorithms.registry import register
+from torch import Tensor
 
 
 @dataclass
@@ -96,7 +95,7 @@ class IQL(Algorithm):
     name = "iql"
     regime = "offline"
     Config = IQLConfig
-    # Tuning ranges (benchmark.tuning): the IQL paper's expectile 0.7 (locomotion) / 0.9
+    # Tuning ranges (gapbench.benchmark.tuning): the IQL paper's expectile 0.7 (locomotion) / 0.9
     # (AntMaze) and inverse temperature 3 / 10 (0.5 Kitchen/Adroit), lrs around 3e-4.
     search_space = {
         "expectile": {"type": "categorical", "choices": [0.5, 0.6, 0.7, 0.8, 0.9]},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from algorithms.base import REGIMES, Algorithm
+from gapbench.algorithms.base import REGIMES, Algorithm
 
 ENTRY_POINT_GROUP = "gapbench.algorithms"
 _REGISTRY: dict[str, type[Algorithm]] = {}

@@ -10,13 +10,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from gapbench.algorithms.base import Algorithm, ConfigError
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.nets import EnsembleQ, TanhGaussianActor, adam, frozen_copy, soft_update
+from gapbench.algorithms.registry import register
 from torch import Tensor
 from torch.func import functional_call
-
-from algorithms.base import Algorithm, ConfigError
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.nets import EnsembleQ, TanhGaussianActor, adam, frozen_copy, soft_update
-from algorithms.registry import register
 
 
 @dataclass
@@ -103,8 +102,8 @@ class SAC(Algorithm):
     name = "sac"
     regime = "online"
     Config = SACConfig
-    # Tuning ranges (benchmark.tuning): around the SAC paper's 3e-4 / tau 5e-3 / gamma 0.99 /
-    # batch 256, spanning the rl-baselines3-zoo SAC sweep.
+    # Tuning ranges (gapbench.benchmark.tuning): around the SAC paper's 3e-4 / tau 5e-3 /
+    # gamma 0.99 / batch 256, spanning the rl-baselines3-zoo SAC sweep.
     search_space = {
         "actor_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},
         "critic_lr": {"type": "float", "low": 3e-5, "high": 1e-3, "log": True},

@@ -6,7 +6,7 @@ page (7 in), use fonts of at least 8 pt, label every axis with its unit, lay out
 ``constrained_layout`` and put legends outside the axes.
 
 Colours come from :func:`label_palette`: seaborn's colour-blind-safe "colorblind" palette
-assigned in the fixed order of :func:`analysis.tables.label_order` (sorted labels, ``h2o``
+assigned in the fixed order of :func:`gapbench.analysis.tables.label_order` (sorted labels, ``h2o``
 first), so an algorithm keeps its colour in every figure of a report. Build the palette once
 from all labels and pass it to every plot.
 """
@@ -28,18 +28,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
-
-from analysis import stats  # noqa: E402
-from analysis.records import CURVE_COLUMNS, RUN_COLUMNS  # noqa: E402
-from analysis.tables import (  # noqa: E402
+from gapbench.analysis import stats  # noqa: E402
+from gapbench.analysis.records import CURVE_COLUMNS, RUN_COLUMNS  # noqa: E402
+from gapbench.analysis.tables import (  # noqa: E402
     METRIC_NAMES,
     format_dataset,
     format_gap,
     label_order,
     varying,
 )
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
 
 __all__ = [
     "PAPER_RC",
@@ -171,7 +170,7 @@ def _t_quantile(confidence: float, df: int) -> float:
 
 
 def _t_band(values: pd.Series, confidence: float) -> tuple[float, float, float]:
-    """Mean and Student-t interval over seeds, as :func:`analysis.stats.seed_stats` (whose
+    """Mean and Student-t interval over seeds, as :func:`gapbench.analysis.stats.seed_stats` (whose
     quantile is cached here: a learning curve asks for it at every evaluation step)."""
     arr = values.to_numpy(float)
     arr = arr[np.isfinite(arr)]

@@ -1,7 +1,7 @@
 """Load gapbench run records into tidy pandas DataFrames.
 
 A run record is a folder ``<run_id>/`` holding ``spec.json``, ``curve.csv`` and, once the run
-has ended, ``summary.json`` (see :mod:`benchmark.records`). Records are found recursively
+has ended, ``summary.json`` (see :mod:`gapbench.benchmark.records`). Records are found recursively
 under a results folder, so a matrix output, a folder of matrices or a single run folder all
 load. Only this module's standard-library, numpy and pandas imports are needed: reading
 results does not import torch or MuJoCo.
@@ -32,7 +32,7 @@ override the labels and cell coordinates of the runs it lists and define the exp
     {"<run_id>": [{...}, {...}]}                   # one run that serves several cells
     [{"run_id": "<run_id>", "label": ..., ...}, ...]
 
-This is what ``benchmark.matrix.write_manifest`` writes: ``{"runs": {run_id: {"label",
+This is what ``gapbench.benchmark.matrix.write_manifest`` writes: ``{"runs": {run_id: {"label",
 "algorithm", "regime", "task", "gap", "real_gap", "dataset", "seed", "matrix"}},
 "matrices": {...}}``, with the gap and dataset of the resolved spec (empty for the axes a
 regime ignores, which are then shared as above). Every field except the run id is optional:

@@ -1,6 +1,6 @@
 """One report from a results folder: statistics, tables, figures and an ``index.md``.
 
-:func:`build_report` loads every run record under the folder (see :mod:`analysis.records`),
+:func:`build_report` loads every run record under the folder (see :mod:`gapbench.analysis.records`),
 computes per-cell statistics over seeds and aggregates across cells with stratified-bootstrap
 CIs (Agarwal et al., 2021), and writes into the output folder::
 
@@ -20,7 +20,7 @@ CIs (Agarwal et al., 2021), and writes into the output folder::
 
 In the CSV files a nominal gap is spelled ``nominal`` and a run without a dataset ``none``
 (an empty field would load as NaN, which pandas' ``groupby`` drops);
-:func:`analysis.records.read_csv` reads them back as ``""``.
+:func:`gapbench.analysis.records.read_csv` reads them back as ``""``.
 
 Figures and tables that need what the results lack (a second algorithm for the probability of
 improvement, cells shared by all algorithms for the aggregates, a sweep of one gap key for the
@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-
-from analysis import plots, tables
-from analysis.records import CELL, Results, load_results, missing_runs, to_csv
+from gapbench.analysis import plots, tables
+from gapbench.analysis.records import CELL, Results, load_results, missing_runs, to_csv
 
 __all__ = ["Report", "build_report", "choose_baseline"]
 

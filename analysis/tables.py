@@ -1,10 +1,10 @@
 """Per-cell and aggregate statistics of loaded results, and their Markdown / LaTeX tables.
 
-Input is the tidy curve frame of :func:`analysis.records.load_results`. The final score of a
-run is the mean normalized score of its last ``k`` evaluations (default 3), which damps the
-evaluation noise of a single checkpoint. Per-cell statistics are across seeds (Student-t
-intervals, :func:`analysis.stats.seed_stats`); aggregates across cells follow Agarwal et al.
-(2021) with every cell treated as one task (:mod:`analysis.stats`).
+Input is the tidy curve frame of :func:`gapbench.analysis.records.load_results`. The final
+score of a run is the mean normalized score of its last ``k`` evaluations (default 3), which
+damps the evaluation noise of a single checkpoint. Per-cell statistics are across seeds
+(Student-t intervals, :func:`gapbench.analysis.stats.seed_stats`); aggregates across cells
+follow Agarwal et al. (2021) with every cell treated as one task (:mod:`gapbench.analysis.stats`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
-from analysis import stats
-from analysis.records import CELL
+from gapbench.analysis import stats
+from gapbench.analysis.records import CELL
 
 __all__ = [
     "METRIC_NAMES",
@@ -111,7 +110,7 @@ def cell_stats(finals: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Across-seed statistics of the final score per cell and label.
 
     Returns columns ``label, task, gap, real_gap, dataset, n, mean, std, sem, ci_low, ci_high``
-    (Student-t interval at ``confidence``; see :func:`analysis.stats.seed_stats`).
+    (Student-t interval at ``confidence``; see :func:`gapbench.analysis.stats.seed_stats`).
     """
     rows = []
     for key, group in finals.groupby(KEY, sort=True, dropna=False):

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from gapbench.benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, print_json
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, print_json
 
 app = typer.Typer(
     help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
@@ -33,7 +32,7 @@ err = Console(stderr=True)
 @envs_app.command("list")
 def envs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the tasks."""
-    from gap_envs import TASKS
+    from gapbench.gap_envs import TASKS
 
     rows = [
         {
@@ -68,7 +67,7 @@ def envs_describe(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the nominal and shifted physics that a gap spec touches."""
-    from gap_envs import describe
+    from gapbench.gap_envs import describe
 
     try:
         info = describe(task, gap)
@@ -95,7 +94,7 @@ def envs_describe(
 # -- algos -----------------------------------------------------------------------------
 def _warn_broken_plugins() -> dict[str, str]:
     """One warning line per plug-in that fails to load; the rest of the tool works on."""
-    import algorithms
+    from gapbench import algorithms
 
     problems = algorithms.broken()
     for message in problems.values():
@@ -106,7 +105,7 @@ def _warn_broken_plugins() -> dict[str, str]:
 @algos_app.command("list")
 def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List algorithms with their regime and hyper-parameter defaults."""
-    import algorithms
+    from gapbench import algorithms
 
     problems = _warn_broken_plugins()
     rows = []
@@ -130,8 +129,9 @@ def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 def check_algorithm(name: Annotated[str, typer.Argument(help="Algorithm name")]) -> None:
     """Run the conformance checks (those of tests/test_conformance.py) on one algorithm,
     e.g. your plug-in after `pip install -e .`: tiny sizes, random data, seconds on a CPU."""
-    import algorithms
-    from algorithms.conformance import run_checks
+    from gapbench.algorithms.conformance import run_checks
+
+    from gapbench import algorithms
 
     try:
         results = run_checks(name)
@@ -178,8 +178,8 @@ def run(
 ) -> None:
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
-    from benchmark.executors import RunBusy, run_locked
-    from benchmark.spec import RunSpec, device_problem, preset_budget
+    from gapbench.benchmark.executors import RunBusy, run_locked
+    from gapbench.benchmark.spec import RunSpec, device_problem, preset_budget
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -246,14 +246,14 @@ def bench(
     so you can plan budgets on your own hardware. Also prints each update's FLOPs and the
     bound they imply at this machine's measured matmul throughput."""
     import torch
-
-    import algorithms
-    from benchmark.speed import (
+    from gapbench.benchmark.speed import (
         matmul_flops_per_second,
         profile_update,
         update_flops,
         updates_per_second,
     )
+
+    from gapbench import algorithms
 
     torch.set_num_threads(threads)
     names = algo or [n for n in algorithms.names() if n not in _warn_broken_plugins()]
@@ -316,7 +316,7 @@ def behavior_train(
     device: str = "cpu",
 ) -> None:
     """Train SAC on the real system, saving evaluated actor snapshots; resumes if killed."""
-    from benchmark.behavior import train_behavior
+    from gapbench.benchmark.behavior import train_behavior
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "gapbench behavior train " + " ".join(sys.argv[3:])
@@ -347,7 +347,7 @@ def behavior_publish(
 ) -> None:
     """Pick the medium and expert snapshots of a training run and publish them, with every
     earlier snapshot (medium-replay's behaviour), where the dataset builder finds them."""
-    from benchmark.behavior import publish
+    from gapbench.benchmark.behavior import publish
 
     try:
         chosen = publish(task, source, dest)
@@ -369,10 +369,10 @@ def _mount_optional() -> None:
     import importlib
 
     for module, name in (
-        ("benchmark.cli_datasets", "datasets"),
-        ("benchmark.cli_matrix", "matrix"),
-        ("benchmark.cli_tune", "tune"),
-        ("benchmark.cli_report", "report"),
+        ("gapbench.benchmark.cli_datasets", "datasets"),
+        ("gapbench.benchmark.cli_matrix", "matrix"),
+        ("gapbench.benchmark.cli_tune", "tune"),
+        ("gapbench.benchmark.cli_report", "report"),
     ):
         try:
             sub = importlib.import_module(module)

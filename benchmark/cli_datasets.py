@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from benchmark.cli_common import fail, print_json
+from gapbench.benchmark.cli_common import fail, print_json
 
 app = typer.Typer(
     help=(
@@ -81,7 +80,7 @@ def build_cmd(
     ] = None,
     num_envs: Annotated[
         int, typer.Option("--num-envs", help="Copies of the real system stepped in a batch.")
-    ] = 8,  # = gap_envs.datasets.DEFAULT_NUM_ENVS (not imported here: keeps --help fast)
+    ] = 8,  # = gapbench.gap_envs.datasets.DEFAULT_NUM_ENVS (not imported here: keeps --help fast)
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset with this id.")
     ] = False,
@@ -96,7 +95,7 @@ def build_cmd(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Roll a behaviour policy out on the real system and store the transitions."""
-    from gap_envs import datasets
+    from gapbench.gap_envs import datasets
 
     try:
         did = datasets.build(
@@ -128,7 +127,7 @@ def build_cmd(
 @app.command("list")
 def list_cmd(as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """List the local datasets (gapbench's with their cards)."""
-    from gap_envs import datasets
+    from gapbench.gap_envs import datasets
 
     try:
         rows = datasets.list_datasets(data_dir)
@@ -169,7 +168,7 @@ def info_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Show a dataset's card: size, episodes, returns, normalized score, provenance."""
-    from gap_envs import datasets
+    from gapbench.gap_envs import datasets
 
     try:
         info = datasets.card(dataset_id, data_dir=data_dir)

@@ -1,4 +1,4 @@
-"""``gapbench matrix run|status``: many runs from one YAML file (see benchmark.matrix)."""
+"""``gapbench matrix run|status``: many runs from one YAML file (see gapbench.benchmark.matrix)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from gapbench.benchmark.cli_common import fail, out_dir_problem, unwrap_help
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from benchmark.cli_common import fail, out_dir_problem, unwrap_help
-
-# Kept here (not imported from benchmark.matrix) so ``--help`` does not import torch.
+# Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
 
 Matrix file (every key but tasks and algorithms is optional):
@@ -73,7 +72,7 @@ err_console = Console(stderr=True)
 
 
 def _load(file: Path, out: Path | None, check_datasets: bool = True):
-    from benchmark.matrix import MatrixError, load
+    from gapbench.benchmark.matrix import MatrixError, load
 
     try:
         return load(file, out=out, check_datasets=check_datasets)
@@ -140,8 +139,8 @@ def run(
         bool, typer.Option("--quiet", "-q", help="No per-evaluation log lines")
     ] = False,
 ) -> None:
-    from benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
-    from benchmark.matrix import status as matrix_status
+    from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
+    from gapbench.benchmark.matrix import status as matrix_status
 
     if executor not in EXECUTORS:
         raise fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
@@ -150,7 +149,7 @@ def run(
     if not dry_run and (problem := out_dir_problem(out_dir)):
         raise fail(problem)
     if dry_run:
-        from benchmark.matrix import dataset_problem
+        from gapbench.benchmark.matrix import dataset_problem
 
         pairs = dict.fromkeys((r.spec.dataset, r.spec.task) for r in matrix.runs if r.spec.dataset)
         for problem in filter(None, (dataset_problem(*pair) for pair in pairs)):
@@ -287,7 +286,7 @@ def status(
 
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
-    from benchmark.matrix import status as matrix_status
+    from gapbench.benchmark.matrix import status as matrix_status
 
     matrix = _load(file, out, check_datasets=False)
     report = matrix_status(matrix, out or matrix.out)

@@ -1,6 +1,6 @@
 """``gapbench report RESULTS_DIR --out DIR``: statistics, tables and figures of run records.
 
-Mounted by ``benchmark.cli._mount_optional`` as ``app.add_typer(app, name="report")``: the
+Mounted by ``gapbench.benchmark.cli._mount_optional`` as ``app.add_typer(app, name="report")``: the
 sub-app has no sub-commands and runs its callback, so the command reads
 ``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]``.
 """
@@ -47,7 +47,7 @@ def report(
     seed: Annotated[int, typer.Option(help="Bootstrap seed")] = 0,
 ) -> None:
     """Per-cell and aggregate statistics (rliable-style CIs), tables and figures of results."""
-    from analysis.report import build_report
+    from gapbench.analysis.report import build_report
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     columns = (

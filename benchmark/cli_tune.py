@@ -1,5 +1,5 @@
 """``gapbench tune``: hyper-parameter tuning with Optuna on top of the harness (see
-benchmark.tuning)."""
+gapbench.benchmark.tuning)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from gapbench.benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
 from rich.console import Console
 
-from benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
-
-# Kept here (not imported from benchmark.tuning) so ``--help`` does not import torch.
+# Kept here (not imported from gapbench.benchmark.tuning) so ``--help`` does not import torch.
 DOCS = unwrap_help(
     """Tune an algorithm's hyper-parameters with Optuna: each trial is K ordinary runs
 (one per seed) recorded under OUT/trials/.
@@ -118,8 +117,8 @@ def tune(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     plots: Annotated[bool, typer.Option(help="Save Optuna's plots in OUT/plots")] = True,
 ) -> None:
-    from benchmark.spec import preset_budget
-    from benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
+    from gapbench.benchmark.spec import preset_budget
+    from gapbench.benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
 
     try:
         budget_obj = None

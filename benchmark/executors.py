@@ -11,7 +11,7 @@ Both executors call the same worker function, :func:`execute_run`, which
    changed since (its sha256 is in ``spec.json``); such a record's ``summary.json`` /
    ``curve.csv`` are moved aside to ``summary.<failed|stale>-<n>.json`` /
    ``curve.<...>-<n>.csv`` first, so a record never shows two summaries;
-3. calls :func:`benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
+3. calls :func:`gapbench.benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
    run left one and records exceptions as ``status: failed``.
 
 Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
@@ -49,8 +49,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from benchmark import records
-from benchmark.matrix import (
+from gapbench.benchmark import records
+from gapbench.benchmark.matrix import (
     LOCK,
     LOCK_HEARTBEAT_S,
     Matrix,
@@ -70,7 +70,7 @@ Result = dict[str, Any]
 # -- the per-run lock ----------------------------------------------------------------------
 class RunLock:
     """``OUT/<run_id>/.lock``: {"pid", "host", "since"}, touched every LOCK_HEARTBEAT_S
-    while held; see the module docstring and :func:`benchmark.matrix.lock_alive`."""
+    while held; see the module docstring and :func:`gapbench.benchmark.matrix.lock_alive`."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -235,7 +235,7 @@ def run_locked(
     """(summary, recorded): run ``spec`` under its lock, or return its complete record as
     is (recorded=True) unless :func:`rerun_reason` says otherwise. Raises :class:`RunBusy`
     when a live process holds the lock: the same id is never trained twice at once."""
-    from benchmark.harness import run as run_one
+    from gapbench.benchmark.harness import run as run_one
 
     run_dir = Path(out) / spec.run_id
     lock = RunLock.acquire(run_dir)
@@ -266,7 +266,7 @@ def execute_run(
     spec_dict: dict[str, Any], out: str, retry_failed: bool = False, label: str = ""
 ) -> Result:
     """Run one spec under its lock (see the module docstring); return a small result."""
-    from benchmark.spec import RunSpec
+    from gapbench.benchmark.spec import RunSpec
 
     spec = RunSpec.from_dict(spec_dict)
     _current_run.prefix = f"{label or spec.algorithm} {spec.run_id}"
@@ -383,7 +383,7 @@ def _after_break(broken, workers, out, retry_failed, on_result, strikes) -> list
     whose worker died by itself (any end but the pool's own SIGTERM) is "crashed", its
     checkpoint kept for the next ``matrix run``; the others are returned to run again. A run
     in flight at three breaks is reported crashed too, so a loop always ends."""
-    from benchmark.spec import RunSpec
+    from gapbench.benchmark.spec import RunSpec
 
     died = {pid: p.exitcode for pid, p in workers.items() if p.exitcode not in (0, -signal.SIGTERM)}
     again = []
@@ -427,7 +427,7 @@ def _future_result(fut, spec_dict: dict[str, Any]) -> Result:
         return fut.result()
     except Exception as err:  # noqa: BLE001 - reported per run, the matrix goes on
         error = f"{type(err).__name__}: {err}"
-    from benchmark.spec import RunSpec
+    from gapbench.benchmark.spec import RunSpec
 
     return {
         "run_id": RunSpec.from_dict(spec_dict).run_id,
@@ -501,7 +501,7 @@ def run_ray(
                 try:
                     result = ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - a crashed task, reported per run
-                    from benchmark.spec import RunSpec
+                    from gapbench.benchmark.spec import RunSpec
 
                     result = {
                         "run_id": RunSpec.from_dict(refs[ref]).run_id,
@@ -573,7 +573,7 @@ def run_matrix(
     if cpus_per_run is not None and cpus_per_run < 1:
         raise ValueError(f"cpus_per_run must be >= 1, got {cpus_per_run}")
     if executor == "local":  # Ray places GPU runs on the nodes that have one
-        from benchmark.spec import device_problem
+        from gapbench.benchmark.spec import device_problem
 
         for device in sorted({r.spec.device for r in matrix.runs}):
             if problem := device_problem(device):

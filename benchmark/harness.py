@@ -25,15 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from gapbench.algorithms.base import RUN_REGIMES, SOURCES, accumulate
+from gapbench.algorithms.buffer import TensorBuffer
+from gapbench.benchmark import records
+from gapbench.benchmark.allocator import keep_freed_memory
+from gapbench.benchmark.evaluation import evaluate, make_eval_env
+from gapbench.benchmark.spec import RunSpec
 
-import algorithms
-import gap_envs
-from algorithms.base import RUN_REGIMES, SOURCES, accumulate
-from algorithms.buffer import TensorBuffer
-from benchmark import records
-from benchmark.allocator import keep_freed_memory
-from benchmark.evaluation import evaluate, make_eval_env
-from benchmark.spec import RunSpec
+from gapbench import algorithms, gap_envs
 
 log = logging.getLogger("gapbench.run")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
@@ -217,7 +216,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
 
     dataset = None
     if "dataset" in sources:
-        from gap_envs.datasets import load
+        from gapbench.gap_envs.datasets import load
 
         dataset = load(spec.dataset, task=spec.task).to_buffer(device=device, seed=spec.seed + 1)
     algo.setup(dataset)

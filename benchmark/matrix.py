@@ -75,12 +75,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gapbench.algorithms.base import RUN_REGIMES
+from gapbench.benchmark import records
+from gapbench.benchmark.spec import PRESETS, Budget, RunSpec
+from gapbench.gap_envs import TASKS, GapSpec
 
-import algorithms
-from algorithms.base import RUN_REGIMES
-from benchmark import records
-from benchmark.spec import PRESETS, Budget, RunSpec
-from gap_envs import TASKS, GapSpec
+from gapbench import algorithms
 
 log = logging.getLogger("gapbench.matrix")
 
@@ -121,7 +121,7 @@ INCLUDE_KEYS = (
     "budget",
 )
 STATUSES = ("done", "failed", "running", "interrupted", "missing")
-# gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gap_envs.datasets.dataset_id)
+# gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gapbench.gap_envs.datasets.dataset_id)
 _GAPBENCH_ID = re.compile(
     r"^gapbench/(?P<task>[A-Za-z0-9]+)(?:-(?P<gap>[-\w]+))?/(?P<name>[-\w.+]+?)-v(?P<version>\d+)$"
 )
@@ -211,15 +211,15 @@ def load(
 def dataset_problem(dataset: str, task: str) -> str | None:
     """Hook: why ``dataset`` cannot be loaded for ``task`` on this machine, or None if it can.
 
-    Asks ``gap_envs.datasets.exists(source, task=...)`` (gapbench ids, local Minari ids and
+    Asks ``gapbench.gap_envs.datasets.exists(source, task=...)`` (gapbench ids, local Minari ids and
     folders, D4RL HDF5 files; it raises when the data was built for another task). Without
     that module only the form is checked: a ``gapbench/<task>[-<gap>]/<quality>-v<N>`` id
     must name a known task (this one), a file path must exist.
     """
     try:
-        from gap_envs import datasets as ds_module
+        from gapbench.gap_envs import datasets as ds_module
     except ModuleNotFoundError as err:
-        if err.name != "gap_envs.datasets":
+        if err.name != "gapbench.gap_envs.datasets":
             raise
         ds_module = None
     match = _GAPBENCH_ID.match(dataset)
@@ -252,7 +252,7 @@ def fill_dataset(template: str, task: str, real_gap: str = "") -> str:
     as in gapbench dataset ids: ``halfcheetah`` or ``halfcheetah-gravity_2``)."""
     dataset = template.replace("{task}", task)
     if "{real}" in dataset:
-        from gap_envs.datasets import gap_slug
+        from gapbench.gap_envs.datasets import gap_slug
 
         slug = gap_slug(real_gap)
         dataset = dataset.replace("{real}", f"{task}-{slug}" if slug else task)

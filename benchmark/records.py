@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from gap_envs.atomic import atomic_write_bytes
+from gapbench.gap_envs.atomic import atomic_write_bytes
 
 SPEC, CURVE, SUMMARY, CHECKPOINT = "spec.json", "curve.csv", "summary.json", "checkpoint.pt"
 ACTIONS = "actions"
@@ -146,9 +145,9 @@ def is_complete(run_dir: Path) -> bool:
 
 def _dataset_files(source: str) -> list[Path]:
     """The files that hold a dataset's transitions: a Minari dataset's data files (looked up
-    as :func:`gap_envs.datasets.load` does; ``metadata.json`` left out: it describes), or
+    as :func:`gapbench.gap_envs.datasets.load` does; ``metadata.json`` left out: it describes), or
     the HDF5 file itself; [] when it is not here."""
-    from gap_envs.datasets import data_dir
+    from gapbench.gap_envs.datasets import data_dir
 
     path = Path(source).expanduser()
     for folder in (data_dir() / source / "data", path / "data", path):

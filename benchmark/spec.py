@@ -8,9 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import algorithms
-from algorithms.base import RUN_REGIMES
-from gap_envs import GapSpec, get_task
+from gapbench.algorithms.base import RUN_REGIMES
+from gapbench.gap_envs import GapSpec, get_task
+
+from gapbench import algorithms
 
 
 class SpecError(ValueError):

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gapbench.algorithms.base import SOURCES
+from gapbench.algorithms.buffer import TensorBuffer
+from gapbench.benchmark.allocator import keep_freed_memory
 
-import algorithms
-import gap_envs
-from algorithms.base import SOURCES
-from algorithms.buffer import TensorBuffer
-from benchmark.allocator import keep_freed_memory
+from gapbench import algorithms, gap_envs
 
 
 def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> TensorBuffer:
@@ -158,7 +157,7 @@ def evaluation_speedup(
     task: str = "halfcheetah", episodes: int = 10, name: str = "sac"
 ) -> dict[str, Any]:
     """Seconds for ``episodes`` deterministic episodes as one vector env vs one by one."""
-    from benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
+    from gapbench.benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
 
     t = gap_envs.get_task(task)
     algo = algorithms.get(name)(t.obs_dim, t.act_dim, seed=0)

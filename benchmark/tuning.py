@@ -3,7 +3,7 @@
 A study tunes one algorithm on one task/gap/dataset setup. Each Optuna trial samples
 hyper-parameters from the algorithm's search space, trains ``seeds`` ordinary runs with them
 (seeds ``seed_start .. seed_start + seeds - 1``, one after the other) through
-:func:`benchmark.harness.run`, and scores them.
+:func:`gapbench.benchmark.harness.run`, and scores them.
 
 Objective. The mean over the trial's seeds of the mean normalized score of each run's last
 ``last_k`` evaluations (all of them when a run has fewer), maximized. Evaluations happen on
@@ -102,10 +102,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gapbench.algorithms.base import ConfigError
+from gapbench.benchmark.spec import Budget, RunSpec, SpecError
 
-import algorithms
-from algorithms.base import ConfigError
-from benchmark.spec import Budget, RunSpec, SpecError
+from gapbench import algorithms
 
 PARAM_TYPES = ("float", "int", "categorical")
 PARAM_KEYS = {
@@ -474,9 +474,9 @@ def dashboard_command(url: str) -> str:
 def _dataset_problem(dataset: str, task: str) -> str | None:
     """Why the dataset cannot be loaded here (the matrix's check), None if it can."""
     try:
-        from benchmark.matrix import dataset_problem
+        from gapbench.benchmark.matrix import dataset_problem
     except ModuleNotFoundError as err:  # not on this branch: the harness will say
-        if err.name != "benchmark.matrix":
+        if err.name != "gapbench.benchmark.matrix":
             raise
         return None
     return dataset_problem(dataset, task)
@@ -669,9 +669,8 @@ class Objective:
 
     def __call__(self, trial: Any) -> float:
         import optuna
-
-        from benchmark import records
-        from benchmark.harness import RunPruned
+        from gapbench.benchmark import records
+        from gapbench.benchmark.harness import RunPruned
 
         prep = self.prep
         sampled = {name: p.suggest(trial) for name, p in prep.space.items()}
@@ -726,9 +725,8 @@ class Objective:
     def _run(self, spec: RunSpec, trials_dir: Path, on_eval: Callable) -> dict[str, Any]:
         """Run (or reuse) one seed's record, under the run id's lock."""
         import optuna
-
-        from benchmark import records
-        from benchmark.harness import RunPruned, run
+        from gapbench.benchmark import records
+        from gapbench.benchmark.harness import RunPruned, run
 
         run_dir = trials_dir / spec.run_id
         with _run_lock(self.prep.out, spec.run_id):
@@ -772,7 +770,7 @@ class _DropPruned(logging.Filter):
     """The harness logs every stopped run with its traceback; a pruned run is no failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from benchmark.harness import RunPruned
+        from gapbench.benchmark.harness import RunPruned
 
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, RunPruned)

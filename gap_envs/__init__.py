@@ -1,8 +1,8 @@
 """Shifted MuJoCo locomotion tasks: the simulator side of a sim-to-real gap."""
 
-from gap_envs.envs import JointNoise, apply_gap, describe, make, make_vector, register_envs
-from gap_envs.spec import GapSpec, GapSpecError
-from gap_envs.tasks import TASKS, Task, UnknownTaskError, get_task, normalized_score
+from gapbench.gap_envs.envs import JointNoise, apply_gap, describe, make, make_vector, register_envs
+from gapbench.gap_envs.spec import GapSpec, GapSpecError
+from gapbench.gap_envs.tasks import TASKS, Task, UnknownTaskError, get_task, normalized_score
 
 register_envs()
 

@@ -26,10 +26,9 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
-
-from gap_envs.envs import JointNoise, make
-from gap_envs.spec import GapSpec
-from gap_envs.tasks import get_task
+from gapbench.gap_envs.envs import JointNoise, make
+from gapbench.gap_envs.spec import GapSpec
+from gapbench.gap_envs.tasks import get_task
 
 # Tasks whose observation, reward and termination are vectorised below.
 _VECTORISED = ("halfcheetah", "hopper", "walker2d")

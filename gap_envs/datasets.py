@@ -12,7 +12,8 @@ with Minari. :func:`load` reads any of
 * a path to a D4RL-layout HDF5 file (``observations``, ``actions``, ``rewards``,
   ``terminals``, ``timeouts`` and optionally ``next_observations``).
 
-Qualities (D4RL's names; the behaviour policies are the snapshots of :mod:`gap_envs.policies`)
+Qualities (D4RL's names; the behaviour policies are the snapshots of
+:mod:`gapbench.gap_envs.policies`)
 
 ``random``         uniform random actions.
 ``medium``         the ``medium`` snapshot, actions *sampled* from it (stochastic, as D4RL did).
@@ -76,11 +77,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from gap_envs import policies as _policies
-from gap_envs.envs import make_vector
-from gap_envs.spec import GapSpec
-from gap_envs.tasks import get_task
+from gapbench.gap_envs import policies as _policies
+from gapbench.gap_envs.envs import make_vector
+from gapbench.gap_envs.spec import GapSpec
+from gapbench.gap_envs.tasks import get_task
 
 DATA_DIR_ENV = "GAPBENCH_DATA_DIR"
 MINARI_ENV = "MINARI_DATASETS_PATH"
@@ -169,9 +169,9 @@ class Transitions:
         return _segment_returns(self.rewards, self.ends)
 
     def to_buffer(self, device: str | torch.device = "cpu", seed: int = 0):
-        """A full :class:`algorithms.buffer.TensorBuffer` (done = terminals,
+        """A full :class:`gapbench.algorithms.buffer.TensorBuffer` (done = terminals,
         end = terminals | timeouts)."""
-        from algorithms.buffer import TensorBuffer
+        from gapbench.algorithms.buffer import TensorBuffer
 
         return TensorBuffer.from_arrays(
             self.observations,
@@ -806,8 +806,7 @@ def _env_spec(task: str, gap: GapSpec):
     import dataclasses
 
     import gymnasium as gym
-
-    from gap_envs.envs import register_envs
+    from gapbench.gap_envs.envs import register_envs
 
     register_envs()
     spec = gym.spec(get_task(task).gapbench_id)
@@ -1260,7 +1259,7 @@ def card(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict[str
 def _task_of_env(env_id: str | None) -> str | None:
     if not env_id:
         return None
-    from gap_envs.tasks import TASKS
+    from gapbench.gap_envs.tasks import TASKS
 
     base = env_id.split("/")[-1].split("-v")[0].lower()
     for name, t in TASKS.items():

@@ -12,10 +12,9 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gapbench.gap_envs.spec import GapSpec, GapSpecError
+from gapbench.gap_envs.tasks import TASKS, get_task
 from gymnasium.envs.registration import load_env_creator
-
-from gap_envs.spec import GapSpec, GapSpecError
-from gap_envs.tasks import TASKS, get_task
 
 
 def _mujoco_warning(message: str) -> None:
@@ -110,7 +109,7 @@ def register_envs() -> None:
         if task.gapbench_id not in gym.registry:
             gym.register(
                 task.gapbench_id,
-                entry_point="gap_envs.envs:_create",
+                entry_point="gapbench.gap_envs.envs:_create",
                 max_episode_steps=task.max_episode_steps,
                 kwargs={"task": name},
             )

@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gapbench.algorithms.nets import TanhGaussianActor
+from gapbench.gap_envs.atomic import atomic_write_bytes
+from gapbench.gap_envs.tasks import get_task
 from torch import nn
-
-from algorithms.nets import TanhGaussianActor
-from gap_envs.atomic import atomic_write_bytes
-from gap_envs.tasks import get_task
 
 POLICY_DIR_ENV = "GAPBENCH_POLICY_DIR"
 INDEX_FILE = "snapshots.json"

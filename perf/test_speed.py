@@ -2,7 +2,7 @@
 vector-evaluation speed-up. Run with ``nox -s bench``; never part of the test suite.
 
 FLOP bound per update = FLOPs of one update / the machine's matmul throughput.
-FLOPs: PyTorch's FlopCounterMode on one update (``benchmark.speed.update_flops``); it
+FLOPs: PyTorch's FlopCounterMode on one update (``gapbench.benchmark.speed.update_flops``); it
 equals the hand count of the method's matrix products (tests/test_speed.py), e.g. SAC,
 batch 256, halfcheetah sizes (one critic member 23*256 + 256*256 + 256 = 71.7k MACs per
 row, the actor 17*256 + 256*256 + 256*12 = 73k): actor(s) forward + backward, critics
@@ -11,7 +11,7 @@ on (s, pi(s)) forward + input gradient, actor(s') and target critics forward, cr
 classifiers' step on 512 rows and one d_sas pass over 128 x 11 rows: 1.24 GFLOP. CQL
 pushes 256 + 3 x 10 x 256 state-actions through both critics: 7.75 GFLOP.
 Throughput: a 256 x 256 x 256 float32 matmul (the hidden layer's product) with the same
-torch threads (``benchmark.speed.matmul_flops_per_second``). Each update's bound and the
+torch threads (``gapbench.benchmark.speed.matmul_flops_per_second``). Each update's bound and the
 fraction reached are printed and stored in extra_info.
 """
 
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import algorithms
-from benchmark.speed import (
+from gapbench.benchmark.speed import (
     env_steps_per_second,
     evaluation_speedup,
     make_workload,
     matmul_flops_per_second,
     update_flops,
 )
+
+from gapbench import algorithms
 
 
 @pytest.fixture(scope="module")

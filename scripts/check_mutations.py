@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 H2O_TEST, CQL_TEST = "tests/test_authors_h2o.py", "tests/test_authors_cql.py"
 IQL_TEST = "tests/test_authors_iql.py"
+PACKAGES = ("algorithms", "gap_envs", "benchmark", "analysis")  # gapbench.<name> = <name>/
 ENV_VARS = ("GAPBENCH_H2O_REPO", "GAPBENCH_CQL_REPO", "GAPBENCH_CORL_REPO")
 
 
@@ -125,6 +126,14 @@ def _copy_tree(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
 
 
+def _link_packages(copy: Path) -> None:
+    """Lay the copy out as installed: ``gapbench/<pkg>`` links to the copy's top-level
+    ``<pkg>/`` folder (pyproject's package-dir mapping), so that with the copy first on
+    PYTHONPATH ``import gapbench.algorithms`` reads the mutated files."""
+    for pkg in PACKAGES:
+        (copy / "gapbench" / pkg).symlink_to(copy / pkg, target_is_directory=True)
+
+
 def _pytest(copy: Path, tests: tuple[str, ...]) -> int:
     # PYTHONPATH puts the copy ahead of the editable install of /work/main
     env = os.environ | {"PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"}
@@ -145,8 +154,9 @@ def main(names: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="gapbench-mutants-") as tmp:
         copy = Path(tmp)
         _copy_tree(copy)
+        _link_packages(copy)
         where = subprocess.run(
-            [sys.executable, "-c", "import algorithms; print(algorithms.__file__)"],
+            [sys.executable, "-c", "import gapbench.algorithms as a; print(a.__file__)"],
             cwd=copy, env=os.environ | {"PYTHONPATH": str(copy)}, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         assert where.startswith(str(copy)), f"the copy is not what gets imported: {where}"

@@ -1,4 +1,4 @@
-"""benchmark.allocator: freed tensor memory is reused without page faults (Linux/glibc)."""
+"""gapbench.benchmark.allocator: freed tensor memory is reused without page faults (Linux/glibc)."""
 
 import os
 import subprocess
@@ -12,9 +12,9 @@ import pytest
 SCRIPT = """
 import resource, sys, torch
 torch.set_num_threads(1)
-import algorithms
-from benchmark.allocator import keep_freed_memory
-from benchmark.speed import random_buffer
+from gapbench import algorithms
+from gapbench.benchmark.allocator import keep_freed_memory
+from gapbench.benchmark.speed import random_buffer
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 algo = algorithms.get("cql")(17, 6, seed=0)
 data = random_buffer(2_000, 17, 6)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gapbench.algorithms.buffer import TensorBuffer
 from support.reference_code import (
     Draws,
     assert_same_grads,
@@ -49,8 +50,7 @@ from support.reference_code import (
     mirror_sac_parts,
 )
 
-import algorithms
-from algorithms.buffer import TensorBuffer
+from gapbench import algorithms
 
 REPO = os.environ.get("GAPBENCH_H2O_REPO")
 pytestmark = pytest.mark.skipif(

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gapbench.algorithms.buffer import TensorBuffer
+from gapbench.algorithms.iql import cosine_decay
 from support.reference_code import (
     Draws,
     assert_same_grad,
@@ -52,9 +54,7 @@ from support.reference_code import (
     linears,
 )
 
-import algorithms
-from algorithms.buffer import TensorBuffer
-from algorithms.iql import cosine_decay
+from gapbench import algorithms
 
 REPO = os.environ.get("GAPBENCH_CORL_REPO")
 pytestmark = pytest.mark.skipif(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from gapbench.benchmark.cli import app
 from typer.testing import CliRunner
-
-from benchmark.cli import app
 
 runner = CliRunner()
 

@@ -8,10 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from gapbench.benchmark import matrix
+from gapbench.benchmark.cli import app
 from typer.testing import CliRunner
-
-from benchmark import matrix
-from benchmark.cli import app
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmark" / "configs"
 

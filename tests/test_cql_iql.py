@@ -9,11 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.cql import CQL, CQLConfig
+from gapbench.algorithms.iql import (
+    IQL,
+    IQLConfig,
+    cosine_decay,
+    expectile_loss,
+    reward_scale_from_returns,
+)
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
-
-from algorithms.buffer import Batch, TensorBuffer
-from algorithms.cql import CQL, CQLConfig
-from algorithms.iql import IQL, IQLConfig, cosine_decay, expectile_loss, reward_scale_from_returns
 
 OBS, ACT, B = 3, 2, 4
 SMALL = (16, 16)
@@ -435,9 +440,9 @@ def test_iql_actor_lr_decays_over_the_runs_own_updates():
 
 
 def test_the_harness_tells_the_algorithm_its_number_of_updates(tmp_path, monkeypatch):
-    from benchmark.harness import run
-    from benchmark.spec import Budget, RunSpec
-    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+    from gapbench.benchmark.harness import run
+    from gapbench.benchmark.spec import Budget, RunSpec
+    from gapbench.gap_envs.datasets import Transitions, save_d4rl_hdf5
 
     rng = np.random.default_rng(0)
     n = 200

@@ -1,4 +1,4 @@
-"""Tests for gap_envs.datasets, gap_envs.policies and ``gapbench datasets ...``.
+"""Tests for gapbench.gap_envs.datasets, gapbench.gap_envs.policies and ``gapbench datasets ...``.
 
 Behaviour policies are freshly initialised actors saved into a temporary policy folder
 (the shipped snapshots are trained elsewhere); datasets are small and live in tmp_path.
@@ -13,13 +13,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from gapbench.algorithms.nets import TanhGaussianActor
+from gapbench.benchmark.cli_datasets import app
+from gapbench.gap_envs import datasets as ds
+from gapbench.gap_envs import policies
 from typer.testing import CliRunner
 
-import gap_envs
-from algorithms.nets import TanhGaussianActor
-from benchmark.cli_datasets import app
-from gap_envs import datasets as ds
-from gap_envs import policies
+from gapbench import gap_envs
 
 SNAPSHOTS = [  # (label, env steps, updates): a 5k-step warm-up, then one update per step
     ("step-15000", 15_000, 10_000),
@@ -502,8 +502,8 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
 
 
 def _train_snapshots(root, scores):
-    from algorithms.nets import TanhGaussianActor
-    from gap_envs import policies
+    from gapbench.algorithms.nets import TanhGaussianActor
+    from gapbench.gap_envs import policies
 
     for steps, score in scores.items():
         policies.save_snapshot(
@@ -519,8 +519,8 @@ def test_behavior_publish_picks_medium_and_expert(tmp_path, monkeypatch):
     """expert = the best candidate once re-scored on fresh episodes (not the luckiest
     training evaluation); medium = the latest snapshot within 1/3..1/2 of the expert's
     score; medium-replay's snapshots = every one up to medium."""
-    from benchmark import behavior
-    from gap_envs import policies
+    from gapbench.benchmark import behavior
+    from gapbench.gap_envs import policies
 
     src, dst = tmp_path / "train", tmp_path / "ship"
     train = {10_000: 5.0, 20_000: 15.0, 30_000: 22.0, 40_000: 35.0, 50_000: 50.0, 60_000: 48.0}
@@ -556,8 +556,8 @@ def test_a_new_publication_replaces_the_set_and_bumps_the_dataset_version(tmp_pa
     """Old ids must never mean new data: new policies raise the version of every dataset
     id of the task, and no snapshot of the earlier training is left to mix into
     medium-replay. Publishing the same policies again keeps the version."""
-    from benchmark import behavior
-    from gap_envs import datasets, policies
+    from gapbench.benchmark import behavior
+    from gapbench.gap_envs import datasets, policies
 
     monkeypatch.setattr(
         behavior, "reevaluate",
@@ -585,7 +585,7 @@ def test_a_new_publication_replaces_the_set_and_bumps_the_dataset_version(tmp_pa
 
 
 def _has_shipped(task: str) -> bool:
-    from gap_envs import policies
+    from gapbench.gap_envs import policies
 
     try:
         return {"medium", "expert"} <= {r["label"] for r in policies.list_snapshots(task)}
@@ -602,9 +602,8 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
     the datasets are rolled out."""
     import numpy as np
     import torch
-
-    from benchmark.evaluation import evaluate, make_eval_env
-    from gap_envs import policies
+    from gapbench.benchmark.evaluation import evaluate, make_eval_env
+    from gapbench.gap_envs import policies
 
     env = make_eval_env(task, "", 3)
     rng = np.random.default_rng(0)
@@ -624,8 +623,8 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
 def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, monkeypatch):
     """Kill the behaviour training after its first checkpoint, resume it: the curve rows and
     the saved snapshots equal an uninterrupted training's."""
-    from benchmark import behavior, records
-    from gap_envs import policies
+    from gapbench.benchmark import behavior, records
+    from gapbench.gap_envs import policies
 
     def train(out):
         return behavior.train_behavior("hopper", out, steps=30, snapshot_every=10, progress=False)
@@ -663,8 +662,7 @@ def test_a_sharded_build_is_the_same_on_one_or_two_processes(tmp_path, monkeypat
     """Shards are independent rollouts with their own seeds: their content never depends on
     how many processes roll them out, and every shard but the first starts afresh."""
     import numpy as np
-
-    from gap_envs import datasets as ds
+    from gapbench.gap_envs import datasets as ds
 
     monkeypatch.setattr(ds, "SHARD", 400)
     kw = dict(size=1000, seed=5, progress=False, num_envs=2)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from gapbench.gap_envs import GapSpec, GapSpecError, UnknownTaskError
 
-import gap_envs
-from gap_envs import GapSpec, GapSpecError, UnknownTaskError
+from gapbench import gap_envs
 
 
 def rollout(env, actions, seed=0):
@@ -234,7 +234,7 @@ def test_normalized_score_uses_d4rl_references():
     ],
 )
 def test_eval_episodes_match_gymnasium_step_by_step(task, gap, threads):
-    from gap_envs.batched import EvalEpisodes
+    from gapbench.gap_envs.batched import EvalEpisodes
 
     n = 3
     batched = EvalEpisodes(task, gap, n, threads=threads)
@@ -259,7 +259,7 @@ def test_eval_episodes_match_gymnasium_step_by_step(task, gap, threads):
 
 
 def test_eval_episodes_truncate_at_the_time_limit_and_check_shapes():
-    from gap_envs.batched import EvalEpisodes
+    from gapbench.gap_envs.batched import EvalEpisodes
 
     env = EvalEpisodes("halfcheetah", "", 2)
     env.reset(seed=0)
@@ -275,7 +275,7 @@ def test_eval_episodes_truncate_at_the_time_limit_and_check_shapes():
 def test_eval_episodes_physics_threads_end_on_close():
     import threading
 
-    from gap_envs.batched import EvalEpisodes
+    from gapbench.gap_envs.batched import EvalEpisodes
 
     before = set(threading.enumerate())
     env = EvalEpisodes("hopper", "", 4, threads=3)

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from gapbench.algorithms import registry
+from gapbench.benchmark import cli_matrix
+from gapbench.benchmark.cli import app
+from gapbench.benchmark.matrix import load
 from typer.testing import CliRunner
 
-import algorithms
-from algorithms import registry
-from benchmark import cli_matrix
-from benchmark.cli import app
-from benchmark.matrix import load
+from gapbench import algorithms
 
 runner = CliRunner()
 
@@ -63,10 +63,9 @@ def test_matrix_yaml_error_is_clean(tmp_path):
 
 def test_report_csvs_keep_nominal_rows_in_pandas_groupby(tmp_path):
     """A nominal gap is written "nominal" (not an empty field pandas reads as NaN)."""
+    from gapbench.analysis.records import read_csv
+    from gapbench.analysis.report import build_report
     from test_report import write_record
-
-    from analysis.records import read_csv
-    from analysis.report import build_report
 
     results = tmp_path / "results"
     for seed in (0, 1):
@@ -185,8 +184,8 @@ def test_run_defaults_to_one_thread_and_final_is_the_reports_mean(tmp_path, two_
     assert summary["final_normalized_score"] == pytest.approx(scores[-3:].mean())
     assert summary["last_normalized_score"] == pytest.approx(scores[-1])
     # the report's final score of the same run is the same number under the same name
-    from analysis.records import load_results
-    from analysis.tables import final_scores
+    from gapbench.analysis.records import load_results
+    from gapbench.analysis.tables import final_scores
 
     finals = final_scores(load_results(tmp_path).curves)
     assert finals["final_normalized_score"].item() == pytest.approx(
@@ -201,13 +200,13 @@ def test_run_defaults_to_one_thread_and_final_is_the_reports_mean(tmp_path, two_
 
 
 def test_bench_tune_and_matrix_default_to_one_thread(tmp_path, monkeypatch, two_threads):
-    import benchmark.executors
-    import benchmark.tuning
+    import gapbench.benchmark.executors
+    import gapbench.benchmark.tuning
 
     result = runner.invoke(app, ["bench", "--algo", "sac", "--seconds", "0.05", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["threads"] == 1
-    assert benchmark.executors.worker_threads(1) == 1  # the library default too
+    assert gapbench.benchmark.executors.worker_threads(1) == 1  # the library default too
 
     seen = {}
 
@@ -215,7 +214,7 @@ def test_bench_tune_and_matrix_default_to_one_thread(tmp_path, monkeypatch, two_
         seen["matrix"] = threads
         return {}
 
-    monkeypatch.setattr(benchmark.executors, "run_matrix", fake_run_matrix)
+    monkeypatch.setattr(gapbench.benchmark.executors, "run_matrix", fake_run_matrix)
     smoke = tmp_path / "m.yaml"
     smoke.write_text("tasks: [hopper]\nalgorithms: {sac: {}}\nseeds: 1\n")
     assert runner.invoke(app, ["matrix", "run", str(smoke)]).exit_code == 0
@@ -227,7 +226,7 @@ def test_bench_tune_and_matrix_default_to_one_thread(tmp_path, monkeypatch, two_
         seen["tune"] = prepared.config.threads
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(benchmark.tuning, "run_prepared", fake_run_prepared)
+    monkeypatch.setattr(gapbench.benchmark.tuning, "run_prepared", fake_run_prepared)
     tune = ["tune", "--algo", "sac", "--task", "hopper", "--out", str(tmp_path / "t")]
     runner.invoke(app, tune)
     assert seen["tune"] == 1
@@ -248,7 +247,7 @@ def _finals(n_seeds: int, low: float, high: float) -> pd.DataFrame:
 
 
 def test_performance_profile_taus_follow_the_scores():
-    from analysis.tables import profile_taus, score_matrices
+    from gapbench.analysis.tables import profile_taus, score_matrices
 
     taus = profile_taus(score_matrices(_finals(5, 2.0, 15.0)))
     assert taus[0] < 1.0 and taus[-1] > 15.0  # every score inside the range
@@ -256,7 +255,7 @@ def test_performance_profile_taus_follow_the_scores():
 
 
 def test_aggregates_over_few_runs_carry_a_warning():
-    from analysis.tables import score_matrices
+    from gapbench.analysis.tables import score_matrices
 
     few = score_matrices(_finals(2, 10.0, 20.0)).notes
     assert any("cannot be trusted" in n and "h2o 2" in n for n in few), few

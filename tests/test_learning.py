@@ -5,10 +5,9 @@ Each prints its curve; the figures go in the issue notes."""
 from __future__ import annotations
 
 import pytest
-
-from benchmark import records
-from benchmark.harness import run
-from benchmark.spec import Budget, RunSpec
+from gapbench.benchmark import records
+from gapbench.benchmark.harness import run
+from gapbench.benchmark.spec import Budget, RunSpec
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ def test_sac_learns_nominal_halfcheetah(tmp_path):
 
 @pytest.fixture(scope="module")
 def medium_dataset(tmp_path_factory):
-    from gap_envs import datasets
+    from gapbench.gap_envs import datasets
 
     root = tmp_path_factory.mktemp("data")
     did = datasets.build(

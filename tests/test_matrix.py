@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from gapbench.benchmark import matrix as mx
+from gapbench.benchmark import records
+from gapbench.benchmark.cli import app as cli_app
+from gapbench.benchmark.executors import RunLock, plan, run_matrix
+from gapbench.benchmark.matrix import MatrixError, load, read_manifest, status
 from typer.testing import CliRunner
-
-from benchmark import matrix as mx
-from benchmark import records
-from benchmark.cli import app as cli_app
-from benchmark.executors import RunLock, plan, run_matrix
-from benchmark.matrix import MatrixError, load, read_manifest, status
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUDGET = {"updates": 60, "eval_every": 20, "eval_episodes": 1, "warmup_steps": 50}
@@ -96,7 +95,7 @@ def test_hybrid_pairing_and_datasets_of_one_task():
         ("halfcheetah", "gapbench/halfcheetah/medium-v0"),
         ("hopper", "gapbench/hopper/medium-v0"),
     ]
-    import algorithms
+    from gapbench import algorithms
 
     hybrid = [n for n in algorithms.names() if algorithms.get(n).regime == "hybrid"]
     if hybrid:  # h2o / darc when registered: tasks x sim_gaps x datasets x seeds
@@ -203,7 +202,7 @@ def test_missing_dataset_and_unknown_task_are_reported(monkeypatch, tmp_path):
     assert "not 'hopper'" in problem("gapbench/walker2d/medium-v0", "hopper")
     assert problem("/nowhere/data.hdf5", "hopper") is not None
     monkeypatch.setenv("GAPBENCH_DATA_DIR", str(tmp_path))  # an empty dataset folder
-    if importlib.util.find_spec("gap_envs.datasets") is not None:
+    if importlib.util.find_spec("gapbench.gap_envs.datasets") is not None:
         assert "not available locally" in problem("gapbench/hopper/medium-v0", "hopper")
     monkeypatch.setattr(
         mx, "dataset_problem", lambda ds, task: f"dataset {ds!r} is not available locally"
@@ -298,7 +297,7 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path, sig):
     cmd = [
         sys.executable,
         "-m",
-        "benchmark.cli",
+        "gapbench.benchmark.cli",
         "matrix",
         "run",
         str(path),
@@ -352,7 +351,7 @@ FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # f
 
 def tiny_dataset(path: Path, n: int = 500) -> Path:
     """A D4RL-layout HDF5 file of random hopper-shaped transitions (offline runs need one)."""
-    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+    from gapbench.gap_envs.datasets import Transitions, save_d4rl_hdf5
 
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
@@ -447,9 +446,8 @@ def test_ray_executor_gives_the_same_records(three_runs, tmp_path):
 
 
 def test_status_shows_how_far_unfinished_runs_got(tmp_path):
+    from gapbench.benchmark.cli import app
     from typer.testing import CliRunner
-
-    from benchmark.cli import app
 
     path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2))
     out = tmp_path / "out"

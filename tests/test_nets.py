@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from algorithms.nets import EnsembleLinear, _ThinEnsembleLinear
+from gapbench.algorithms.nets import EnsembleLinear, _ThinEnsembleLinear
 
 
 @pytest.mark.parametrize("shared_input", [False, True])

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gapbench.algorithms import registry
+from gapbench.benchmark.cli import app
 from typer.testing import CliRunner
 
-import algorithms
-from algorithms import registry
-from benchmark.cli import app
+from gapbench import algorithms
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -63,7 +63,7 @@ def test_readme_plugin_is_found_through_its_entry_point(readme_plugin):
     assert "bc" in algorithms.names()
     cls = algorithms.get("bc")
     assert cls.regime == "offline"
-    from benchmark.speed import random_buffer
+    from gapbench.benchmark.speed import random_buffer
 
     algo = cls(5, 2, seed=0)
     data = random_buffer(300, 5, 2)
@@ -78,7 +78,7 @@ def test_readme_plugin_is_found_through_its_entry_point(readme_plugin):
 def test_readme_plugin_passes_conformance_and_lint(readme_plugin, tmp_path):
     """The worked example is what a plug-in author copies: it must be ruff-clean (no
     unused import), tunable (a search_space) and pass the shipped conformance checks."""
-    from algorithms.conformance import run_checks
+    from gapbench.algorithms.conformance import run_checks
 
     results = run_checks("bc")
     assert not any(results.values()), results  # every check passed
@@ -88,7 +88,7 @@ def test_readme_plugin_passes_conformance_and_lint(readme_plugin, tmp_path):
         pytest.skip("ruff is not installed (pip install -e .[dev])")
     code = re.search(r"```python\n# my_package/bc.py\n(.*?)```", README.read_text(), re.S)
     (tmp_path / "bc.py").write_text(code.group(1))
-    # I001 aside: import grouping differs once `algorithms` is a third-party package
+    # I001 aside: import grouping differs once `gapbench` is a third-party package
     config = README.with_name("pyproject.toml")
     args = [ruff, "check", "--config", config, "--extend-ignore", "I001", tmp_path / "bc.py"]
     lint = subprocess.run(args, capture_output=True, text=True)

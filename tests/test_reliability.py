@@ -9,14 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from gapbench.benchmark import records
+from gapbench.benchmark.cli import app
+from gapbench.benchmark.executors import RunLock, plan
+from gapbench.benchmark.harness import run
+from gapbench.benchmark.matrix import load
+from gapbench.benchmark.spec import Budget, RunSpec
 from typer.testing import CliRunner
-
-from benchmark import records
-from benchmark.cli import app
-from benchmark.executors import RunLock, plan
-from benchmark.harness import run
-from benchmark.matrix import load
-from benchmark.spec import Budget, RunSpec
 
 runner = CliRunner()
 TINY_ARGS = [
@@ -38,7 +37,7 @@ def sac_spec(**kw) -> RunSpec:
 
 
 def tiny_dataset(path, seed=0, n=300):
-    from gap_envs.datasets import Transitions, save_d4rl_hdf5
+    from gapbench.gap_envs.datasets import Transitions, save_d4rl_hdf5
 
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
@@ -150,7 +149,7 @@ def test_a_corrupt_summary_reads_as_failed_and_is_retried(tmp_path):
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:7"])
 def test_device_problem_names_the_valid_devices(device, monkeypatch):
-    from benchmark.spec import device_problem
+    from gapbench.benchmark.spec import device_problem
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -170,8 +169,7 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
     import time
 
     import yaml
-
-    from benchmark import matrix as mx
+    from gapbench.benchmark import matrix as mx
 
     net = {"hidden": [32, 32], "batch_size": 32}
     short = {"updates": 120, "eval_every": 40, "eval_episodes": 1, "warmup_steps": 50}
@@ -192,7 +190,8 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
     out = tmp_path / "out"
     m = load(path, out=out)
     victim = next(r.run_id for r in m.runs if r.label == "long")
-    cmd = [sys.executable, "-m", "benchmark.cli", "matrix", "run", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "gapbench.benchmark.cli", "matrix", "run", str(path)]
+    cmd += ["--out", str(out)]
     cmd += ["--workers", "2", "--cpus-per-run", "1", "--quiet"]
     env = {**os.environ, "COLUMNS": "250"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,7 +217,7 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
 
 # -- item 6: a matrix is counted before it is expanded ---------------------------------------
 def test_a_huge_matrix_is_refused_before_it_is_built(tmp_path):
-    from benchmark.matrix import MAX_RUNS, MatrixError
+    from gapbench.benchmark.matrix import MAX_RUNS, MatrixError
 
     base = {"tasks": ["hopper"], "algorithms": {"sac": {}, "iql": {}}, "datasets": ["d.hdf5"]}
     huge = f"at least 100,000,000 runs, above the limit of {MAX_RUNS:,}"
@@ -236,7 +235,7 @@ def test_a_huge_matrix_is_refused_before_it_is_built(tmp_path):
 # -- item 9: records respect the umask -------------------------------------------------------
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_atomic_writes_get_the_mode_the_umask_allows(tmp_path, umask):
-    from gap_envs.atomic import atomic_write_bytes, current_umask
+    from gapbench.gap_envs.atomic import atomic_write_bytes, current_umask
 
     old = os.umask(umask)
     try:
@@ -270,7 +269,7 @@ def test_an_out_of_range_hyper_parameter_is_refused_up_front(tmp_path, setting, 
 
 
 def test_a_matrix_lists_an_out_of_range_hyper_parameter():
-    from benchmark.matrix import MatrixError
+    from gapbench.benchmark.matrix import MatrixError
 
     data = {"tasks": ["hopper"], "algorithms": {"sac": {"hparams": {"expectile": 1}}}}
     with pytest.raises(MatrixError, match="unknown hyper-parameter"):

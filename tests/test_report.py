@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import records, tables
-from analysis.records import CELL, load_results, missing_runs
-from analysis.report import build_report
+from gapbench.analysis import records, tables
+from gapbench.analysis.records import CELL, load_results, missing_runs
+from gapbench.analysis.report import build_report
 
 REGIMES = {"h2o": "hybrid", "darc": "hybrid", "cql": "offline", "iql": "offline", "sac": "online"}
 BASE = {"h2o": 62.0, "darc": 55.0, "cql": 50.0, "iql": 50.0, "sac": 40.0}
@@ -24,7 +23,7 @@ CURVE_HEADER = "step,env_steps,return_mean,return_std,normalized_score,wall_time
 
 
 def _spec(task, algo, seed, gap, dataset, regime, real_gap=""):
-    # Resolved the way benchmark.spec.RunSpec.resolved does: no gap for regimes that do not
+    # Resolved the way gapbench.benchmark.spec.RunSpec.resolved does: no gap for regimes that do not
     # use the simulator, no dataset for regimes that do not use one.
     gap = gap if regime in ("online", "hybrid") else ""
     dataset = dataset if regime in ("offline", "hybrid") else None
@@ -67,7 +66,7 @@ def write_record(
     real_gap="",
     extra_metrics=True,
 ):
-    """Write one run record (spec.json, curve.csv, summary.json) like benchmark.harness."""
+    """Write one run record (spec.json, curve.csv, summary.json) like gapbench.benchmark.harness."""
     regime = regime or REGIMES[algo]
     run_id, spec = _spec(task, algo, seed, gap, dataset, regime, real_gap)
     path = Path(root) / run_id
@@ -173,7 +172,7 @@ def fake_results(tmp_path_factory):
 
 
 def test_loader_tidy_frame(fake_results, caplog):
-    with caplog.at_level(logging.WARNING, logger="analysis.records"):
+    with caplog.at_level(logging.WARNING, logger="gapbench.analysis.records"):
         res = load_results(fake_results)
     # 12 h2o + 6 cql + 6 sac record folders, of which one failed and one is unfinished.
     assert res.runs["run_id"].nunique() == 24
@@ -235,7 +234,7 @@ def test_loader_no_records(tmp_path):
 def test_manifest_labels(tmp_path, shape):
     a = write_record(tmp_path, "hopper", "sac", 0, regime="oracle", scores=[10.0, 20.0])
     b = write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", scores=[5.0, 6.0])
-    # As benchmark.matrix writes it: the resolved spec's gap ("" for oracle) and dataset.
+    # As gapbench.benchmark.matrix writes it: the resolved spec's gap ("" for oracle) and dataset.
     entries = {
         a: {
             "label": "sac-oracle",
@@ -400,9 +399,8 @@ def test_report_files(report_dir):
 
 
 def test_report_partial_and_empty_via_cli(tmp_path):
+    from gapbench.benchmark.cli_report import app
     from typer.testing import CliRunner
-
-    from benchmark.cli_report import app
 
     runner = CliRunner()
     write_record(tmp_path / "one", "hopper", "sac", 0, "gravity=2.0", scores=[1.0, 2.0, 4.0])
@@ -424,7 +422,7 @@ def test_report_partial_and_empty_via_cli(tmp_path):
 
 
 def test_diagnostics_are_the_logged_metrics_and_plot_only_their_labels():
-    from analysis import plots
+    from gapbench.analysis import plots
 
     base = {"task": "hopper", "gap": "", "real_gap": "", "dataset": "d", "seed": 0}
     rows = [
@@ -454,7 +452,7 @@ def test_diagnostics_are_the_logged_metrics_and_plot_only_their_labels():
 
 
 def test_learning_curve_band_matches_seed_stats():
-    from analysis import plots, stats
+    from gapbench.analysis import plots, stats
 
     values = pd.Series([10.0, 12.0, 17.0, 11.0])
     s = stats.seed_stats(values.to_numpy(), 0.95)

@@ -4,7 +4,7 @@ redundant pass (e.g. H2O's w and u come from one classifier call)."""
 
 from __future__ import annotations
 
-from benchmark.speed import update_flops
+from gapbench.benchmark.speed import update_flops
 
 # MACs per row (halfcheetah: obs 17, act 6; 256-256 hidden layers).
 CRITIC = 23 * 256 + 256 * 256 + 256  # one Q member

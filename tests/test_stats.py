@@ -1,4 +1,4 @@
-"""Tests for analysis.stats (aggregate metrics, stratified bootstrap, Student-t intervals)."""
+"""gapbench.analysis.stats: aggregate metrics, stratified bootstrap, Student-t intervals."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import stats
+from gapbench.analysis import stats
 
 try:  # scipy is optional: cross-check against it only when present.
     import scipy.stats as sps

@@ -10,13 +10,10 @@ import optuna
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
-
-import algorithms
-from benchmark import records
-from benchmark.cli import app
-from benchmark.spec import Budget, RunSpec
-from benchmark.tuning import (
+from gapbench.benchmark import records
+from gapbench.benchmark.cli import app
+from gapbench.benchmark.spec import Budget, RunSpec
+from gapbench.benchmark.tuning import (
     BEST,
     PLOTS_DIR,
     TRIALS_DIR,
@@ -26,6 +23,9 @@ from benchmark.tuning import (
     prepare,
     tune,
 )
+from typer.testing import CliRunner
+
+from gapbench import algorithms
 
 TINY = Budget(updates=20, eval_every=10, eval_episodes=1, warmup_steps=50)
 FIXED = {"batch_size": 32, "hidden": (32, 32)}
@@ -67,7 +67,7 @@ def config(out, **kw) -> TuneConfig:
 def load_study(prep_or_url, name=None):
     if name is None:
         prep_or_url, name = prep_or_url.storage_url, prep_or_url.study_name
-    from benchmark.tuning import open_storage
+    from gapbench.benchmark.tuning import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(prep_or_url))
 
@@ -138,7 +138,7 @@ def test_best_yaml_round_trips_into_a_matrix(smoke, tmp_path):
     assert spec.run_id == best.user_attrs["run_id"]  # the comparison run = the best trial's run
 
     try:
-        from benchmark import matrix
+        from gapbench.benchmark import matrix
     except ModuleNotFoundError:
         return
     data = {"tasks": ["hopper"], "seeds": [0], "preset": "smoke", "budget": budget}
@@ -221,7 +221,7 @@ def test_a_bad_search_space_is_an_error_before_any_trial(tmp_path, space, fragme
 
 
 def test_every_declared_space_is_valid():
-    from benchmark.tuning import declared_space, parse_space
+    from gapbench.benchmark.tuning import declared_space, parse_space
 
     for name in ("sac", "cql", "iql", "h2o", "darc"):
         assert len(parse_space(declared_space(name), name)) >= 3, name
@@ -270,7 +270,7 @@ def test_a_study_refuses_a_different_setup(tmp_path):
 
 
 def test_a_space_file_merges_over_the_declared_space(tmp_path):
-    from benchmark.tuning import declared_space, merge_space, parse_space, read_space_file
+    from gapbench.benchmark.tuning import declared_space, merge_space, parse_space, read_space_file
 
     path = tmp_path / "space.yaml"
     path.write_text(

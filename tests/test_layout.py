@@ -1,0 +1,63 @@
+"""The package layout: one installed name, and imports that flow one way.
+
+The four top-level folders are installed as ``gapbench.<folder>`` (pyproject's
+package-dir); code that imported them by their bare names would work from the repository
+root and break once installed, so no file may.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("algorithms", "gap_envs", "benchmark", "analysis")
+
+
+def _python_files() -> list[Path]:
+    skip = {".venv", ".nox", "results", "build"}
+    return [
+        p
+        for p in ROOT.rglob("*.py")
+        if not skip & set(p.relative_to(ROOT).parts) and "egg-info" not in str(p)
+    ]
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Absolute module names a file imports (``import a.b``, ``from a.b import c``)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_no_file_imports_the_folders_by_their_bare_names():
+    bad = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files()
+        for name in _imported_modules(path)
+        if name.split(".")[0] in PACKAGES
+    ]
+    assert not bad, "import these as gapbench.<package>:\n" + "\n".join(bad)
+
+
+def test_the_folders_are_installed_under_gapbench_only(tmp_path):
+    """From outside the repository (no folder on sys.path by accident): gapbench.<package>
+    is the repository's folder, and no bare top-level <package> is installed."""
+    code = (
+        "import importlib.util as u, json; "
+        f"print(json.dumps({{p: [u.find_spec('gapbench.' + p).origin, u.find_spec(p) is None] "
+        f"for p in {PACKAGES!r}}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    for package, (origin, bare_absent) in json.loads(out).items():
+        assert Path(origin) == ROOT / package / "__init__.py", package
+        assert bare_absent, f"a top-level {package!r} module is installed"
