@@ -36,9 +36,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from gapbench.algorithms.buffer import TensorBuffer
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
+
+from gapbench.algorithms.buffer import TensorBuffer
 
 REGIMES = ("offline", "online", "hybrid")
 # Regimes a run can ask for, and which algorithm regime serves each.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
 from gapbench.algorithms import registry
 from gapbench.algorithms.base import SOURCES, Algorithm, ConfigError
 from gapbench.algorithms.buffer import TensorBuffer

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from gapbench.algorithms.base import Algorithm
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.nets import (
@@ -25,7 +27,6 @@ from gapbench.algorithms.nets import (
 )
 from gapbench.algorithms.registry import register
 from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
-from torch import Tensor
 
 
 @dataclass

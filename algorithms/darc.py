@@ -37,13 +37,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from gapbench.algorithms.base import Algorithm
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.discriminators import DomainClassifiers
 from gapbench.algorithms.nets import soft_update
 from gapbench.algorithms.registry import register
 from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
-from torch import Tensor
 
 
 @dataclass

@@ -43,9 +43,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from gapbench.algorithms.buffer import Batch
 from gapbench.algorithms.nets import adam, mlp
-from torch import Tensor, nn
 
 REAL, SIM = 0, 1
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from gapbench.algorithms.base import Algorithm, ConfigError, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.discriminators import DomainClassifiers
@@ -39,7 +41,6 @@ from gapbench.algorithms.nets import SeededGenerator, soft_update
 from gapbench.algorithms.overlap import Overlap
 from gapbench.algorithms.registry import register
 from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
-from torch import Tensor
 
 PENALTY_FORMS = ("logsumexp", "weighted_mean")
 

@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from gapbench.algorithms.base import Algorithm
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.nets import (
@@ -27,7 +29,6 @@ from gapbench.algorithms.nets import (
     soft_update,
 )
 from gapbench.algorithms.registry import register
-from torch import Tensor
 
 
 @dataclass

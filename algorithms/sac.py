@@ -10,12 +10,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+from torch.func import functional_call
+
 from gapbench.algorithms.base import Algorithm, ConfigError
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.nets import EnsembleQ, TanhGaussianActor, adam, frozen_copy, soft_update
 from gapbench.algorithms.registry import register
-from torch import Tensor
-from torch.func import functional_call
 
 
 @dataclass

@@ -28,6 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
+
 from gapbench.analysis import stats  # noqa: E402
 from gapbench.analysis.records import CURVE_COLUMNS, RUN_COLUMNS  # noqa: E402
 from gapbench.analysis.tables import (  # noqa: E402
@@ -37,8 +40,6 @@ from gapbench.analysis.tables import (  # noqa: E402
     label_order,
     varying,
 )
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
 
 __all__ = [
     "PAPER_RC",

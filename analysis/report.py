@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
 from gapbench.analysis import plots, tables
 from gapbench.analysis.records import CELL, Results, load_results, missing_runs, to_csv
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from gapbench.analysis import stats
 from gapbench.analysis.records import CELL
 

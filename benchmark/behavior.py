@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from gapbench import gap_envs
+from gapbench.benchmark import policies
 from gapbench.benchmark.evaluation import evaluate, make_eval_env
 from gapbench.benchmark.harness import run
 from gapbench.benchmark.spec import Budget, RunSpec
-from gapbench.gap_envs import policies
-
-from gapbench import gap_envs
 
 DEFAULT_STEPS = 1_000_000  # D4RL's SAC behaviour policies trained for 1M steps
 SNAPSHOT_EVERY = 10_000
@@ -71,7 +71,7 @@ def train_behavior(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) and save a snapshot at every evaluation into the policy folder
-    ``out_dir/<run_id>/snapshots`` (the layout of :mod:`gapbench.gap_envs.policies`), each listed
+    ``out_dir/<run_id>/snapshots`` (the layout of :mod:`gapbench.benchmark.policies`), each listed
     with its evaluated return. :func:`publish` picks the medium and expert ones."""
     spec = behavior_spec(task, real_gap, steps, seed, snapshot_every, device)
     snap_root = Path(out_dir) / spec.run_id / "snapshots"

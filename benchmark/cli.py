@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from gapbench.benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, print_json
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from gapbench.benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, print_json
 
 app = typer.Typer(
     help="gapbench: sim-to-real gap benchmarks for RL (H2O, DARC, CQL, SAC, IQL).",
@@ -129,9 +130,8 @@ def algos_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 def check_algorithm(name: Annotated[str, typer.Argument(help="Algorithm name")]) -> None:
     """Run the conformance checks (those of tests/test_conformance.py) on one algorithm,
     e.g. your plug-in after `pip install -e .`: tiny sizes, random data, seconds on a CPU."""
-    from gapbench.algorithms.conformance import run_checks
-
     from gapbench import algorithms
+    from gapbench.algorithms.conformance import run_checks
 
     try:
         results = run_checks(name)
@@ -246,14 +246,14 @@ def bench(
     so you can plan budgets on your own hardware. Also prints each update's FLOPs and the
     bound they imply at this machine's measured matmul throughput."""
     import torch
+
+    from gapbench import algorithms
     from gapbench.benchmark.speed import (
         matmul_flops_per_second,
         profile_update,
         update_flops,
         updates_per_second,
     )
-
-    from gapbench import algorithms
 
     torch.set_num_threads(threads)
     names = algo or [n for n in algorithms.names() if n not in _warn_broken_plugins()]

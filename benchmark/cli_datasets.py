@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from gapbench.benchmark.cli_common import fail, print_json
 
 app = typer.Typer(
@@ -80,7 +81,7 @@ def build_cmd(
     ] = None,
     num_envs: Annotated[
         int, typer.Option("--num-envs", help="Copies of the real system stepped in a batch.")
-    ] = 8,  # = gapbench.gap_envs.datasets.DEFAULT_NUM_ENVS (not imported here: keeps --help fast)
+    ] = 8,  # = datasets_build.DEFAULT_NUM_ENVS (not imported here: keeps --help fast)
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset with this id.")
     ] = False,
@@ -95,10 +96,11 @@ def build_cmd(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Roll a behaviour policy out on the real system and store the transitions."""
+    from gapbench.benchmark.datasets_build import build
     from gapbench.gap_envs import datasets
 
     try:
-        did = datasets.build(
+        did = build(
             task,
             quality,
             size=size,

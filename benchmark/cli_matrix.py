@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from gapbench.benchmark.cli_common import fail, out_dir_problem, unwrap_help
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from gapbench.benchmark.cli_common import fail, out_dir_problem, unwrap_help
 
 # Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from gapbench.benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
 from rich.console import Console
+
+from gapbench.benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
 
 # Kept here (not imported from gapbench.benchmark.tuning) so ``--help`` does not import torch.
 DOCS = unwrap_help(

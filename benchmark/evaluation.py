@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from gapbench.gap_envs.batched import EvalEpisodes
 
 from gapbench import gap_envs
+from gapbench.gap_envs.batched import EvalEpisodes
 
 
 def make_eval_env(task: str, real_gap: str, episodes: int) -> EvalEpisodes:

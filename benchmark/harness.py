@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gapbench import algorithms, gap_envs
 from gapbench.algorithms.base import RUN_REGIMES, SOURCES, accumulate
 from gapbench.algorithms.buffer import TensorBuffer
 from gapbench.benchmark import records
 from gapbench.benchmark.allocator import keep_freed_memory
 from gapbench.benchmark.evaluation import evaluate, make_eval_env
 from gapbench.benchmark.spec import RunSpec
-
-from gapbench import algorithms, gap_envs
 
 log = logging.getLogger("gapbench.run")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
@@ -87,6 +87,21 @@ def resolved_record(spec: RunSpec) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def dataset_buffer(data, device: str | torch.device = "cpu", seed: int = 0) -> TensorBuffer:
+    """A full buffer of a loaded dataset (:class:`gapbench.gap_envs.datasets.Transitions`):
+    done = terminals, end = terminals | timeouts."""
+    return TensorBuffer.from_arrays(
+        data.observations,
+        data.actions,
+        data.rewards,
+        data.next_observations,
+        data.terminals.astype(np.float32),
+        data.ends,
+        device=device,
+        seed=seed,
+    )
 
 
 class _Collector:
@@ -218,7 +233,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     if "dataset" in sources:
         from gapbench.gap_envs.datasets import load
 
-        dataset = load(spec.dataset, task=spec.task).to_buffer(device=device, seed=spec.seed + 1)
+        dataset = dataset_buffer(load(spec.dataset, task=spec.task), device, seed=spec.seed + 1)
     algo.setup(dataset)
 
     replay = collector = None

@@ -75,12 +75,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.benchmark import records
 from gapbench.benchmark.spec import PRESETS, Budget, RunSpec
 from gapbench.gap_envs import TASKS, GapSpec
-
-from gapbench import algorithms
 
 log = logging.getLogger("gapbench.matrix")
 
@@ -121,7 +121,7 @@ INCLUDE_KEYS = (
     "budget",
 )
 STATUSES = ("done", "failed", "running", "interrupted", "missing")
-# gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gapbench.gap_envs.datasets.dataset_id)
+# gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gapbench.benchmark.datasets_build.dataset_id)
 _GAPBENCH_ID = re.compile(
     r"^gapbench/(?P<task>[A-Za-z0-9]+)(?:-(?P<gap>[-\w]+))?/(?P<name>[-\w.+]+?)-v(?P<version>\d+)$"
 )

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from gapbench.gap_envs.atomic import atomic_write_bytes
 
 SPEC, CURVE, SUMMARY, CHECKPOINT = "spec.json", "curve.csv", "summary.json", "checkpoint.pt"

@@ -8,10 +8,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.gap_envs import GapSpec, get_task
-
-from gapbench import algorithms
 
 
 class SpecError(ValueError):

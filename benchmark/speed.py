@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gapbench import algorithms, gap_envs
 from gapbench.algorithms.base import SOURCES
 from gapbench.algorithms.buffer import TensorBuffer
 from gapbench.benchmark.allocator import keep_freed_memory
-
-from gapbench import algorithms, gap_envs
 
 
 def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> TensorBuffer:

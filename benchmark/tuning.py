@@ -102,10 +102,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from gapbench.algorithms.base import ConfigError
-from gapbench.benchmark.spec import Budget, RunSpec, SpecError
 
 from gapbench import algorithms
+from gapbench.algorithms.base import ConfigError
+from gapbench.benchmark.spec import Budget, RunSpec, SpecError
 
 PARAM_TYPES = ("float", "int", "categorical")
 PARAM_KEYS = {
@@ -669,6 +669,7 @@ class Objective:
 
     def __call__(self, trial: Any) -> float:
         import optuna
+
         from gapbench.benchmark import records
         from gapbench.benchmark.harness import RunPruned
 
@@ -725,6 +726,7 @@ class Objective:
     def _run(self, spec: RunSpec, trials_dir: Path, on_eval: Callable) -> dict[str, Any]:
         """Run (or reuse) one seed's record, under the run id's lock."""
         import optuna
+
         from gapbench.benchmark import records
         from gapbench.benchmark.harness import RunPruned, run
 

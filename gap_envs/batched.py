@@ -26,6 +26,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+
 from gapbench.gap_envs.envs import JointNoise, make
 from gapbench.gap_envs.spec import GapSpec
 from gapbench.gap_envs.tasks import get_task

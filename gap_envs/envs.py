@@ -12,9 +12,10 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+
 from gapbench.gap_envs.spec import GapSpec, GapSpecError
 from gapbench.gap_envs.tasks import TASKS, get_task
-from gymnasium.envs.registration import load_env_creator
 
 
 def _mujoco_warning(message: str) -> None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from gapbench import algorithms
 from gapbench.benchmark.speed import (
     env_steps_per_second,
     evaluation_speedup,
@@ -32,8 +34,6 @@ from gapbench.benchmark.speed import (
     matmul_flops_per_second,
     update_flops,
 )
-
-from gapbench import algorithms
 
 
 @pytest.fixture(scope="module")

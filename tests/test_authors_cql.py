@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gapbench.algorithms.buffer import TensorBuffer
 from support.reference_code import (
     Draws,
     assert_same_sac_parts_after_step,
@@ -44,6 +43,7 @@ from support.reference_code import (
 )
 
 from gapbench import algorithms
+from gapbench.algorithms.buffer import TensorBuffer
 
 REPO = os.environ.get("GAPBENCH_CQL_REPO")
 pytestmark = pytest.mark.skipif(

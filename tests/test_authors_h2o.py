@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gapbench.algorithms.buffer import TensorBuffer
 from support.reference_code import (
     Draws,
     assert_same_grads,
@@ -51,6 +50,7 @@ from support.reference_code import (
 )
 
 from gapbench import algorithms
+from gapbench.algorithms.buffer import TensorBuffer
 
 REPO = os.environ.get("GAPBENCH_H2O_REPO")
 pytestmark = pytest.mark.skipif(

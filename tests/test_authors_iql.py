@@ -43,8 +43,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gapbench.algorithms.buffer import TensorBuffer
-from gapbench.algorithms.iql import cosine_decay
 from support.reference_code import (
     Draws,
     assert_same_grad,
@@ -55,6 +53,8 @@ from support.reference_code import (
 )
 
 from gapbench import algorithms
+from gapbench.algorithms.buffer import TensorBuffer
+from gapbench.algorithms.iql import cosine_decay
 
 REPO = os.environ.get("GAPBENCH_CORL_REPO")
 pytestmark = pytest.mark.skipif(

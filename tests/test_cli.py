@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from gapbench.benchmark.cli import app
 from typer.testing import CliRunner
+
+from gapbench.benchmark.cli import app
 
 runner = CliRunner()
 

@@ -8,9 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from gapbench.benchmark import matrix
 from gapbench.benchmark.cli import app
-from typer.testing import CliRunner
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmark" / "configs"
 

@@ -5,9 +5,9 @@ author runs the same ones against an installed gapbench: `gapbench check-algorit
 from __future__ import annotations
 
 import pytest
-from gapbench.algorithms import conformance
 
 from gapbench import algorithms
+from gapbench.algorithms import conformance
 
 
 @pytest.mark.parametrize("check", list(conformance.CHECKS))

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.cql import CQL, CQLConfig
 from gapbench.algorithms.iql import (
@@ -18,7 +20,6 @@ from gapbench.algorithms.iql import (
     expectile_loss,
     reward_scale_from_returns,
 )
-from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 OBS, ACT, B = 3, 2, 4
 SMALL = (16, 16)

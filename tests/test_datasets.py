@@ -1,4 +1,5 @@
-"""Tests for gapbench.gap_envs.datasets, gapbench.gap_envs.policies and ``gapbench datasets ...``.
+"""gapbench.gap_envs.datasets (storage), gapbench.benchmark.datasets_build and .policies,
+and ``gapbench datasets ...``.
 
 Behaviour policies are freshly initialised actors saved into a temporary policy folder
 (the shipped snapshots are trained elsewhere); datasets are small and live in tmp_path.
@@ -13,13 +14,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from gapbench.algorithms.nets import TanhGaussianActor
-from gapbench.benchmark.cli_datasets import app
-from gapbench.gap_envs import datasets as ds
-from gapbench.gap_envs import policies
 from typer.testing import CliRunner
 
 from gapbench import gap_envs
+from gapbench.algorithms.nets import TanhGaussianActor
+from gapbench.benchmark import datasets_build as dsb
+from gapbench.benchmark import policies
+from gapbench.benchmark.cli_datasets import app
+from gapbench.benchmark.harness import dataset_buffer
+from gapbench.gap_envs import datasets as ds
 
 SNAPSHOTS = [  # (label, env steps, updates): a 5k-step warm-up, then one update per step
     ("step-15000", 15_000, 10_000),
@@ -52,7 +55,7 @@ def policy_root(tmp_path_factory):
 def hopper_random(tmp_path_factory):
     """A small hopper random dataset (many terminations) shared by the read-only tests."""
     root = tmp_path_factory.mktemp("data")
-    did = ds.build("hopper", "random", size=1500, seed=3, data_dir=root, progress=False)
+    did = dsb.build("hopper", "random", size=1500, seed=3, data_dir=root, progress=False)
     return root, did
 
 
@@ -108,7 +111,7 @@ def test_snapshot_errors_name_what_is_available(tmp_path, monkeypatch):
 @pytest.mark.parametrize("quality", ["random", "medium"])
 def test_build_is_deterministic_for_a_seed(tmp_path, policy_root, quality):
     def make(seed, sub):
-        did = ds.build(
+        did = dsb.build(
             "hopper", quality, size=500, seed=seed, data_dir=tmp_path / sub,
             policy_dir=policy_root, progress=False,
         )  # fmt: skip
@@ -122,7 +125,7 @@ def test_build_is_deterministic_for_a_seed(tmp_path, policy_root, quality):
 
 @pytest.mark.parametrize("quality", ds.QUALITIES)
 def test_each_quality_builds_with_its_size(tmp_path, policy_root, quality):
-    did = ds.build(
+    did = dsb.build(
         "hopper", quality, size=1000, seed=0, data_dir=tmp_path, policy_dir=policy_root,
         progress=False,
     )  # fmt: skip
@@ -137,7 +140,7 @@ def test_each_quality_builds_with_its_size(tmp_path, policy_root, quality):
     if quality == "medium-expert":
         assert snaps == [("medium", 500), ("expert", 500)]
         # The medium half is exactly the medium dataset of that size and seed.
-        med = ds.build(
+        med = dsb.build(
             "hopper", "medium", size=500, seed=0, data_dir=tmp_path, policy_dir=policy_root,
             progress=False,
         )  # fmt: skip
@@ -150,14 +153,14 @@ def test_each_quality_builds_with_its_size(tmp_path, policy_root, quality):
         assert snaps == [("random", 143), ("step-15000", 286), ("step-25000", 286), ("medium", 285)]
         # One continuous rollout, as in a replay buffer: only the final cut leaves episodes
         # unfinished (at most one per env), none at the switches between snapshots.
-        assert info["episodes"] - info["complete_episodes"] <= ds.DEFAULT_NUM_ENVS
+        assert info["episodes"] - info["complete_episodes"] <= dsb.DEFAULT_NUM_ENVS
     else:
         assert snaps == [(quality, 1000)]
 
 
 def test_medium_replay_is_one_continuous_rollout(tmp_path, policy_root):
     """The policy switches mid-episode, as while training: one env, one (cut) episode."""
-    did = ds.build(
+    did = dsb.build(
         "halfcheetah", "medium-replay", size=700, seed=0, data_dir=tmp_path, num_envs=1,
         policy_dir=policy_root, progress=False,
     )  # fmt: skip
@@ -178,7 +181,7 @@ def test_medium_replay_is_one_continuous_rollout(tmp_path, policy_root):
 
 def test_timeouts_keep_the_true_final_observation(tmp_path):
     """HalfCheetah never terminates: each env's first episode hits the 1000-step limit."""
-    did = ds.build(
+    did = dsb.build(
         "halfcheetah", "random", size=2400, seed=7, data_dir=tmp_path, num_envs=2, progress=False
     )
     tr = ds.load(did, data_dir=tmp_path)
@@ -212,7 +215,7 @@ def test_terminations_are_not_timeouts(hopper_random):
     assert not (tr.terminals & tr.timeouts).any()
     within = ~tr.ends[:-1]
     np.testing.assert_array_equal(tr.observations[1:][within], tr.next_observations[:-1][within])
-    buf = tr.to_buffer(seed=1)
+    buf = dataset_buffer(tr, seed=1)
     assert len(buf) == len(tr)
     np.testing.assert_array_equal(buf.done.numpy(), tr.terminals.astype(np.float32))
     np.testing.assert_array_equal(buf.end.numpy(), tr.ends)
@@ -232,8 +235,8 @@ def test_same_step_autoreset_is_handled(tmp_path, monkeypatch):
             gap=gap_envs.GapSpec.parse(gap),
         )
 
-    monkeypatch.setattr(ds, "make_vector", same_step)
-    did = ds.build("hopper", "random", size=600, seed=2, data_dir=tmp_path, progress=False)
+    monkeypatch.setattr(dsb, "make_vector", same_step)
+    did = dsb.build("hopper", "random", size=600, seed=2, data_dir=tmp_path, progress=False)
     tr = ds.load(did, data_dir=tmp_path)
     assert len(tr) == 600 and tr.terminals.any()
     env = gap_envs.make("hopper")  # replay env 0's first episode, wherever it is stored
@@ -250,13 +253,13 @@ def test_same_step_autoreset_is_handled(tmp_path, monkeypatch):
 
 
 def test_real_gap_is_in_the_id_and_the_card(tmp_path):
-    assert ds.dataset_id("halfcheetah", "medium", "gravity=2.0,friction=0.3") == (
+    assert dsb.dataset_id("halfcheetah", "medium", "gravity=2.0,friction=0.3") == (
         "gapbench/halfcheetah-gravity_2-friction_0p3/medium-v0"
     )
-    assert ds.dataset_id("hopper", "random", "mass.torso=1.5") == (
+    assert dsb.dataset_id("hopper", "random", "mass.torso=1.5") == (
         "gapbench/hopper-mass_torso_1p5/random-v0"
     )
-    assert ds.dataset_id("hopper", "random", "") == "gapbench/hopper/random-v0"
+    assert dsb.dataset_id("hopper", "random", "") == "gapbench/hopper/random-v0"
     assert ds.parse_id("gapbench/halfcheetah-gravity_2-friction_0p3/medium-replay-v0") == {
         "task": "halfcheetah",
         "gap_slug": "gravity_2-friction_0p3",
@@ -266,22 +269,22 @@ def test_real_gap_is_in_the_id_and_the_card(tmp_path):
     assert ds.parse_id("gapbench/hopper/random-v0")["gap_slug"] == ""
     assert ds.parse_id("mujoco/hopper/medium-v0") is None
     kw = {"size": 300, "seed": 0, "data_dir": tmp_path, "num_envs": 1, "progress": False}
-    did = ds.build("halfcheetah", "random", real_gap="gravity=2.0", **kw)
+    did = dsb.build("halfcheetah", "random", real_gap="gravity=2.0", **kw)
     assert did == "gapbench/halfcheetah-gravity_2/random-v0"
     info = ds.card(did, data_dir=tmp_path)
     assert info["real_gap"] == "gravity=2.0"
     assert "--real-gap gravity=2.0" in info["command"]
-    nominal = ds.build("halfcheetah", "random", **kw)
+    nominal = dsb.build("halfcheetah", "random", **kw)
     a, b = ds.load(did, data_dir=tmp_path), ds.load(nominal, data_dir=tmp_path)
     np.testing.assert_array_equal(a.actions, b.actions)  # same seed, same random actions
     assert not np.array_equal(a.next_observations, b.next_observations)  # other physics
 
 
 def test_overwrite_is_refused_and_atomic(tmp_path, monkeypatch):
-    did = ds.build("hopper", "random", size=300, seed=0, data_dir=tmp_path, progress=False)
+    did = dsb.build("hopper", "random", size=300, seed=0, data_dir=tmp_path, progress=False)
     before = ds.load(did, data_dir=tmp_path)
     with pytest.raises(ds.DatasetExistsError, match="overwrite"):
-        ds.build("hopper", "random", size=300, seed=1, data_dir=tmp_path, progress=False)
+        dsb.build("hopper", "random", size=300, seed=1, data_dir=tmp_path, progress=False)
 
     import minari
 
@@ -290,13 +293,13 @@ def test_overwrite_is_refused_and_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(minari, "create_dataset_from_buffers", boom)
     with pytest.raises(OSError, match="disk full"):
-        ds.build(
+        dsb.build(
             "hopper", "random", size=300, seed=1, data_dir=tmp_path, overwrite=True,
             progress=False,
         )  # fmt: skip
     _assert_same(ds.load(did, data_dir=tmp_path), before)  # the old one is intact
     monkeypatch.undo()
-    ds.build(
+    dsb.build(
         "hopper", "random", size=400, seed=1, data_dir=tmp_path, overwrite=True, progress=False
     )
     assert len(ds.load(did, data_dir=tmp_path)) == 400
@@ -503,7 +506,7 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
 
 def _train_snapshots(root, scores):
     from gapbench.algorithms.nets import TanhGaussianActor
-    from gapbench.gap_envs import policies
+    from gapbench.benchmark import policies
 
     for steps, score in scores.items():
         policies.save_snapshot(
@@ -519,8 +522,7 @@ def test_behavior_publish_picks_medium_and_expert(tmp_path, monkeypatch):
     """expert = the best candidate once re-scored on fresh episodes (not the luckiest
     training evaluation); medium = the latest snapshot within 1/3..1/2 of the expert's
     score; medium-replay's snapshots = every one up to medium."""
-    from gapbench.benchmark import behavior
-    from gapbench.gap_envs import policies
+    from gapbench.benchmark import behavior, policies
 
     src, dst = tmp_path / "train", tmp_path / "ship"
     train = {10_000: 5.0, 20_000: 15.0, 30_000: 22.0, 40_000: 35.0, 50_000: 50.0, 60_000: 48.0}
@@ -556,8 +558,8 @@ def test_a_new_publication_replaces_the_set_and_bumps_the_dataset_version(tmp_pa
     """Old ids must never mean new data: new policies raise the version of every dataset
     id of the task, and no snapshot of the earlier training is left to mix into
     medium-replay. Publishing the same policies again keeps the version."""
-    from gapbench.benchmark import behavior
-    from gapbench.gap_envs import datasets, policies
+    from gapbench.benchmark import behavior, policies
+    from gapbench.benchmark import datasets_build as datasets
 
     monkeypatch.setattr(
         behavior, "reevaluate",
@@ -585,7 +587,7 @@ def test_a_new_publication_replaces_the_set_and_bumps_the_dataset_version(tmp_pa
 
 
 def _has_shipped(task: str) -> bool:
-    from gapbench.gap_envs import policies
+    from gapbench.benchmark import policies
 
     try:
         return {"medium", "expert"} <= {r["label"] for r in policies.list_snapshots(task)}
@@ -602,8 +604,9 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
     the datasets are rolled out."""
     import numpy as np
     import torch
+
+    from gapbench.benchmark import policies
     from gapbench.benchmark.evaluation import evaluate, make_eval_env
-    from gapbench.gap_envs import policies
 
     env = make_eval_env(task, "", 3)
     rng = np.random.default_rng(0)
@@ -623,8 +626,7 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
 def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, monkeypatch):
     """Kill the behaviour training after its first checkpoint, resume it: the curve rows and
     the saved snapshots equal an uninterrupted training's."""
-    from gapbench.benchmark import behavior, records
-    from gapbench.gap_envs import policies
+    from gapbench.benchmark import behavior, policies, records
 
     def train(out):
         return behavior.train_behavior("hopper", out, steps=30, snapshot_every=10, progress=False)
@@ -662,16 +664,14 @@ def test_a_sharded_build_is_the_same_on_one_or_two_processes(tmp_path, monkeypat
     """Shards are independent rollouts with their own seeds: their content never depends on
     how many processes roll them out, and every shard but the first starts afresh."""
     import numpy as np
-    from gapbench.gap_envs import datasets as ds
 
-    monkeypatch.setattr(ds, "SHARD", 400)
+    monkeypatch.setattr(dsb, "SHARD", 400)
     kw = dict(size=1000, seed=5, progress=False, num_envs=2)
-    one = ds.build("hopper", "random", data_dir=tmp_path / "one", workers=1, **kw)
-    two = ds.build("hopper", "random", data_dir=tmp_path / "two", workers=2, **kw)
+    one = dsb.build("hopper", "random", data_dir=tmp_path / "one", workers=1, **kw)
+    two = dsb.build("hopper", "random", data_dir=tmp_path / "two", workers=2, **kw)
     a, b = ds.load(one, data_dir=tmp_path / "one"), ds.load(two, data_dir=tmp_path / "two")
     assert len(a) == len(b) == 1000
     for field in ("observations", "actions", "rewards", "next_observations", "terminals"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-    assert [n for _, piece in ds._shards(ds.plan("hopper", "random", 1000)) for _, n in piece] == [
-        400, 400, 200
-    ]
+    shards = dsb._shards(dsb.plan("hopper", "random", 1000))
+    assert [n for _, piece in shards for _, n in piece] == [400, 400, 200]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from gapbench.gap_envs import GapSpec, GapSpecError, UnknownTaskError
 
 from gapbench import gap_envs
+from gapbench.gap_envs import GapSpec, GapSpecError, UnknownTaskError
 
 
 def rollout(env, actions, seed=0):

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from gapbench import algorithms
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.darc import DARC, DARCConfig
 from gapbench.algorithms.discriminators import REAL, SIM, DomainClassifiers
 from gapbench.algorithms.h2o import H2O, H2OConfig, padded_state_std
 from gapbench.algorithms.sac import sac_policy_terms
-
-from gapbench import algorithms
 
 OBS, ACT = 3, 2
 

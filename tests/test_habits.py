@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from gapbench import algorithms
 from gapbench.algorithms import registry
 from gapbench.benchmark import cli_matrix
 from gapbench.benchmark.cli import app
 from gapbench.benchmark.matrix import load
-from typer.testing import CliRunner
-
-from gapbench import algorithms
 
 runner = CliRunner()
 
@@ -63,9 +63,10 @@ def test_matrix_yaml_error_is_clean(tmp_path):
 
 def test_report_csvs_keep_nominal_rows_in_pandas_groupby(tmp_path):
     """A nominal gap is written "nominal" (not an empty field pandas reads as NaN)."""
+    from test_report import write_record
+
     from gapbench.analysis.records import read_csv
     from gapbench.analysis.report import build_report
-    from test_report import write_record
 
     results = tmp_path / "results"
     for seed in (0, 1):

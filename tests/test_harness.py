@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from gapbench import algorithms
 from gapbench.benchmark import records
 from gapbench.benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
 from gapbench.benchmark.harness import run
 from gapbench.benchmark.spec import Budget, RunSpec, SpecError
-
-from gapbench import algorithms
 
 TINY = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=50)
 

@@ -61,3 +61,27 @@ def test_the_folders_are_installed_under_gapbench_only(tmp_path):
     for package, (origin, bare_absent) in json.loads(out).items():
         assert Path(origin) == ROOT / package / "__init__.py", package
         assert bare_absent, f"a top-level {package!r} module is installed"
+
+
+def test_gap_envs_imports_nothing_from_the_other_packages():
+    """Imports flow one way: gap_envs (environments, dataset storage) knows nothing of
+    learners, the harness or analysis; dataset building and behaviour policies live in
+    gapbench.benchmark."""
+    others = tuple(f"gapbench.{p}" for p in PACKAGES if p != "gap_envs")
+    bad = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "gap_envs").rglob("*.py"))
+        for name in _imported_modules(path)
+        if name.startswith(others) or name == "gapbench" and _imports_a_package(path, others)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def _imports_a_package(path: Path, others: tuple[str, ...]) -> bool:
+    """``from gapbench import benchmark`` and the like."""
+    return any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "gapbench"
+        and any(f"gapbench.{alias.name}" in others for alias in node.names)
+        for node in ast.walk(ast.parse(path.read_text()))
+    )

@@ -5,6 +5,7 @@ Each prints its curve; the figures go in the issue notes."""
 from __future__ import annotations
 
 import pytest
+
 from gapbench.benchmark import records
 from gapbench.benchmark.harness import run
 from gapbench.benchmark.spec import Budget, RunSpec
@@ -32,10 +33,11 @@ def test_sac_learns_nominal_halfcheetah(tmp_path):
 
 @pytest.fixture(scope="module")
 def medium_dataset(tmp_path_factory):
+    from gapbench.benchmark.datasets_build import build
     from gapbench.gap_envs import datasets
 
     root = tmp_path_factory.mktemp("data")
-    did = datasets.build(
+    did = build(
         "halfcheetah", "medium", size=100_000, seed=0, data_dir=root, progress=False
     )
     return root, did, datasets.card(did, data_dir=root)

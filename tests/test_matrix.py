@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from gapbench.benchmark import matrix as mx
 from gapbench.benchmark import records
 from gapbench.benchmark.cli import app as cli_app
 from gapbench.benchmark.executors import RunLock, plan, run_matrix
 from gapbench.benchmark.matrix import MatrixError, load, read_manifest, status
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUDGET = {"updates": 60, "eval_every": 20, "eval_episodes": 1, "warmup_steps": 50}
@@ -446,8 +447,9 @@ def test_ray_executor_gives_the_same_records(three_runs, tmp_path):
 
 
 def test_status_shows_how_far_unfinished_runs_got(tmp_path):
-    from gapbench.benchmark.cli import app
     from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli import app
 
     path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2))
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from gapbench.algorithms.nets import EnsembleLinear, _ThinEnsembleLinear
 
 

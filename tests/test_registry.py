@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gapbench.algorithms import registry
-from gapbench.benchmark.cli import app
 from typer.testing import CliRunner
 
 from gapbench import algorithms
+from gapbench.algorithms import registry
+from gapbench.benchmark.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,13 +9,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from gapbench.benchmark import records
 from gapbench.benchmark.cli import app
 from gapbench.benchmark.executors import RunLock, plan
 from gapbench.benchmark.harness import run
 from gapbench.benchmark.matrix import load
 from gapbench.benchmark.spec import Budget, RunSpec
-from typer.testing import CliRunner
 
 runner = CliRunner()
 TINY_ARGS = [
@@ -169,6 +170,7 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
     import time
 
     import yaml
+
     from gapbench.benchmark import matrix as mx
 
     net = {"hidden": [32, 32], "batch_size": 32}

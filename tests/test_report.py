@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from gapbench.analysis import records, tables
 from gapbench.analysis.records import CELL, load_results, missing_runs
 from gapbench.analysis.report import build_report
@@ -399,8 +400,9 @@ def test_report_files(report_dir):
 
 
 def test_report_partial_and_empty_via_cli(tmp_path):
-    from gapbench.benchmark.cli_report import app
     from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli_report import app
 
     runner = CliRunner()
     write_record(tmp_path / "one", "hopper", "sac", 0, "gravity=2.0", scores=[1.0, 2.0, 4.0])

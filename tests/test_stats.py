@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from gapbench.analysis import stats
 
 try:  # scipy is optional: cross-check against it only when present.

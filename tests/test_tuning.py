@@ -10,6 +10,9 @@ import optuna
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
+
+from gapbench import algorithms
 from gapbench.benchmark import records
 from gapbench.benchmark.cli import app
 from gapbench.benchmark.spec import Budget, RunSpec
@@ -23,9 +26,6 @@ from gapbench.benchmark.tuning import (
     prepare,
     tune,
 )
-from typer.testing import CliRunner
-
-from gapbench import algorithms
 
 TINY = Budget(updates=20, eval_every=10, eval_episodes=1, warmup_steps=50)
 FIXED = {"batch_size": 32, "hidden": (32, 32)}

@@ -21,8 +21,10 @@ Published records also carry ``digest`` (a hash of the actor's parameters) and
 (``gapbench/<task>/<quality>-v<dataset_version>``), raised by one at every publication
 that changes them.
 
-``policy_dir()`` is ``$GAPBENCH_POLICY_DIR`` when set, else the package folder
-``gap_envs/policies/`` shipped with the repository.
+``policy_dir()`` is ``$GAPBENCH_POLICY_DIR`` when set, else the folder ``gap_envs/policies/``
+shipped with the package (:data:`SHIPPED_DIR`). The snapshots are data, kept beside the
+dataset storage that names its ids after their ``dataset_version``; this module (which
+needs the actor class) is the code that reads and writes them.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from gapbench import gap_envs
 from gapbench.algorithms.nets import TanhGaussianActor
 from gapbench.gap_envs.atomic import atomic_write_bytes
 from gapbench.gap_envs.tasks import get_task
-from torch import nn
 
 POLICY_DIR_ENV = "GAPBENCH_POLICY_DIR"
+SHIPPED_DIR = Path(gap_envs.__file__).resolve().parent / "policies"  # package data
 INDEX_FILE = "snapshots.json"
 NAMED_LABELS = ("medium", "expert")
 RECORD_KEYS = (
@@ -71,7 +76,7 @@ class SnapshotNotFoundError(SnapshotError):
 
 def policy_dir(path: str | os.PathLike | None = None) -> Path:
     """The snapshot root: ``path`` if given, else ``$GAPBENCH_POLICY_DIR``, else
-    ``gap_envs/policies/`` in the package."""
+    :data:`SHIPPED_DIR`."""
     return _root(path)
 
 
@@ -81,7 +86,7 @@ def _root(path: str | os.PathLike | None) -> Path:
     env = os.environ.get(POLICY_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent / "policies"
+    return SHIPPED_DIR
 
 
 def _task_dir(task: str, root: str | os.PathLike | None) -> Path:
@@ -284,3 +289,22 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
     return str(value)
+
+
+__all__ = [
+    "INDEX_FILE",
+    "NAMED_LABELS",
+    "POLICY_DIR_ENV",
+    "RECORD_KEYS",
+    "SHIPPED_DIR",
+    "SnapshotError",
+    "SnapshotNotFoundError",
+    "dataset_version",
+    "get_snapshot",
+    "list_snapshots",
+    "load_actor",
+    "policy_dir",
+    "replace_task_folder",
+    "save_snapshot",
+    "snapshot_digest",
+]
