@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -84,9 +83,12 @@ PAPER_RC = {
 }
 
 
-def label_palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """Colour per label: seaborn "colorblind" in :func:`label_order` (``h2o`` first)."""
-    order = label_order(labels)
+def label_palette(
+    labels: Sequence[str], order: Sequence[str] | None = None
+) -> dict[str, tuple[float, float, float]]:
+    """Colour per label: seaborn "colorblind" in :func:`label_order` (``order`` first, then
+    ``h2o``, then sorted). Every figure draws and lists its labels in the palette's order."""
+    order = label_order(labels, order)
     colors = sns.color_palette("colorblind", 10)
     return {lab: colors[i % len(colors)] for i, lab in enumerate(order)}
 
@@ -184,25 +186,39 @@ def _t_band(values: pd.Series, confidence: float) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _wrap(text: str, width_in: float, fontsize: float = 8.5) -> str:
-    """Wrap each line of ``text`` to fit ``width_in`` inches (DejaVu Sans ~0.6 em a char)."""
+def _wrap(lines: Sequence[Sequence[str]], width_in: float, fontsize: float = 8.5) -> str:
+    """A title that fits ``width_in`` inches (DejaVu Sans ~0.6 em a char). Each entry of
+    ``lines`` starts a new line and lists its phrases; phrases are packed greedily and a
+    line breaks only between them, so a title never splits mid-phrase (as "95% CI over /
+    seeds"). A phrase wider than the line keeps its own line, unbroken."""
     chars = max(12, int(width_in * 72 / (0.58 * fontsize)))
-    return "\n".join(
-        textwrap.fill(
-            line, chars, break_long_words=True, break_on_hyphens=False, subsequent_indent="  "
-        )
-        for line in text.split("\n")
-    )
+    out: list[str] = []
+    for phrases in lines:
+        line = ""
+        for phrase in phrases:
+            if line and len(line) + 1 + len(phrase) > chars:
+                out.append(line)
+                line = "  " + phrase  # continuation lines are indented
+            else:
+                line = f"{line} {phrase}" if line else phrase
+        out.append(line)
+    return "\n".join(out)
+
+
+def _key_phrases(name: str, gap: str) -> list[str]:
+    """``sim gap: gravity=2.0,friction=0.3`` as phrases that break after each comma."""
+    parts = gap.split(",")
+    return [f"{name}:", *[p + "," for p in parts[:-1]], parts[-1]]
 
 
 def _panel_title(gap: str, real_gap: str, dataset: str, show_real: bool) -> str:
     """Sim gap, real gap (when it varies) and dataset on their own lines, wrapped to a panel.
     Multi-key gaps break after their commas."""
-    lines = [f"sim gap: {format_gap(gap).replace(',', ', ')}"]
+    lines = [_key_phrases("sim gap", format_gap(gap))]
     if show_real:
-        lines.append(f"real gap: {(real_gap or 'nominal').replace(',', ', ')}")
-    lines.append(f"dataset: {format_dataset(dataset)}")
-    return _wrap("\n".join(lines), COLUMN_W - 0.6)
+        lines.append(_key_phrases("real gap", real_gap or "nominal"))
+    lines.append(["dataset:", format_dataset(dataset)])
+    return _wrap(lines, COLUMN_W - 0.6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +317,7 @@ def learning_curves(
         what = "learning curves" if y == "normalized_score" else y
         fig.suptitle(
             _wrap(
-                f"{task}: {what} (mean, {confidence:.0%} CI over seeds)",
+                [[f"{task}: {what}", f"(mean, {confidence:.0%} CI over seeds)"]],
                 fig.get_figwidth() - 0.2,
                 9,
             )
@@ -355,7 +371,7 @@ def final_score_plot(
                 ax.set_xlabel(FINAL_LABEL)
         fig.suptitle(
             _wrap(
-                f"{task}: final score (mean, {confidence:.0%} CI over seeds)",
+                [[f"{task}: final score", f"(mean, {confidence:.0%} CI over seeds)"]],
                 fig.get_figwidth() - 0.2,
                 9,
             )
@@ -556,9 +572,9 @@ def gap_heatmap(
             ax.set_yticks(range(len(labels)), labels)
             ax.set_xlabel(f"sim gap: {key} (scale)")
             ax.grid(False)
-            title = f"{task}\ndataset: {format_dataset(dataset)}"
+            title = [[task], ["dataset:", format_dataset(dataset)]]
             if show_real:
-                title += f"\nreal gap: {real or 'nominal'}"
+                title.append(_key_phrases("real gap", real or "nominal"))
             ax.set_title(_wrap(title, panel_w - 0.8), loc="left")
             for side in ("top", "right"):
                 ax.spines[side].set_visible(True)

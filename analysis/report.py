@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gapbench.analysis import plots, tables
@@ -64,9 +65,12 @@ class Report:
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def choose_baseline(labels: list[str], baseline: str | None) -> str:
-    """``baseline`` if given (it must be a label), else ``h2o`` if present, else the first."""
-    ordered = tables.label_order(labels)
+def choose_baseline(
+    labels: list[str], baseline: str | None, order: Sequence[str] | None = None
+) -> str:
+    """``baseline`` if given (it must be a label), else ``h2o`` if present, else the first
+    (of ``order`` when given)."""
+    ordered = tables.label_order(labels, order)
     if baseline is None:
         return ordered[0]
     if baseline not in ordered:
@@ -133,6 +137,8 @@ def build_report(
     confidence: float = 0.95,
     seed: int = 0,
     progress: Progress | None = None,
+    order: Sequence[str] | None = None,
+    tau_range: tuple[float, float] | None = None,
 ) -> Report:
     """Write the full report of ``results_dir`` into ``out_dir`` (see the module docstring).
 
@@ -147,11 +153,20 @@ def build_report(
         confidence: coverage of every interval.
         seed: bootstrap seed.
         progress: called as ``progress(description, done, total)`` before each step.
+        order: algorithm labels in the order of colours, legends, table columns and rows;
+            labels left out follow, sorted with ``h2o`` first (the default order).
+        tau_range: (low, high) thresholds of the performance profiles; default: the range
+            of the final scores with a 5% margin.
 
     Raises:
         FileNotFoundError: no run records under ``results_dir``.
-        ValueError: no complete, successful run, or ``baseline`` is not a label.
+        ValueError: no complete, successful run, ``baseline`` or a name in ``order`` is not
+            a label, or ``tau_range`` is not two finite numbers, low < high.
     """
+    if tau_range is not None:
+        low, high = tau_range
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"tau range {low:g},{high:g}: valid: two finite numbers, low < high")
     out = Path(out_dir)
     fig_dir = out / "figures"
     step = [0]
@@ -168,6 +183,12 @@ def build_report(
         raise ValueError(
             f"no complete successful runs under {results_dir}: {len(results.failed)} failed or "
             f"pruned, {results.incomplete['run_id'].nunique()} incomplete (no summary.json)"
+        )
+    known = tables.label_order(results.runs["label"])
+    unknown = [name for name in order or () if name not in known]
+    if unknown:  # before anything is written
+        raise ValueError(
+            f"order: {', '.join(unknown)} not among the algorithms; valid: {', '.join(known)}"
         )
     rep = Report(out=out, index=out / "index.md", results=results)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,10 +215,10 @@ def build_report(
     finals = tables.final_scores(curves, last_k)
     cells = tables.cell_stats(finals, confidence)
     rep.cells = cells
-    labels = tables.label_order(results.runs["label"])
-    palette = plots.label_palette(labels)
-    complete_labels = tables.label_order(finals["label"])
-    base = choose_baseline(complete_labels, baseline)
+    labels = tables.label_order(results.runs["label"], order)
+    palette = plots.label_palette(labels, order)
+    complete_labels = tables.label_order(finals["label"], order)
+    base = choose_baseline(complete_labels, baseline, order)
     tasks = sorted(curves["task"].unique())
     sweeps = plots.gap_sweeps(cells)
     diagnostics = plots.diagnostic_columns(curves)
@@ -212,8 +233,8 @@ def build_report(
     missing = missing_runs(results)
     rep.missing = missing
     write_csv("missing.csv", missing)
-    write("cells.md", tables.cell_table_markdown(cells))
-    write("cells.tex", tables.cell_table_latex(cells))
+    write("cells.md", tables.cell_table_markdown(cells, order=order))
+    write("cells.tex", tables.cell_table_latex(cells, order=order))
 
     tick("aggregate metrics (stratified bootstrap)")
     agg_in = tables.score_matrices(finals, complete_labels)
@@ -222,8 +243,8 @@ def build_report(
     rep.aggregates = aggregates
     write_csv("aggregates.csv", aggregates)
     if not aggregates.empty:
-        write("aggregates.md", tables.aggregate_table_markdown(aggregates))
-        write("aggregates.tex", tables.aggregate_table_latex(aggregates))
+        write("aggregates.md", tables.aggregate_table_markdown(aggregates, order=order))
+        write("aggregates.tex", tables.aggregate_table_latex(aggregates, order=order))
         figure(
             "aggregate_intervals",
             plots.aggregate_interval_plot(aggregates, palette, len(agg_in.cells)),
@@ -237,7 +258,8 @@ def build_report(
         figure("probability_of_improvement", plots.poi_plot(poi, palette))
 
     tick("performance profiles")
-    profiles = tables.profile_estimates(agg_in, reps=reps, confidence=confidence, seed=seed)
+    taus = None if tau_range is None else np.linspace(*tau_range, 101)
+    profiles = tables.profile_estimates(agg_in, taus, reps=reps, confidence=confidence, seed=seed)
     write_csv("performance_profiles.csv", profiles)
     if not profiles.empty:
         figure("performance_profiles", plots.performance_profile_plot(profiles, palette))
@@ -269,7 +291,10 @@ def build_report(
         (out / "diagnostics.md").unlink(missing_ok=True)
 
     tick("index.md")
-    write("index.md", _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence))
+    write(
+        "index.md",
+        _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence, order),
+    )
     if progress is not None:
         progress("done", total[0], total[0])
     return rep
@@ -310,6 +335,7 @@ def _index(
     last_k: int,
     reps: int,
     confidence: float,
+    order: Sequence[str] | None = None,
 ) -> str:
     out = rep.out
     runs = results.runs
@@ -325,7 +351,7 @@ def _index(
         "",
         f"- **{complete['run_id'].nunique()} complete runs** of "
         f"{len(tables.label_order(finals['label']))} algorithms "
-        f"({', '.join(tables.label_order(finals['label']))}) on "
+        f"({', '.join(tables.label_order(finals['label'], order))}) on "
         f"{finals['task'].nunique()} task(s), {n_cells} cell(s) (task × sim gap × real gap × "
         "dataset); "
         f"{results.failed['run_id'].nunique()} failed or pruned; "

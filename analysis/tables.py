@@ -52,10 +52,12 @@ FIRST_LABEL = "h2o"
 MIN_AGGREGATE_RUNS = 5
 
 
-def label_order(labels: Iterable[str]) -> list[str]:
-    """Sorted labels with ``h2o`` first: the fixed order of colours, columns and legends."""
+def label_order(labels: Iterable[str], order: Sequence[str] | None = None) -> list[str]:
+    """The fixed order of colours, columns and legends: the labels named in ``order`` (the
+    report's ``--order``) as given, then the others sorted with ``h2o`` first."""
     uniq = sorted(set(labels))
-    return sorted(uniq, key=lambda s: (s != FIRST_LABEL, s))
+    rank = {lab: i for i, lab in enumerate(order or ())}
+    return sorted(uniq, key=lambda s: (rank.get(s, len(rank)), s != FIRST_LABEL, s))
 
 
 def format_gap(gap: str) -> str:
@@ -266,13 +268,15 @@ def profile_estimates(
 # --------------------------------------------------------------------------------------------
 
 
-def _cell_grid(cells: pd.DataFrame, decimals: int) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _cell_grid(
+    cells: pd.DataFrame, decimals: int, order: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Rows = cells, columns = labels; entries 'mean ± std' text, the best-mean label per row.
 
     Returns (row frame with cell columns, labels, best label per row) and stores the entries
     in columns named after the labels.
     """
-    labels = label_order(cells["label"])
+    labels = label_order(cells["label"], order)
     index_cols = ["task", "gap", "dataset"] + (["real_gap"] if varying(cells, "real_gap") else [])
     modal_n = int(cells["n"].mode().max()) if len(cells) else 0
     rows, best = [], []
@@ -314,9 +318,11 @@ def _display(col: str, value: str) -> str:
     return str(value)
 
 
-def cell_table_markdown(cells: pd.DataFrame, decimals: int = 1) -> str:
+def cell_table_markdown(
+    cells: pd.DataFrame, decimals: int = 1, order: Sequence[str] | None = None
+) -> str:
     """Per-cell final normalized score, mean ± std over seeds, best per row in bold."""
-    grid, labels, best = _cell_grid(cells, decimals)
+    grid, labels, best = _cell_grid(cells, decimals, order)
     index_cols = [c for c in grid.columns if c not in labels]
     head = [*_header_names(index_cols), *labels]
     lines = [
@@ -360,9 +366,10 @@ def cell_table_latex(
     caption: str = "Final normalized score (D4RL, \\%), mean $\\pm$ std over seeds; "
     "best per row in bold.",
     label: str = "tab:cells",
+    order: Sequence[str] | None = None,
 ) -> str:
     """The per-cell table as a booktabs LaTeX table (needs ``\\usepackage{booktabs}``)."""
-    grid, labels, best = _cell_grid(cells, decimals)
+    grid, labels, best = _cell_grid(cells, decimals, order)
     index_cols = [c for c in grid.columns if c not in labels]
     head = [*_header_names(index_cols), *labels]
     lines = [
@@ -389,8 +396,10 @@ def cell_table_latex(
     return "\n".join(lines) + "\n"
 
 
-def _aggregate_grid(agg: pd.DataFrame, decimals: int) -> tuple[list[str], list[str], dict, dict]:
-    labels = label_order(agg["algorithm"])
+def _aggregate_grid(
+    agg: pd.DataFrame, decimals: int, order: Sequence[str] | None = None
+) -> tuple[list[str], list[str], dict, dict]:
+    labels = label_order(agg["algorithm"], order)
     metrics = [m for m in METRIC_NAMES if m in set(agg["metric"])]
     text, best = {}, {}
     for metric in metrics:
@@ -407,9 +416,11 @@ def _aggregate_grid(agg: pd.DataFrame, decimals: int) -> tuple[list[str], list[s
     return labels, metrics, text, best
 
 
-def aggregate_table_markdown(agg: pd.DataFrame, decimals: int = 1) -> str:
+def aggregate_table_markdown(
+    agg: pd.DataFrame, decimals: int = 1, order: Sequence[str] | None = None
+) -> str:
     """Aggregate metrics per algorithm: point [95% CI]; the best point per metric in bold."""
-    labels, metrics, text, best = _aggregate_grid(agg, decimals)
+    labels, metrics, text, best = _aggregate_grid(agg, decimals, order)
     names = [METRIC_NAMES[m] + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics]
     lines = [
         "| algorithm | " + " | ".join(names) + " |",
@@ -430,9 +441,10 @@ def aggregate_table_latex(
     caption: str = "Aggregate final normalized score (D4RL, \\%) across cells: point estimate "
     "[95\\% stratified-bootstrap CI]; best in bold (optimality gap: lower is better).",
     label: str = "tab:aggregates",
+    order: Sequence[str] | None = None,
 ) -> str:
     """The aggregate table as a booktabs LaTeX table."""
-    labels, metrics, text, best = _aggregate_grid(agg, decimals)
+    labels, metrics, text, best = _aggregate_grid(agg, decimals, order)
     arrows = {m: (r" $\downarrow$" if m in LOWER_IS_BETTER else r" $\uparrow$") for m in metrics}
     lines = [
         r"\begin{table}[t]",

@@ -2,7 +2,8 @@
 
 Mounted by ``gapbench.benchmark.cli._mount_optional`` as ``app.add_typer(app, name="report")``: the
 sub-app has no sub-commands and runs its callback, so the command reads
-``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]``.
+``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]
+[--order A,B,...] [--tau-range LO,HI] [--json]``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gapbench.benchmark.cli_common import fail, out_dir_problem, print_json
+
 err = Console(stderr=True)
+
+
+def _tau_range(text: str | None) -> tuple[float, float] | None:
+    """``"LO,HI"`` -> (LO, HI); the numbers' order is checked by build_report."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise fail(f"--tau-range {text!r}: valid: LO,HI, two numbers, e.g. 0,60") from None
+    return low, high
+
 
 app = typer.Typer(
     invoke_without_command=True,
@@ -45,10 +61,32 @@ def report(
     reps: Annotated[int, typer.Option(min=1, help="Stratified-bootstrap resamples")] = 10_000,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval coverage")] = 0.95,
     seed: Annotated[int, typer.Option(help="Bootstrap seed")] = 0,
+    order: Annotated[
+        str | None,
+        typer.Option(
+            help="Algorithm order of colours, legends and tables, e.g. h2o,darc,cql "
+            "(labels left out follow, sorted)"
+        ),
+    ] = None,
+    tau_range: Annotated[
+        str | None,
+        typer.Option(
+            "--tau-range",
+            help="Performance-profile thresholds LO,HI, e.g. 0,60 (default: the scores' range)",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout (nothing else)")
+    ] = False,
 ) -> None:
     """Per-cell and aggregate statistics (rliable-style CIs), tables and figures of results."""
     from gapbench.analysis.report import build_report
 
+    taus = _tau_range(tau_range)
+    labels = [name.strip() for name in order.split(",") if name.strip()] if order else None
+    problem = out_dir_problem(out)
+    if problem:
+        raise fail(problem)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     columns = (
         TextColumn("{task.description}"),
@@ -72,11 +110,12 @@ def report(
                 confidence=confidence,
                 seed=seed,
                 progress=progress,
+                order=labels,
+                tau_range=taus,
             )
         except (FileNotFoundError, ValueError) as e:
             bar.stop()
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2) from None
+            raise fail(str(e)) from None
     res = result.results
     n_ok = res.complete["run_id"].nunique()
     n_failed = res.failed["run_id"].nunique()
@@ -87,3 +126,20 @@ def report(
         f"{len(result.figures)} figures",
         highlight=False,
     )
+    if as_json:
+        aggregates = result.aggregates
+        print_json(
+            {
+                "index": str(result.index),
+                "out": str(result.out),
+                "complete_runs": int(n_ok),
+                "failed_runs": int(n_failed),
+                "missing_slots": int(n_missing),
+                "figures": {
+                    name: [str(p) for p in paths] for name, paths in result.figures.items()
+                },
+                "files": [str(p) for p in result.files],
+                "aggregates": [] if aggregates is None else aggregates.to_dict("records"),
+                "notes": result.notes,
+            }
+        )

@@ -274,3 +274,73 @@ def test_license_and_citation_match_the_package():
     cff = yaml.safe_load((root / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
     assert cff["version"] == project["version"]
+
+
+# -- 21.8: tau range, algorithm order, titles -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_algos(tmp_path_factory):
+    from test_report import write_record
+
+    results = tmp_path_factory.mktemp("results")
+    for algo in ("cql", "h2o", "sac"):
+        for seed in (0, 1):
+            write_record(results, "hopper", algo, seed, "gravity=2.0")
+    return results
+
+
+def test_report_order_and_tau_range_reach_tables_and_figures(three_algos, tmp_path):
+    out = tmp_path / "rep"
+    result = runner.invoke(
+        app,
+        ["report", str(three_algos), "--out", str(out), "--reps", "20"]
+        + ["--order", "sac,cql", "--tau-range", "-5,250"],
+    )
+    assert result.exit_code == 0, result.output
+    header = (out / "cells.md").read_text().splitlines()[0]
+    assert header.index("sac") < header.index("cql") < header.index("h2o"), header
+    table = (out / "aggregates.md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in table[2:]]
+    assert rows == ["sac", "cql", "h2o"], rows
+    taus = pd.read_csv(out / "performance_profiles.csv")["tau"]
+    assert taus.min() == -5.0 and taus.max() == 250.0
+    assert "(sac, cql, h2o)" in (out / "index.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--order", "sac,bogus", "bogus"),
+        ("--tau-range", "50,10", "50,10"),
+        ("--tau-range", "x", "x"),
+    ],
+)
+def test_report_bad_order_or_tau_range_is_one_line(three_algos, tmp_path, option, value, named):
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", str(three_algos), "--out", str(out), option, value])
+    assert result.exit_code == 2
+    assert named in result.stderr and "valid" in result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing written
+
+
+def test_figure_titles_break_between_phrases_only():
+    from gapbench.analysis import plots
+
+    title = plots._wrap([["halfcheetah: learning curves", "(mean, 95% CI over seeds)"]], 3.2, 9)
+    assert title.split("\n") == ["halfcheetah: learning curves", "  (mean, 95% CI over seeds)"]
+    panel = plots._panel_title(
+        "gravity=2.0,friction=0.3,joint_noise=1.0",
+        "",
+        "gapbench/halfcheetah/medium-replay-v0",
+        False,
+    )
+    phrases = (
+        "gravity=2.0,",
+        "friction=0.3,",
+        "joint_noise=1.0",
+        "gapbench/halfcheetah/medium-replay-v0",
+    )
+    for phrase in phrases:  # each phrase whole on one line
+        assert any(phrase in line for line in panel.split("\n")), panel
