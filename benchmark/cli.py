@@ -179,7 +179,7 @@ def run(
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
     from gapbench.benchmark.executors import RunBusy, run_locked
-    from gapbench.benchmark.spec import RunSpec, device_problem, preset_budget
+    from gapbench.benchmark.spec import RunSpec, device_problem, preset_budget, run_problem
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -202,7 +202,7 @@ def run(
         ).resolved()
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
-    problem = device_problem(spec.device) or out_dir_problem(out_dir)
+    problem = device_problem(spec.device) or run_problem(spec) or out_dir_problem(out_dir)
     if problem:
         raise fail(problem)
     import torch

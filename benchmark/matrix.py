@@ -54,7 +54,8 @@ The runs are counted before they are built: a matrix that would expand to more t
 is one clear error instead of minutes of expansion and a MemoryError.
 
 Validation happens before anything is written: an unknown task, algorithm, regime, gap
-key, preset, budget key, hyper-parameter, a missing dataset or a malformed entry gives one
+key, body name (``mass.<body>`` against every task's model), preset, budget key,
+hyper-parameter, a missing dataset or a malformed entry gives one
 :class:`MatrixError` that lists every problem.
 """
 
@@ -80,7 +81,7 @@ from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.benchmark import records
 from gapbench.benchmark.spec import PRESETS, Budget, RunSpec
-from gapbench.gap_envs import TASKS, GapSpec
+from gapbench.gap_envs import TASKS, GapSpec, gap_problem
 
 log = logging.getLogger("gapbench.matrix")
 
@@ -448,7 +449,17 @@ class _Expander:
         seen: set[str] = set()
         collapsed = 0
         checked: dict[tuple[str, str], str | None] = {}
+        bodies_ok: dict[tuple[str, str], bool] = {}
         for label, kwargs in cells:
+            for key in ("gap", "real_gap"):  # mass.<body> needs the task's model to check
+                pair = (kwargs["task"], kwargs[key])
+                if pair not in bodies_ok:
+                    msg = gap_problem(*pair) if pair[1] else None
+                    bodies_ok[pair] = msg is None
+                    if msg:
+                        self.problem(f"{key}s: {msg}")
+            if not all(bodies_ok[kwargs["task"], kwargs[k]] for k in ("gap", "real_gap")):
+                continue
             if kwargs.get("dataset") and self.check_datasets:
                 key = (kwargs["dataset"], kwargs["task"])
                 if key not in checked:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,10 @@ def preset_budget(name: str, **overrides: Any) -> Budget:
 def device_problem(device: str) -> str | None:
     """Why ``device`` cannot run here (checked before anything is written, so a missing GPU
     leaves no failed record behind), or None."""
-    if not device.startswith("cuda"):
+    if device == "cpu":
         return None
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        return f"unknown device {device!r}; valid: cpu, cuda, cuda:N"
     import torch
 
     if not torch.cuda.is_available():
@@ -96,6 +99,21 @@ def device_problem(device: str) -> str | None:
     if index >= count:
         return f"device {device!r}: this machine has {count} GPU(s); valid: cuda:0..{count - 1}"
     return None
+
+
+def run_problem(spec: RunSpec) -> str | None:
+    """Why a resolved ``spec`` cannot run here, found before anything is written (so
+    ``gapbench run`` refuses it cleanly instead of leaving a failed record): a
+    ``mass.<body>`` its task lacks, or a dataset that is missing or not for its task.
+    None when it can run."""
+    from gapbench.benchmark.matrix import dataset_problem  # matrix imports this module
+    from gapbench.gap_envs import gap_problem
+
+    for key in ("gap", "real_gap"):
+        problem = gap_problem(spec.task, getattr(spec, key)) if getattr(spec, key) else None
+        if problem:
+            return f"--{key.replace('_', '-')}: {problem}"
+    return dataset_problem(spec.dataset, spec.task) if spec.dataset else None
 
 
 @dataclass(frozen=True)

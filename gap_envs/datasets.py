@@ -53,6 +53,7 @@ QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 D4RL_SIZE = 1_000_000
 META_KEY = "gapbench"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+D4RL_INFOS = ("qpos", "qvel")  # kept from a D4RL file's infos/ group when present
 
 
 class DatasetError(ValueError):
@@ -85,6 +86,9 @@ class Transitions:
     terminals: np.ndarray  # (N,) bool
     timeouts: np.ndarray  # (N,) bool
     metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # per-transition extras, row-aligned with the arrays above: D4RL's infos/qpos and
+    # infos/qvel (as "qpos", "qvel"), which let a user reset the simulator to a logged state
+    infos: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.observations = np.asarray(self.observations, dtype=np.float32)
@@ -107,6 +111,9 @@ class Transitions:
         for name in ("actions", "rewards", "terminals", "timeouts"):
             if len(getattr(self, name)) != n:
                 raise DatasetError(f"{name} has {len(getattr(self, name))} rows, expected {n}")
+        for name, value in self.infos.items():
+            if len(value) != n:
+                raise DatasetError(f"infos/{name} has {len(value)} rows, expected {n}")
 
     def __len__(self) -> int:
         return len(self.observations)
@@ -410,7 +417,10 @@ def exists(
     src = os.fspath(source)
     data_path = _minari_data_path(src, _resolve_data_dir(data_dir))
     if data_path is None:
-        return Path(src).expanduser().is_file()
+        path = Path(src).expanduser()
+        if path.is_file() and task is not None:
+            _check_hdf5_dims(path, task)
+        return path.is_file()
     if task is not None:
         get_task(task)
         try:
@@ -421,6 +431,27 @@ def exists(
         if isinstance(ours, dict) and ours.get("task") not in (None, task):
             raise DatasetError(f"dataset {src} was built for task {ours['task']!r}, not {task!r}")
     return True
+
+
+def _check_hdf5_dims(path: Path, task: str) -> None:
+    """The observation and action sizes of a D4RL-layout file against ``task``, read from
+    the HDF5 headers only (no data), so a matrix refuses a wrong file before any run."""
+    import h5py
+
+    t = get_task(task)
+    try:
+        with h5py.File(path, "r") as f:
+            shapes = {k: f[k].shape for k in ("observations", "actions") if k in f}
+    except Exception as err:
+        raise DatasetError(f"cannot read {path}: not a readable HDF5 file ({err})") from None
+    if len(shapes) < 2:
+        return  # load() names the missing keys
+    dims = tuple(int(np.prod(shapes[k][1:])) for k in ("observations", "actions"))
+    if dims != (t.obs_dim, t.act_dim):
+        raise DatasetError(
+            f"dataset {path} has observations of size {dims[0]} and actions of size {dims[1]}, "
+            f"but task {task!r} needs {t.obs_dim} and {t.act_dim}"
+        )
 
 
 def _minari_data_path(source: str, root: Path) -> Path | None:
@@ -553,6 +584,7 @@ def _read_d4rl_hdf5(path: Path) -> Transitions:
                     f"(expected {', '.join(D4RL_KEYS)}, optional next_observations)"
                 )
             data = {k: np.asarray(f[k][()]) for k in (*D4RL_KEYS, "next_observations") if k in f}
+            infos = {k: np.asarray(f[f"infos/{k}"][()]) for k in D4RL_INFOS if f"infos/{k}" in f}
     except DatasetError:
         raise
     except Exception as err:
@@ -562,6 +594,9 @@ def _read_d4rl_hdf5(path: Path) -> Transitions:
     for k in ("actions", "rewards", "terminals", "timeouts"):
         if len(data[k]) != n:
             raise DatasetError(f"{path}: {k!r} has {len(data[k])} rows but observations has {n}")
+    for k, v in infos.items():
+        if len(v) != n:
+            raise DatasetError(f"{path}: 'infos/{k}' has {len(v)} rows but observations has {n}")
     act = data["actions"].reshape(n, -1)
     rew = data["rewards"].reshape(n)
     term = data["terminals"].reshape(n).astype(bool)
@@ -570,7 +605,7 @@ def _read_d4rl_hdf5(path: Path) -> Transitions:
         nxt = data["next_observations"].reshape(n, -1)
         if nxt.shape != obs.shape:
             raise DatasetError(f"{path}: next_observations {nxt.shape} != observations {obs.shape}")
-        tr = Transitions(obs, act, rew, nxt, term, tout)
+        tr = Transitions(obs, act, rew, nxt, term, tout, infos=infos)
     else:
         # As D4RL's qlearning_dataset: next_obs is the next row; a time-out row (and the last
         # row) has no successor and is dropped. A terminal keeps the next row as a placeholder
@@ -584,7 +619,15 @@ def _read_d4rl_hdf5(path: Path) -> Transitions:
         prev = prev[keep[prev] & ~term[prev]]
         new_tout[prev] = True
         nxt = obs[np.minimum(idx + 1, n - 1)]
-        tr = Transitions(obs[keep], act[keep], rew[keep], nxt[keep], term[keep], new_tout[keep])
+        tr = Transitions(
+            obs[keep],
+            act[keep],
+            rew[keep],
+            nxt[keep],
+            term[keep],
+            new_tout[keep],
+            infos={k: v[keep] for k, v in infos.items()},
+        )
     tr.metadata = {"source": "d4rl-hdf5", "path": str(path)}
     return tr
 
@@ -635,7 +678,20 @@ def load(
         )
     if task is not None:
         _check_task(tr, task, src)
+    _check_finite(tr, src)
     return tr
+
+
+def _check_finite(tr: Transitions, name: str) -> None:
+    """A NaN or inf in the log would poison every update that samples it: refuse it."""
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        bad = ~np.isfinite(getattr(tr, key))
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+            raise DatasetError(
+                f"dataset {name} has {int(bad.sum())} non-finite value(s) (NaN/inf) in {key}, "
+                f"first at row {row}; valid: finite numbers only"
+            )
 
 
 def save_d4rl_hdf5(

@@ -6,6 +6,7 @@ never to the installed XML files, so parallel runs cannot race on shared files.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -67,6 +68,24 @@ class JointNoise(gym.Wrapper):
 
 def body_names(model: mujoco.MjModel) -> list[str]:
     return [model.body(i).name for i in range(model.nbody)]
+
+
+@functools.cache
+def task_bodies(task: str) -> tuple[str, ...]:
+    """The body names of a task's model (world excluded), read once per process."""
+    model = gym.make(get_task(task).gym_id).unwrapped.model
+    return tuple(n for n in body_names(model) if n != "world")
+
+
+def gap_problem(task: str, gap: GapSpec | str | dict | None) -> str | None:
+    """Why ``gap`` cannot apply to ``task`` (a ``mass.<body>`` the model lacks), or None:
+    checked up front, as parsing alone cannot know the task's bodies."""
+    bodies = task_bodies(task)
+    unknown = [b for b, _ in GapSpec.parse(gap).body_mass if b not in bodies]
+    if not unknown:
+        return None
+    names = ", ".join(f"mass.{b}" for b in unknown)
+    return f"gap {names}: no such body in task {task!r}; valid bodies: {', '.join(bodies)}"
 
 
 def apply_gap(model: mujoco.MjModel, data: mujoco.MjData, gap: GapSpec) -> None:
