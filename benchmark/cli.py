@@ -248,20 +248,25 @@ def bench(
     import torch
 
     from gapbench import algorithms
+    from gapbench.benchmark.spec import device_problem
     from gapbench.benchmark.speed import (
         matmul_flops_per_second,
         profile_update,
         update_flops,
         updates_per_second,
     )
+    from gapbench.gap_envs import UnknownTaskError, get_task
 
     torch.set_num_threads(threads)
     names = algo or [n for n in algorithms.names() if n not in _warn_broken_plugins()]
     try:
+        get_task(task)
         for name in names:
             algorithms.get(name)
-    except KeyError as e:
+    except (KeyError, UnknownTaskError) as e:
         raise fail(str(e)) from None
+    if problem := device_problem(device):
+        raise fail(problem)
     matmul = matmul_flops_per_second(device=device)
     if not as_json:
         out.print(

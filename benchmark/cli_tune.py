@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gapbench.benchmark.cli_common import Threads, fail, parse_pairs, unwrap_help
+from gapbench.benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, unwrap_help
 
 # Kept here (not imported from gapbench.benchmark.tuning) so ``--help`` does not import torch.
 DOCS = unwrap_help(
@@ -121,6 +121,9 @@ def tune(
     from gapbench.benchmark.spec import preset_budget
     from gapbench.benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
 
+    out_dir = out_dir or Path("results/tune") / f"{algo}-{task}"
+    if problem := out_dir_problem(out_dir):
+        raise fail(problem)
     try:
         budget_obj = None
         if budget:
@@ -152,7 +155,7 @@ def tune(
             sampler_seed=sampler_seed,
             pruner=pruner,
             space=space,
-            out=out_dir or Path("results/tune") / f"{algo}-{task}",
+            out=out_dir,
             device=device,
             plots=plots,
             verbose=True,
