@@ -386,10 +386,12 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
     Incomplete records (no summary.json) are kept in ``runs`` with status ``incomplete`` but
     never enter ``curves``; failed and pruned runs are logged as a warning listing them and are
     available as :attr:`Results.failed`. If the same (cell, label, seed) has several complete
-    runs, the most recently finished one is kept and a warning says so.
+    runs, the most recently finished one whose curve reads is kept and a warning says so.
 
     Raises:
         FileNotFoundError: ``root`` does not exist or holds no record at all.
+        ValueError: one (cell, label) holds complete runs with different hyper-parameters,
+            budgets or replay capacities (they are not seeds of one experiment).
     """
     root = Path(root)
     if not root.exists():
@@ -427,18 +429,27 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
         expected = _share_axes(expected, reference).drop(columns=["regime", "algorithm", "shared"])
         expected = expected.drop_duplicates(["label", *CELL, "seed"]).reset_index(drop=True)
 
-    # One complete run per (cell, label, seed): the newest wins.
+    # One complete run per (cell, label, seed): the newest whose curve reads wins, so a
+    # damaged newer record never hides a good older one.
     ok = runs["status"] == "ok"
+    curves_by_path: dict[str, pd.DataFrame | None] = {}
+    runs["_readable"] = [
+        bool(is_ok) and _read_curve(path, curves_by_path) is not None
+        for is_ok, path in zip(ok, runs["path"], strict=True)
+    ]
+    _refuse_mixed_configs(runs[runs["_readable"]])
     key = ["label", *CELL, "seed"]
     dup = runs[ok].duplicated(key, keep=False)
     if dup.any():
         d = runs[ok][dup]
         notes.append(
             f"{int(dup.sum())} complete runs share a (cell, label, seed) with another run "
-            f"(e.g. {', '.join(d['run_id'].head(4))}); the most recent of each is used"
+            f"(e.g. {', '.join(d['run_id'].head(4))}); the most recent readable one of each "
+            "is used"
         )
-        newest = runs[ok].sort_values("_mtime").drop_duplicates(key, keep="last").index
-        runs = runs[~ok | runs.index.isin(newest)]
+        chosen = runs[ok].sort_values(["_readable", "_mtime"])
+        chosen = chosen.drop_duplicates(key, keep="last").index
+        runs = runs[~ok | runs.index.isin(chosen)]
     budget_cols = sorted(c for c in runs.columns if c.startswith("budget_"))
     for col in RUN_COLUMNS:
         if col not in runs:
@@ -446,7 +457,7 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
     runs = runs[[*RUN_COLUMNS, *budget_cols]].sort_values(["label", *CELL, "seed"])
     runs = runs.reset_index(drop=True)
 
-    curves = _load_curves(runs[runs["status"] == "ok"], notes)
+    curves = _load_curves(runs[runs["status"] == "ok"], notes, curves_by_path)
     failed = runs[runs["status"].isin(FAILED_STATUSES)].drop_duplicates("run_id")
     if len(failed):
         listing = "; ".join(f"{r.run_id} ({r.status}: {r.error})" for r in failed.itertuples())
@@ -480,20 +491,52 @@ def _expected_from_manifest(manifest: pd.DataFrame, runs: pd.DataFrame) -> pd.Da
     return frame
 
 
-def _load_curves(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+#: What makes runs of one (cell, label) comparable seeds of one experiment.
+CONFIG_COLUMNS = ("hparams", "sim_replay_capacity")
+
+
+def _refuse_mixed_configs(runs: pd.DataFrame) -> None:
+    """Raise ValueError when one (cell, label) holds runs with different hyper-parameters or
+    budgets: averaging them as seeds of one experiment would report a number nobody ran."""
+    cols = [*CONFIG_COLUMNS, *sorted(c for c in runs.columns if c.startswith("budget_"))]
+    config = pd.Series([repr(t) for t in runs[cols].itertuples(index=False)], index=runs.index)
+    mixed = []
+    for key, group in config.groupby([runs[c] for c in ("label", *CELL)], sort=True):
+        if group.nunique() > 1:
+            rows = runs.loc[group.index]
+            differ = [c for c in cols if rows[c].map(repr).nunique() > 1]
+            ids = ", ".join(rows.drop_duplicates(differ)["run_id"].head(3))
+            where = ", ".join(f"{c}={v!r}" for c, v in zip(("label", *CELL), key, strict=True))
+            mixed.append(f"({where}) mixes different {', '.join(differ)} (e.g. runs {ids})")
+    if mixed:
+        more = f" and {len(mixed) - 1} more cell(s)" if len(mixed) > 1 else ""
+        raise ValueError(
+            f"{mixed[0]}{more}; valid: one configuration per cell and label; give the "
+            "variants distinct labels (matrix algorithms:) or report their folders separately"
+        )
+
+
+def _read_curve(path: str, cache: dict[str, pd.DataFrame | None]) -> pd.DataFrame | None:
+    """A record's curve.csv, or None when it is missing, unreadable or has no evaluation."""
+    if path not in cache:
+        try:
+            curve = pd.read_csv(Path(path) / CURVE)
+            steps = pd.to_numeric(curve["step"], errors="coerce")
+            cache[path] = curve if steps.notna().any() else None
+        except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+            cache[path] = None
+    return cache[path]
+
+
+def _load_curves(
+    runs: pd.DataFrame, notes: list[str], cache: dict[str, pd.DataFrame | None]
+) -> pd.DataFrame:
     spec_cols = [c for c in runs.columns if c not in (*OUTCOME_COLUMNS, "path")]
-    cache: dict[str, pd.DataFrame] = {}
     pieces = []
     for run in runs.itertuples(index=False):
-        if run.path not in cache:
-            try:
-                curve = pd.read_csv(Path(run.path) / CURVE)
-            except (OSError, ValueError, pd.errors.EmptyDataError) as e:
-                notes.append(f"complete run {run.run_id} has no readable {CURVE}: {e}")
-                curve = pd.DataFrame(columns=list(CURVE_COLUMNS))
-            cache[run.path] = curve
-        curve = cache[run.path]
-        if curve.empty:
+        curve = _read_curve(run.path, cache)
+        if curve is None:
+            notes.append(f"complete run {run.run_id} has no readable {CURVE}")
             continue
         meta = {c: getattr(run, c) for c in spec_cols}
         pieces.append(curve.assign(**{k: [v] * len(curve) for k, v in meta.items()}))
@@ -503,6 +546,15 @@ def _load_curves(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     for col in ("step", "normalized_score"):  # a damaged curve must not poison the stats
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame = frame[frame["step"].notna()]
+    # A diverged evaluation (inf) or a lost one (NaN) is kept in the curve but said aloud:
+    # a run whose last evaluations hold one has no final score (tables.final_scores).
+    bad = frame[~np.isfinite(frame["normalized_score"].astype(float))]
+    for run_id, group in bad.groupby("run_id", sort=True):
+        steps = ", ".join(str(int(s)) for s in sorted(set(group["step"]))[:5])
+        notes.append(
+            f"run {run_id} has a non-finite (NaN/inf) normalized score at step(s) {steps}; "
+            "a run whose last evaluations hold one gets no final score"
+        )
     metric_cols = [c for c in frame.columns if c not in spec_cols]
     ordered = [c for c in CURVE_COLUMNS if c in metric_cols]
     ordered += [c for c in metric_cols if c not in ordered]

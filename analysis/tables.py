@@ -101,7 +101,10 @@ def final_scores(curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
     ordered = curves.sort_values([*KEY, "seed", "step"])
     grouped = ordered.groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
     tail = grouped.tail(int(last_k)).groupby([*KEY, "seed", "run_id"], sort=True, dropna=False)
-    out = tail["normalized_score"].mean().rename("final_normalized_score").to_frame()
+    # skipna=False: a NaN among the last evaluations must not be skipped silently; like an
+    # inf it leaves the run without a final score (records.load_results warns about it)
+    last = tail["normalized_score"]
+    out = last.apply(lambda s: s.mean(skipna=False)).rename("final_normalized_score").to_frame()
     out["n_evals"] = grouped.size()
     out["last_step"] = grouped["step"].max()
     out = out.reset_index()

@@ -109,3 +109,81 @@ def test_d4rl_qpos_and_qvel_are_kept_row_aligned(tmp_path, with_next):
     np.testing.assert_array_equal(loaded.infos["qpos"], qpos[:rows])
     np.testing.assert_array_equal(loaded.infos["qvel"], -qpos[:rows])
     assert len(loaded) == rows
+
+
+# -- item 8: inf in a curve; item 11: which record the report reads ------------------------
+def test_a_non_finite_curve_is_reported_and_leaves_that_run_without_a_final_score(tmp_path):
+    from test_report import write_record
+
+    from gapbench.analysis import tables
+    from gapbench.analysis.records import load_results
+    from gapbench.analysis.report import build_report
+
+    inf, nan = float("inf"), float("nan")
+    diverged = write_record(tmp_path / "res", "hopper", "sac", 0, "gravity=2.0", scores=[1, 2, inf])
+    early = write_record(tmp_path / "res", "hopper", "sac", 1, "gravity=2.0", scores=[inf, 1, 2, 3])
+    lost = write_record(tmp_path / "res", "hopper", "sac", 2, "gravity=2.0", scores=[1, 2, nan])
+    write_record(tmp_path / "res", "hopper", "sac", 3, "gravity=2.0", scores=[3, 4, 5])
+    results = load_results(tmp_path / "res")
+    for run_id in (diverged, early, lost):
+        assert any(run_id in w and "non-finite" in w for w in results.warnings)
+    finals = tables.final_scores(results.curves, last_k=3)
+    # a NaN among the last evaluations is not skipped: like inf it leaves no final score
+    assert sorted(finals["seed"]) == [1, 3]
+    report = build_report(tmp_path / "res", tmp_path / "report", reps=50)
+    assert report is not None
+    assert f"run {diverged} has a non-finite" in (tmp_path / "report" / "index.md").read_text()
+
+
+def _copy_record(src, new_id):
+    import json
+    import shutil
+
+    dst = src.parent / new_id
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "spec.json").read_text())
+    meta["run_id"] = new_id
+    (dst / "spec.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_a_damaged_newer_record_does_not_hide_a_good_one(tmp_path):
+    import os
+
+    from test_report import write_record
+
+    from gapbench.analysis.records import load_results
+
+    good = write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", scores=[1, 2, 3])
+    newer = _copy_record(tmp_path / good, "hopper-sac-s0-newer")
+    (newer / "curve.csv").write_bytes(b"\x00\xff garbage")
+    later = (tmp_path / good / "summary.json").stat().st_mtime + 60
+    os.utime(newer / "summary.json", (later, later))
+    results = load_results(tmp_path)
+    assert list(results.complete["run_id"]) == [good]
+    assert list(results.curves["normalized_score"]) == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("field", ["budget", "hparams"])
+def test_runs_of_one_cell_with_different_configs_are_refused(tmp_path, field):
+    import json
+
+    from test_report import write_record
+
+    from gapbench.analysis.records import load_results
+
+    write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0")
+    other = tmp_path / write_record(tmp_path, "hopper", "sac", 1, "gravity=2.0")
+    meta = json.loads((other / "spec.json").read_text())
+    if field == "budget":
+        meta["spec"]["budget"]["updates"] = 5000
+    else:
+        meta["spec"]["hparams"] = {"batch_size": 64}
+    (other / "spec.json").write_text(json.dumps(meta))
+    differ = "budget_updates" if field == "budget" else "hparams"
+    with pytest.raises(ValueError, match=f"label='sac'.* mixes different {differ} "):
+        load_results(tmp_path)
+    result = runner.invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "distinct labels" in result.stderr
+    assert not (tmp_path / "report").exists()
