@@ -70,7 +70,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -730,22 +730,41 @@ def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
     out = Path(out or matrix.out)
     path = out / MANIFEST
     manifest: dict[str, Any] = {"runs": {}, "matrices": {}}
-    if path.is_file():
-        try:
-            old = records.read_json(path)
-            manifest["runs"].update(old.get("runs", {}))
-            manifest["matrices"].update(old.get("matrices", {}))
-        except (OSError, ValueError):
-            log.warning("%s is unreadable; rewriting it", path)
-    for r in matrix.runs:
-        manifest["runs"][r.run_id] = {**r.cell(), "matrix": matrix.name}
-    manifest["matrices"][matrix.name] = {
-        "source": matrix.source,
-        "runs": len(matrix.runs),
-        "labels": matrix.labels,
-    }
-    records.write_json(path, manifest)
+    with _folder_locked(out):  # two matrices starting on one folder must not lose an update
+        if path.is_file():
+            try:
+                old = records.read_json(path)
+                manifest["runs"].update(old.get("runs", {}))
+                manifest["matrices"].update(old.get("matrices", {}))
+            except (OSError, ValueError):
+                log.warning("%s is unreadable; rewriting it", path)
+        for r in matrix.runs:
+            manifest["runs"][r.run_id] = {**r.cell(), "matrix": matrix.name}
+        manifest["matrices"][matrix.name] = {
+            "source": matrix.source,
+            "runs": len(matrix.runs),
+            "labels": matrix.labels,
+        }
+        records.write_json(path, manifest)
     return path
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``folder`` itself (no stray lock file), as the policy index
+    does: serialises read-modify-write of the files in it between processes (POSIX)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def read_manifest(out: str | Path) -> dict[str, dict[str, Any]]:

@@ -187,3 +187,50 @@ def test_runs_of_one_cell_with_different_configs_are_refused(tmp_path, field):
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "distinct labels" in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+# -- item 10: two matrices starting together on one folder ---------------------------------
+def test_two_matrices_writing_one_manifest_together_lose_nothing(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from gapbench.benchmark import matrix as matrix_module
+
+    barrier = threading.Barrier(2)
+    read_json = matrix_module.records.read_json
+
+    def slow_read(path):  # widen the read-modify-write window so the race always shows
+        data = read_json(path)
+        time.sleep(0.3)
+        return data
+
+    monkeypatch.setattr(matrix_module.records, "read_json", slow_read)
+    matrix_module.write_manifest(
+        load({"name": "first", "tasks": ["hopper"], "algorithms": {"sac": {}}}), tmp_path
+    )
+    mats = [
+        load(
+            {
+                "name": name,
+                "tasks": ["hopper"],
+                "algorithms": {label: {"algorithm": "sac"}},
+                "seeds": [seed],
+            }
+        )
+        for name, label, seed in (("a", "sac-a", 1), ("b", "sac-b", 2))
+    ]
+
+    def write(m):
+        barrier.wait()
+        matrix_module.write_manifest(m, tmp_path)
+
+    threads = [threading.Thread(target=write, args=(m,)) for m in mats]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    manifest = matrix_module.records.read_json(tmp_path / "matrix.json")
+    assert set(manifest["matrices"]) == {"first", "a", "b"}
+    labels = {entry["label"] for entry in manifest["runs"].values()}
+    assert labels == {"sac", "sac-a", "sac-b"}
