@@ -175,6 +175,9 @@ def run(
         bool,
         typer.Option("--retry-failed", help="Re-run a failed run (its old summary is kept aside)"),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run's summary as JSON on stdout (only it)")
+    ] = False,
 ) -> None:
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
@@ -213,6 +216,8 @@ def run(
     except RunBusy as busy:
         raise fail(f"run {spec.run_id} is being trained by another process ({busy})") from None
     path = out_dir / spec.run_id
+    if as_json:  # failed runs too: a script reads the status and error from it
+        print_json({"run_id": spec.run_id, "path": str(path), "recorded": recorded, **summary})
     if summary["status"] != "ok":
         hint = " (recorded earlier: --retry-failed runs it again)" if recorded else ""
         err.print(
@@ -221,7 +226,7 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    out.print(
+    (err if as_json else out).print(
         f"[green]done[/] {spec.run_id}: final normalized score "
         f"{summary['final_normalized_score']:.1f} (return {summary['final_return']:.1f}), "
         f"{summary['updates_per_s']:.1f} updates/s -> {path}"

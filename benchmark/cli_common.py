@@ -34,7 +34,8 @@ Threads = Annotated[
 
 def print_json(data: Any) -> None:
     """Pure JSON on stdout (progress and errors go to stderr)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    # default=str: paths and the like in summaries print as text, not a TypeError
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def unwrap_help(text: str) -> str:

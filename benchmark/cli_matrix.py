@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gapbench.benchmark.cli_common import fail, out_dir_problem, unwrap_help
+from gapbench.benchmark.cli_common import fail, out_dir_problem, print_json, unwrap_help
 
 # Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
@@ -139,6 +140,10 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No per-evaluation log lines")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the runs and their status as JSON on stdout (only it)"),
+    ] = False,
 ) -> None:
     from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
     from gapbench.benchmark.matrix import status as matrix_status
@@ -160,6 +165,9 @@ def run(
                 soft_wrap=True,
             )
         report = matrix_status(matrix, out_dir)
+        if as_json:
+            head = {"matrix": matrix.name, "out": str(out_dir), "dry_run": True}
+            return print_json({**head, **report})
         columns = ["label", "gap", "real_gap", "dataset", "seed"]
         if not any(r["real_gap"] for r in report["runs"]):
             columns.remove("real_gap")
@@ -243,6 +251,17 @@ def run(
         raise fail(str(e)) from None
 
     labels = {r.run_id: r.label for r in matrix.runs}
+    if as_json:
+        runs = [{"run_id": k, "label": labels[k], **v} for k, v in results.items()]
+        print_json(
+            {
+                "matrix": matrix.name,
+                "out": str(out_dir),
+                "seconds": round(time.perf_counter() - start, 1),
+                "counts": dict(Counter(r["status"] for r in runs)),
+                "runs": runs,
+            }
+        )
     table = Table(title=f"{matrix.name} ({time.perf_counter() - start:.0f} s) -> {out_dir}")
     table.add_column("run id", no_wrap=True)
     table.add_column("label")
@@ -257,7 +276,7 @@ def run(
             f"[{STYLE.get(st, 'white')}]{st}[/]{note}",
             _score(result.get("final_normalized_score")),
         )
-    out_console.print(table)
+    (err_console if as_json else out_console).print(table)
     bad = [r for r in results.values() if r["status"] not in ("ok", "running")]
     if bad:
         # a crashed run has no record yet: the same command resumes it, no flag needed

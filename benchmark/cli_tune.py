@@ -3,13 +3,21 @@ gapbench.benchmark.tuning)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from gapbench.benchmark.cli_common import Threads, fail, out_dir_problem, parse_pairs, unwrap_help
+from gapbench.benchmark.cli_common import (
+    Threads,
+    fail,
+    out_dir_problem,
+    parse_pairs,
+    print_json,
+    unwrap_help,
+)
 
 # Kept here (not imported from gapbench.benchmark.tuning) so ``--help`` does not import torch.
 DOCS = unwrap_help(
@@ -117,6 +125,9 @@ def tune(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     plots: Annotated[bool, typer.Option(help="Save Optuna's plots in OUT/plots")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the study's outcome as JSON on stdout (only it)")
+    ] = False,
 ) -> None:
     from gapbench.benchmark.spec import preset_budget
     from gapbench.benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
@@ -169,24 +180,28 @@ def tune(
         err_console.print("[yellow]interrupted[/]: re-run the same command to continue the study")
         raise typer.Exit(130) from None
 
+    if as_json:
+        print_json(dataclasses.asdict(result))
+    # the human summary; on stderr when stdout carries the JSON
+    console = Console(soft_wrap=True, stderr=True) if as_json else out_console
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.states.items()))
-    out_console.print(
+    console.print(
         f"[green]study[/] {result.study_name}: {result.n_trials} trial(s) ({states})",
         highlight=False,
     )
     if result.best_value is not None:
-        out_console.print(
+        console.print(
             f"best: trial {result.best_trial}, objective {result.best_value:.3f}, "
             f"hparams {result.best_hparams}",
             highlight=False,
             markup=False,
         )
     for note in result.notes:
-        out_console.print(f"note: {note}", highlight=False, markup=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
     for name, path in result.files.items():
         label = {"best": "best.yaml", "trials_csv": "trials.csv"}.get(name, name.replace("_", " "))
-        out_console.print(f"{label}: {path}", highlight=False, markup=False)
-    out_console.print(
+        console.print(f"{label}: {path}", highlight=False, markup=False)
+    console.print(
         f"open the study: {result.dashboard}  (pip install optuna-dashboard)",
         highlight=False,
         markup=False,

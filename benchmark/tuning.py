@@ -375,7 +375,7 @@ class TuneConfig:
     out: str | Path = "results/tune"
     device: str = "cpu"
     plots: bool = True
-    verbose: bool = False  # one line per finished trial on stdout
+    verbose: bool = False  # a setup line, then one progress line per finished trial, on stderr
 
 
 @dataclass
@@ -390,6 +390,7 @@ class Prepared:
     study_name: str
     setup: dict[str, Any]
     dropped: list[str] = field(default_factory=list)  # fixed by hparams, removed from the space
+    first_trial: int = 0  # number of this invocation's first trial (earlier ones: the study's)
 
     @property
     def out(self) -> Path:
@@ -764,8 +765,24 @@ def trial_line(trial: Any) -> str:
     return f"trial {trial.number:>4}  {trial.state.name:<8} value={value:<10} {params}"
 
 
-def _print_trial(study: Any, trial: Any) -> None:
-    print(trial_line(trial), flush=True)
+@dataclass
+class _TrialProgress:
+    """After each trial, one line on stderr (stdout stays free for ``--json``): trials of this
+    invocation done / asked for, the trial, and the study's best so far. Workers share the
+    study's storage, so every worker's count covers the others' trials too."""
+
+    total: int
+    first: int
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.number >= self.first and t.state.is_finished() for t in trials)
+        try:
+            best = f"best so far {study.best_value:.3f} (trial {study.best_trial.number})"
+        except ValueError:  # no complete trial yet
+            best = "no complete trial yet"
+        sys.stderr.write(f"[{done}/{self.total}] {trial_line(trial)} | {best}\n")
+        sys.stderr.flush()
 
 
 class _DropPruned(logging.Filter):
@@ -806,7 +823,9 @@ def _worker(prep: Prepared, n_trials: int, index: int, threads: int) -> None:
             Objective(prep),
             n_trials=n_trials,
             catch=(TrialFailed,),
-            callbacks=[_print_trial] if prep.config.verbose else None,
+            callbacks=[_TrialProgress(prep.config.trials, prep.first_trial)]
+            if prep.config.verbose
+            else None,
         )
 
 
@@ -847,15 +866,22 @@ def tune(config: TuneConfig) -> TuneResult:
 
 def run_prepared(prep: Prepared) -> TuneResult:
     """:func:`tune` after :func:`prepare` (the CLI reports setup errors apart)."""
+    import optuna
+
     config = prep.config
+    with _quiet_optuna():
+        storage = open_storage(prep.storage_url)
+        study = optuna.load_study(study_name=prep.study_name, storage=storage)
+        prep.first_trial = len(study.get_trials(deepcopy=False))
     if config.verbose:
         print(
             f"study {prep.study_name!r} in {prep.storage_url}: {config.trials} more trial(s), "
             f"{len(prep.seeds)} seed(s) each, {config.workers} worker(s)",
+            file=sys.stderr,
             flush=True,
         )
         if prep.dropped:
-            print(f"fixed by --set, not tuned: {', '.join(prep.dropped)}", flush=True)
+            print(f"fixed by --set, not tuned: {', '.join(prep.dropped)}", file=sys.stderr)
     optimize(prep)
     return export(prep)
 

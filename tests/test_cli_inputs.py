@@ -4,7 +4,11 @@ one line on stderr (exit 2) naming the value and the valid choices, never a trac
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gapbench.benchmark.cli import app
@@ -41,3 +45,55 @@ def test_report_and_tune_refuse_an_out_that_is_not_a_folder(tmp_path, command):
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("file is not a directory; valid: a writable folder")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]  # nothing written
+
+
+# -- 21.9: --json on run, matrix run, tune (tests/test_tuning.py) and report ---------------
+def test_run_json_is_the_summary_and_nothing_else(tmp_path):
+    from test_reliability import TINY_ARGS
+
+    args = ["run", "--task", "hopper", "--algo", "sac", "--gap", "gravity=2.0", *TINY_ARGS]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "ok" and summary["recorded"] is False
+    assert summary == {**json.loads(Path(summary["path"], "summary.json").read_text()), **summary}
+    assert "done" in result.stderr  # the human line moved to stderr
+
+
+def test_matrix_run_json_lists_every_run(tmp_path):
+    matrix = {
+        "name": "tiny",
+        "budget": {"updates": 20, "eval_every": 10, "eval_episodes": 1, "warmup_steps": 20},
+        "tasks": ["hopper"],
+        "sim_gaps": ["gravity=2.0"],
+        "algorithms": {"sac": {"hparams": {"hidden": [32, 32], "batch_size": 32}}},
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    args = ["matrix", "run", str(path), "--out", str(tmp_path / "out"), "--workers", "1"]
+    dry = runner.invoke(app, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["counts"]["missing"] == 1
+    result = runner.invoke(app, [*args, "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["matrix"] == "tiny" and report["counts"] == {"ok": 1}
+    (run,) = report["runs"]
+    assert run["label"] == "sac" and run["status"] == "ok"
+    assert (tmp_path / "out" / run["run_id"] / "summary.json").exists()
+
+
+def test_report_json_names_the_files_and_counts(tmp_path):
+    from test_report import write_record
+
+    for seed in (0, 1):
+        write_record(tmp_path / "results", "hopper", "sac", seed, "gravity=2.0")
+    out = tmp_path / "rep"
+    result = runner.invoke(
+        app, ["report", str(tmp_path / "results"), "--out", str(out)] + ["--reps", "20", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["complete_runs"] == 2 and summary["index"] == str(out / "index.md")
+    assert all(Path(p).exists() for p in summary["files"])
+    assert "learning_curves_hopper" in summary["figures"]

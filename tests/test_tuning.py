@@ -107,10 +107,17 @@ def test_smoke_study_records_trials_then_resumes_from_the_cli(smoke):
     args += ["--budget", "warmup_steps=50", "--study", first.study_name, "--sampler", "random"]
     space = out / "space.yaml"
     space.write_text(yaml.safe_dump({"sac": SPACE}))
-    result = runner.invoke(app, [*args, "--space", str(space)])
+    result = runner.invoke(app, [*args, "--space", str(space), "--json"])
     assert result.exit_code == 0, result.output
-    assert "trial    5  COMPLETE" in result.stdout
-    assert f"optuna-dashboard {first.storage}" in result.stdout
+    summary = json.loads(result.stdout)  # --json: nothing but the JSON on stdout
+    assert summary["n_trials"] == 6 and summary["study_name"] == first.study_name
+    assert summary["best_value"] == max(
+        t.value for t in load_study(first.storage, first.study_name).trials
+    )
+    # progress on stderr: this invocation's trials done / asked for, the study's best so far
+    assert "[1/3] trial    3  COMPLETE" in result.stderr
+    assert "[3/3] trial    5  COMPLETE" in result.stderr and "| best so far " in result.stderr
+    assert f"optuna-dashboard {first.storage}" in result.stderr
 
     trials = load_study(first.storage, first.study_name).trials
     assert [t.number for t in trials] == list(range(6))
