@@ -70,7 +70,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ INCLUDE_KEYS = (
     "hparams",
     "budget",
 )
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][-\w.]*")
 STATUSES = ("done", "failed", "running", "interrupted", "missing")
 # gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gapbench.benchmark.datasets_build.dataset_id)
 _GAPBENCH_ID = re.compile(
@@ -194,11 +195,13 @@ def load(
         path = Path(source)
         where, stem = str(path), path.stem
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - safe
         except OSError as err:
             raise MatrixError([f"cannot read {path}: {err.strerror or err}"], where) from None
         except UnicodeDecodeError:
             raise MatrixError(["not a UTF-8 text file; valid: a YAML file"], where) from None
+        except _DuplicateKeyError as err:
+            raise MatrixError([str(err)], where) from None
         except yaml.YAMLError as err:
             # the usual slip: an unquoted "{task}" inside a [flow, list]
             hint = '; quote values that hold { }, e.g. ["gapbench/{task}/medium-v0"]'
@@ -207,6 +210,30 @@ def load(
         if not isinstance(data, Mapping):
             raise MatrixError(["a matrix file must be a YAML mapping"], where)
     return _Expander(dict(data), where, stem, out, check_datasets).expand()
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so two ``algorithms:`` labels of one name would collapse to one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                continue  # the SafeLoader names this problem itself
+            if key in seen:
+                raise _DuplicateKeyError(
+                    f"duplicate key {key!r} at line {line} (first at line {seen[key]}); "
+                    "valid: each key once per mapping"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def dataset_problem(dataset: str, task: str) -> str | None:
@@ -416,6 +443,13 @@ class _Expander:
             if key not in TOP_KEYS:
                 self.problem(f"unknown key {key!r}; valid keys: {', '.join(TOP_KEYS)}")
         name = str(d.get("name") or self.stem)
+        if "name" in d and not _SAFE_NAME.fullmatch(name):
+            # the default output is results/<name>: a path here would write elsewhere
+            self.problem(
+                f"name: {name!r} is not a plain folder name; valid: letters, digits, '-', '_' "
+                "and '.' (no path separators, no leading '.')"
+            )
+            name = self.stem
         out = self.out_override or d.get("out") or Path("results") / name
         preset = d.get("preset", "smoke")
         base = PRESETS.get(preset) if isinstance(preset, str) else None

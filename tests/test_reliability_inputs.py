@@ -234,3 +234,29 @@ def test_two_matrices_writing_one_manifest_together_lose_nothing(tmp_path, monke
     assert set(manifest["matrices"]) == {"first", "a", "b"}
     labels = {entry["label"] for entry in manifest["runs"].values()}
     assert labels == {"sac", "sac-a", "sac-b"}
+
+
+# -- item 12: duplicate labels, a matrix name that is a path -------------------------------
+def test_a_duplicate_label_in_a_matrix_file_is_an_error(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("tasks: [hopper]\nalgorithms:\n  sac: {}\n  sac: {hparams: {batch_size: 64}}\n")
+    with pytest.raises(MatrixError, match="duplicate key 'sac' at line 4 \\(first at line 3\\)"):
+        load(path)
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "/tmp/abs", "a/b", "..", ".hidden", "a\\b"])
+def test_a_matrix_name_cannot_place_the_output_outside_results(tmp_path, name):
+    data = {"name": name, "tasks": ["hopper"], "algorithms": {"sac": {}}}
+    with pytest.raises(MatrixError, match="is not a plain folder name"):
+        load(data)
+    result = runner.invoke(app, ["matrix", "run", str(_yaml(tmp_path, data)), "--dry-run"])
+    assert result.exit_code == 2 and "not a plain folder name" in result.stderr
+    assert load({**data, "name": "demo-1.2"}).out.as_posix() == "results/demo-1.2"
+
+
+def _yaml(tmp_path, data):
+    import yaml
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
