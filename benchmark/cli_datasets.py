@@ -139,6 +139,7 @@ def list_cmd(as_json: AsJson = False, data_dir: DataDir = None) -> None:
         return print_json(rows)
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     if not rows:
@@ -150,8 +151,9 @@ def list_cmd(as_json: AsJson = False, data_dir: DataDir = None) -> None:
         table.add_column(name, no_wrap=True, justify="right")
     table.add_column("real gap", overflow="fold")
     for r in rows:
+        damaged = r.get("problem")  # listed, not hidden, when its metadata cannot be read
         table.add_row(
-            r["id"],
+            Text(f"{r['id']} (damaged: {damaged})", style="red") if damaged else r["id"],
             _fmt(r.get("size")),
             _fmt(r.get("episodes")),
             _fmt(r.get("return_mean")),

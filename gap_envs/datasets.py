@@ -35,6 +35,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 D4RL_SIZE = 1_000_000
 META_KEY = "gapbench"
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+STAGING_PREFIX = ".gapbench-staging-"
 D4RL_INFOS = ("qpos", "qvel")  # kept from a D4RL file's infos/ group when present
 
 
@@ -318,8 +320,11 @@ def write_episodes(
     from minari.data_collector import EpisodeBuffer
 
     root.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(root)
     token = uuid.uuid4().hex[:12]
-    staging = root / f".gapbench-staging-{token}"
+    # host and pid in the name let a later build tell a killed build's leftovers from a
+    # build still writing
+    staging = root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{token}"
     old = root / f".gapbench-replaced-{token}"
     try:
         buffers = [
@@ -370,6 +375,32 @@ def write_episodes(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_staging(root: Path) -> list[Path]:
+    """Remove the staging folders that killed builds left in ``root`` (their process, on
+    this host, is gone; those of the older ``<token>``-only form too). Returns them."""
+    removed = []
+    for path in root.glob(f"{STAGING_PREFIX}*"):
+        host, _, rest = path.name[len(STAGING_PREFIX) :].rpartition("-")[0].rpartition("-")
+        pid = rest if host else ""
+        if host and host != socket.gethostname():
+            continue  # another machine's build on a shared folder: it may still be running
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, did: str) -> None:
@@ -748,7 +779,53 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, A
     for did, meta in local.items():
         ours = meta.get(META_KEY)
         out.append(dict(ours, id=did) if isinstance(ours, dict) else _light_card(did, meta))
+    # Minari skips a dataset whose metadata it cannot read; list it with its problem instead,
+    # so a damaged dataset is seen (and rebuilt) rather than silently missing.
+    for data in sorted(root.rglob("data")):
+        did = data.parent.relative_to(root).as_posix()
+        hidden = any(part.startswith(".") for part in data.relative_to(root).parts)
+        if data.is_dir() and did not in local and not hidden and did != ".":
+            out.append({**_light_card(did, {}), "problem": _metadata_problem(data, did)})
     return sorted(out, key=lambda c: c["id"])
+
+
+def _metadata_problem(data_path: Path, did: str) -> str:
+    try:
+        meta = json.loads((data_path / "metadata.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"unreadable metadata.json: {err}"
+    if not isinstance(meta, dict) or meta.get("dataset_id") != did:
+        found = meta.get("dataset_id") if isinstance(meta, dict) else None
+        return f"metadata.json names dataset {found!r}, not {did!r}"
+    return "metadata.json is not a valid Minari metadata file"
+
+
+def health(data_path: Path, meta: dict[str, Any]) -> str | None:
+    """What is wrong with a Minari dataset's data file, checked cheaply (the HDF5 opens,
+    holds the episodes and steps its metadata promises, its last episode reads), or None.
+    A build killed while copying, or a truncated download, shows here."""
+    if meta.get("data_format", "hdf5") != "hdf5":
+        return None
+    import h5py
+
+    path = data_path / "main_data.hdf5"
+    try:
+        with h5py.File(path, "r") as f:
+            names = [n for n in f if n.startswith("episode_")]
+            steps = sum(f[n]["rewards"].shape[0] for n in names)
+            if names:
+                last = max(names, key=lambda n: int(n.split("_")[1]))
+                for key in _EPISODE_KEYS:
+                    np.asarray(f[last][key][()])
+    except Exception as err:
+        return f"cannot read {path}: {err}"
+    want = (meta.get("total_episodes"), meta.get("total_steps"))
+    if want != (len(names), steps):
+        return (
+            f"{path} holds {len(names)} episodes and {steps} steps, but its metadata says "
+            f"{want[0]} and {want[1]}"
+        )
+    return None
 
 
 def card(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -764,7 +841,8 @@ def card(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict[str
         except (OSError, ValueError) as err:
             raise DatasetError(f"cannot read the metadata of {data_path}: {err}") from None
         if isinstance(meta.get(META_KEY), dict):
-            return dict(meta[META_KEY], id=meta.get("dataset_id", dataset_id))
+            stored = dict(meta[META_KEY], id=meta.get("dataset_id", dataset_id))
+            return {**stored, "problem": health(data_path, meta)}
     tr = load(dataset_id, data_dir=root)
     meta = tr.metadata
     ends = tr.ends

@@ -260,3 +260,59 @@ def _yaml(tmp_path, data):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# -- item 12: damaged datasets show as such, killed builds leave no staging folder ---------
+@pytest.fixture
+def built(tmp_path):
+    """A tiny random hopper dataset in its own data folder: (root, id, data path)."""
+    from gapbench.benchmark.datasets_build import build
+
+    root = tmp_path / "data"
+    did = build("hopper", "random", size=300, data_dir=root, progress=False, workers=1)
+    return root, did, root / did / "data"
+
+
+def test_a_truncated_dataset_is_unhealthy_in_its_card(built):
+    root, did, data = built
+    assert ds.card(did, data_dir=root)["problem"] is None
+    main = data / "main_data.hdf5"
+    main.write_bytes(main.read_bytes()[: main.stat().st_size // 2])
+    problem = ds.card(did, data_dir=root)["problem"]
+    assert problem and "main_data.hdf5" in problem
+    result = runner.invoke(app, ["datasets", "info", did, "--data-dir", str(root), "--json"])
+    assert result.exit_code == 0 and "main_data.hdf5" in result.stdout
+
+
+def test_a_dataset_with_bad_metadata_is_listed_with_its_problem(built):
+    root, did, data = built
+    (data / "metadata.json").write_text("{not json")
+    (row,) = ds.list_datasets(root)
+    assert row["id"] == did and "unreadable metadata.json" in row["problem"]
+    result = runner.invoke(app, ["datasets", "list", "--data-dir", str(root)])
+    assert result.exit_code == 0 and "damaged" in result.stdout
+
+
+def test_a_killed_build_leaves_no_staging_folder_behind(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from gapbench.benchmark.datasets_build import build
+
+    root = tmp_path / "data"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    names = {
+        "killed": f".gapbench-staging-{host}-{dead}-0123456789ab",
+        "older form": ".gapbench-staging-0123456789ab",
+        "still writing": f".gapbench-staging-{host}-{os.getpid()}-0123456789ab",
+        "other host": f".gapbench-staging-elsewhere.example-{dead}-0123456789ab",
+    }
+    for name in names.values():
+        (root / name / "x").mkdir(parents=True)
+    build("hopper", "random", size=50, data_dir=root, progress=False, workers=1)
+    left = {p.name for p in root.glob(".gapbench-staging-*")}
+    assert left == {names["still writing"], names["other host"]}
