@@ -178,3 +178,38 @@ def test_a_checkpoint_that_is_not_plain_data_is_refused_not_run(tmp_path):
     summary = run(s, tmp_path, progress=False)
     assert summary["status"] == "failed" and "cannot load checkpoint" in summary["error"]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("algorithm", ["h2o", "darc"])
+def test_a_resumed_hybrid_run_equals_the_uninterrupted_one(tmp_path, monkeypatch, algorithm):
+    """Hybrid runs too: the dataset's sampler, the sim replay (re-simulated in the shifted
+    simulator) and the classifiers' generators all come back as they were; on two threads
+    H2O's overlapped classifier chain is exercised as in real runs."""
+    from gapbench.benchmark import datasets_build
+
+    data = tmp_path / "data"
+    did = datasets_build.build("hopper", "random", size=400, seed=1, data_dir=data, progress=False)
+    monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
+    hp = {"hidden": (32, 32), "disc_hidden": (16, 16)} if algorithm == "h2o" else {
+        "hidden": (32, 32), "warmup_steps": 5}  # fmt: skip
+    budget = Budget(updates=30, eval_every=10, eval_episodes=2, warmup_steps=20, collect_every=5)
+    s = spec(algorithm=algorithm, dataset=did, hparams=hp, budget=budget)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if algorithm == "h2o" else 1)  # H2O overlaps on 2+ threads
+    try:
+        run(s, tmp_path / "whole", progress=False)
+
+        def kill_at_30(row, algo):
+            if row["step"] == 30:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+        resumed = run(s, tmp_path / "cut", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    run_id = s.resolved().run_id
+    assert _curve_without_time(tmp_path / "cut" / run_id) == _curve_without_time(
+        tmp_path / "whole" / run_id
+    )
