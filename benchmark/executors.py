@@ -446,24 +446,52 @@ def import_ray():
     return ray
 
 
+class _ToRayQueue(logging.Handler):
+    """In a Ray task: queue each gapbench record as (logger name, level, line) for the
+    driver. ``put`` returns once the queue holds the line, so all of a run's lines are
+    queued before its task returns; Ray's own forwarding of a worker's stderr lags, and
+    ``ray.shutdown()`` cut off the last run's final lines."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__()
+        self.queue = queue
+        self.addFilter(_RunPrefix())
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put((record.name, record.levelno, self.format(record)))
+        except Exception:  # noqa: BLE001 - logging must not break the run
+            self.handleError(record)
+
+
 def _ray_entry(
-    spec_dict: dict[str, Any], out: str, retry_failed: bool, label: str, threads: int
+    spec_dict: dict[str, Any],
+    out: str,
+    retry_failed: bool,
+    label: str,
+    threads: int,
+    queue: Any,
+    level: int,
 ) -> Result:
     import torch
 
     torch.set_num_threads(threads)
-    root = logging.getLogger()
-    if not any(
-        isinstance(h, logging.StreamHandler) and getattr(h, "_gapbench", False)
-        for h in root.handlers
-    ):
-        handler = logging.StreamHandler()
-        handler._gapbench = True
-        handler.addFilter(_RunPrefix())
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-        logging.getLogger("gapbench").setLevel(logging.INFO)
+    # on the "gapbench" logger, not the root: Ray's own records must not recurse into the
+    # queue. Ray reuses worker processes, so drop a handler an earlier task left.
+    logger = logging.getLogger("gapbench")
+    for old in [h for h in logger.handlers if isinstance(h, _ToRayQueue)]:
+        logger.removeHandler(old)
+    logger.addHandler(_ToRayQueue(queue))
+    logger.setLevel(level)
+    logger.propagate = False  # the driver prints these lines: none to the worker's stderr
     return execute_run(spec_dict, out, retry_failed, label)
+
+
+def _drain(queue: Any) -> None:
+    """In the driver: log the worker lines queued so far, with the loggers they came from."""
+    for name, level, line in queue.get_nowait_batch(queue.qsize()):
+        logging.getLogger(name).log(level, line)
 
 
 def run_ray(
@@ -484,19 +512,25 @@ def run_ray(
         else:
             ray.init(num_cpus=workers * cpus_per_run, include_dashboard=False)
         started = True
+    from ray.util.queue import Queue
+
     task = ray.remote(_ray_entry)
     out_abs = str(Path(out).resolve())
+    lines = Queue(actor_options={"num_cpus": 0})  # the tasks' log lines (see _ToRayQueue)
+    level = logging.getLogger("gapbench").getEffectiveLevel()
     refs = {}
     try:
         for spec_dict, label in jobs:
             gpus = 1 if str(spec_dict.get("device", "cpu")).startswith("cuda") else 0
             ref = task.options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=2).remote(
-                spec_dict, out_abs, retry_failed, label, cpus_per_run
+                spec_dict, out_abs, retry_failed, label, cpus_per_run, lines, level
             )
             refs[ref] = spec_dict
         pending = list(refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            # the timeout only paces the log lines of runs still training
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            _drain(lines)  # a finished task's lines are all queued: print them before its result
             for ref in done:
                 try:
                     result = ray.get(ref)
@@ -516,6 +550,8 @@ def run_ray(
                 ray.cancel(ref, force=True)
         raise
     finally:
+        with contextlib.suppress(Exception):
+            lines.shutdown()
         if started:
             ray.shutdown()
 

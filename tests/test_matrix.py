@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -444,6 +445,29 @@ def test_ray_executor_gives_the_same_records(three_runs, tmp_path):
         assert summary["status"] == result["status"]
         assert (tmp_path / run_id / records.SPEC).is_file()
     assert set(read_manifest(tmp_path)) == set(local)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ray_executor_logs_a_runs_last_line_in_the_driver(tmp_path, caplog):
+    """The last run's final lines reached no console: Ray's forwarding of a worker's stderr
+    lags, and ``ray.shutdown()`` came first. The lines now come to the driver's loggers
+    before the task returns (issue 21.7); ``log_to_driver=False`` leaves no other way."""
+    ray = pytest.importorskip("ray")
+    data = tiny_matrix(algorithms={"sac": {"hparams": TINY_NET}})
+    m = load(write(tmp_path / "m.yaml", data), out=tmp_path / "out")
+    (run,) = m.runs
+    try:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"a local Ray instance does not start here: {err}")
+    caplog.set_level(logging.INFO, logger="gapbench")
+    try:
+        results = run_matrix(m, executor="ray", workers=1)
+    finally:
+        ray.shutdown()
+    assert results[run.run_id]["status"] == "ok"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count(f"[sac {run.run_id}] finished: ok") == 1, lines
 
 
 def test_status_shows_how_far_unfinished_runs_got(tmp_path):
