@@ -11,6 +11,7 @@ a curve row is written, and (by default) a checkpoint that a killed run resumes 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -19,7 +20,7 @@ import random
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +175,16 @@ def run(
     out_dir: str | Path,
     progress: bool | None = None,
     on_eval: Callable[[dict[str, Any], Any], None] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and write its record under ``out_dir/<run_id>``; return the summary.
 
     A complete record is returned as is. A run with a checkpoint resumes from it.
     Failures (including non-finite losses) are recorded with ``status: failed``.
     ``on_eval(row, algo)`` sees each curve row and the algorithm (snapshots, Optuna pruning);
-    raising ``RunPruned`` from it stops the run.
+    raising ``RunPruned`` from it stops the run. ``tensorboard``: a folder where the run
+    also logs every training metric and evaluation as TensorBoard scalars
+    (``<folder>/<run_id>``; needs the ``tensorboard`` extra). It never changes the numbers.
     """
     spec = spec.resolved()
     run_dir = Path(out_dir) / spec.run_id
@@ -190,7 +194,7 @@ def run(
     records.write_json(run_dir / records.SPEC, resolved_record(spec))
     start = time.perf_counter()
     try:
-        summary = _train(spec, run_dir, progress, on_eval, start)
+        summary = _train(spec, run_dir, progress, on_eval, start, tensorboard)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, not raised: a matrix goes on with its other runs
@@ -214,7 +218,9 @@ class RunPruned(RuntimeError):
     """Raised by an ``on_eval`` hook to stop a run early (e.g. an Optuna pruner)."""
 
 
-def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, Any]:
+def _train(
+    spec, run_dir: Path, progress, on_eval, start: float, tensorboard=None
+) -> dict[str, Any]:
     budget = spec.budget
     task = gap_envs.get_task(spec.task)
     device = torch.device(spec.device)
@@ -293,7 +299,7 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
     n_sum = 0
     update_time = 0.0
     bar = _progress(progress, spec, budget.updates, done_updates)
-    with bar:
+    with bar, _board(tensorboard, spec.run_id) as board:
         while done_updates < budget.updates:
             n = min(
                 chunk,
@@ -306,9 +312,12 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                     collector.collect(missing, None)
                 collector.collect(n * budget.steps_per_update, policy)
             t0 = time.perf_counter()
-            accumulate(sums, algo.update_many(n, dataset=dataset, replay=replay))
+            metrics = algo.update_many(n, dataset=dataset, replay=replay)
+            accumulate(sums, metrics)
             n_sum += n
             done_updates += n
+            if board is not None:
+                board.add(metrics, n, done_updates)
             update_time += time.perf_counter() - t0
             bar.advance(n)
             if done_updates % budget.eval_every == 0 or done_updates == budget.updates:
@@ -316,6 +325,8 @@ def _train(spec, run_dir: Path, progress, on_eval, start: float) -> dict[str, An
                     spec, algo, eval_env, done_updates, sums, n_sum, start, collector
                 )
                 sums, n_sum = {}, 0
+                if board is not None:
+                    board.evaluation(row)
                 curve.append(row)
                 records.write_curve(run_dir / records.CURVE, curve)
                 bar.show_eval(row, update_time)
@@ -393,6 +404,54 @@ def _evaluate_row(spec, algo, eval_env, updates, sums, n_sum, start, collector) 
         values = torch.stack([sums[k].float() for k in keys]).cpu().tolist()
         row.update({k: v / n_sum for k, v in zip(keys, values, strict=True)})
     return row
+
+
+class _Board:
+    """Training metrics averaged over about every ``every`` updates, and each evaluation, as
+    TensorBoard scalars: finer than curve.csv's rows at one host sync per write."""
+
+    def __init__(self, log_dir: Path, every: int = 1000):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RunFailed(
+                "TensorBoard logging needs the tensorboard package: "
+                "pip install 'gapbench[tensorboard]'"
+            ) from None
+        self.writer = SummaryWriter(str(log_dir))
+        self.every, self.sums, self.n, self.last = every, {}, 0, 0
+
+    def add(self, metrics: dict[str, torch.Tensor], n: int, step: int) -> None:
+        accumulate(self.sums, metrics)
+        self.n += n
+        if step - self.last >= self.every:
+            self._write_training(step)
+
+    def _write_training(self, step: int) -> None:
+        if self.n:
+            keys = list(self.sums)
+            values = torch.stack([self.sums[k].float() for k in keys]).cpu().tolist()
+            for key, value in zip(keys, values, strict=True):
+                self.writer.add_scalar(f"train/{key}", value / self.n, step)
+        self.sums, self.n, self.last = {}, 0, step
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        self._write_training(row["step"])  # the metrics since the last write end here
+        for key in ("return_mean", "return_std", "normalized_score"):
+            self.writer.add_scalar(f"eval/{key}", row[key], row["step"])
+        self.writer.flush()
+
+
+@contextlib.contextmanager
+def _board(folder: str | Path | None, run_id: str) -> Iterator[_Board | None]:
+    if folder is None:
+        yield None
+        return
+    board = _Board(Path(folder) / run_id)
+    try:
+        yield board
+    finally:
+        board.writer.close()
 
 
 class _Bar:

@@ -213,3 +213,28 @@ def test_a_resumed_hybrid_run_equals_the_uninterrupted_one(tmp_path, monkeypatch
     assert _curve_without_time(tmp_path / "cut" / run_id) == _curve_without_time(
         tmp_path / "whole" / run_id
     )
+
+
+def test_tensorboard_logs_training_metrics_and_evaluations_without_changing_numbers(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    budget = Budget(updates=30, eval_every=10, eval_episodes=2, warmup_steps=20)
+    s = spec(budget=budget)
+    plain = run(s, tmp_path / "plain", progress=False)
+    logged = run(s, tmp_path / "logged", progress=False, tensorboard=tmp_path / "tb")
+    run_id = s.resolved().run_id
+    assert _curve_without_time(tmp_path / "logged" / run_id) == _curve_without_time(
+        tmp_path / "plain" / run_id
+    )
+    assert logged["final_return"] == plain["final_return"]
+    events = EventAccumulator(str(tmp_path / "tb" / run_id))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/critic_loss", "train/alpha", "eval/normalized_score"} <= set(tags)
+    assert [e.step for e in events.Scalars("eval/return_mean")] == [10, 20, 30]
+    assert [e.step for e in events.Scalars("train/critic_loss")] == [10, 20, 30]
+    curve = records.read_curve(tmp_path / "plain" / run_id / records.CURVE)
+    assert [e.value for e in events.Scalars("eval/return_mean")] == pytest.approx(
+        [r["return_mean"] for r in curve]
+    )
