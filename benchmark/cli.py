@@ -181,7 +181,7 @@ def run(
 ) -> None:
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
-    from gapbench.benchmark.executors import RunBusy, run_locked
+    from gapbench.benchmark.runstate import RunBusy, run_locked
     from gapbench.benchmark.spec import RunSpec, device_problem, preset_budget, run_problem
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

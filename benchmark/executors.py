@@ -5,7 +5,8 @@ Both executors call the same worker function, :func:`execute_run`, which
 1. takes the run's lock ``OUT/<run_id>/.lock`` (created with O_EXCL, holding the owner's
    PID and host; a lock whose PID is dead on this host is stale and taken over), so two
    processes never run the same id;
-2. returns a complete record as is, unless :func:`rerun_reason` says it must run again:
+2. returns a complete record as is, unless :func:`~gapbench.benchmark.runstate.rerun_reason`
+   says it must run again:
    a failed record with ``retry_failed`` or when it failed on another device (``--device
    cuda`` without CUDA, then ``--device cpu``), a done record whose dataset's content
    changed since (its sha256 is in ``spec.json``); such a record's ``summary.json`` /
@@ -13,6 +14,8 @@ Both executors call the same worker function, :func:`execute_run`, which
    ``curve.<...>-<n>.csv`` first, so a record never shows two summaries;
 3. calls :func:`gapbench.benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
    run left one and records exceptions as ``status: failed``.
+
+Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
 Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
 a script that calls :func:`run_matrix` needs the ``if __name__ == "__main__":`` guard);
@@ -33,14 +36,11 @@ Ray session is used as is.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import logging.handlers
 import multiprocessing
 import os
-import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,15 +49,16 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from gapbench.benchmark import records
-from gapbench.benchmark.matrix import (
-    LOCK,
-    LOCK_HEARTBEAT_S,
-    Matrix,
-    lock_alive,
+from gapbench.benchmark.matrix import Matrix, write_manifest
+from gapbench.benchmark.runstate import (
+    RunBusy,
+    holder,
     read_lock,
+    read_summary,
+    remove_stale_lock,
+    rerun_reason,
+    run_locked,
     run_status,
-    write_manifest,
 )
 
 log = logging.getLogger("gapbench.matrix")
@@ -65,75 +66,6 @@ log = logging.getLogger("gapbench.matrix")
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "the Ray executor needs ray: pip install 'gapbench[ray]'"
 Result = dict[str, Any]
-
-
-# -- the per-run lock ----------------------------------------------------------------------
-class RunLock:
-    """``OUT/<run_id>/.lock``: {"pid", "host", "since"}, touched every LOCK_HEARTBEAT_S
-    while held; see the module docstring and :func:`gapbench.benchmark.matrix.lock_alive`."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-
-    @classmethod
-    def acquire(cls, run_dir: Path) -> RunLock | None:
-        """The lock, or None when a live process holds it."""
-        path = Path(run_dir) / LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = read_lock(run_dir)
-                if held is None:  # released in the meantime: try again
-                    continue
-                if lock_alive(held):
-                    return None
-                # stale: move it aside atomically (one mover wins), then take it anew
-                stale = path.with_name(f"{LOCK}.stale-{os.getpid()}")
-                try:
-                    os.rename(path, stale)
-                except FileNotFoundError:
-                    continue
-                if _content(stale) == {k: v for k, v in held.items() if k != "mtime"}:
-                    log.info("taking over the stale lock of pid %s in %s", held.get("pid"), run_dir)
-                    stale.unlink(missing_ok=True)
-                    continue
-                # we moved a lock someone had just taken over: give it back
-                with contextlib.suppress(OSError):
-                    os.link(stale, path)
-                stale.unlink(missing_ok=True)
-                return None
-            try:
-                os.write(fd, json.dumps(mine).encode())
-            finally:
-                os.close(fd)
-            lock = cls(path)
-            lock._beat.start()
-            return lock
-        return None
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        self._stop.set()
-        held = _content(self.path)
-        if held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
-            self.path.unlink(missing_ok=True)
-
-
-def _content(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # -- the worker function -------------------------------------------------------------------
@@ -152,63 +84,6 @@ class _RunPrefix(logging.Filter):
         return True
 
 
-def _set_aside(run_dir: Path, kind: str) -> int:
-    """Move a record's summary (and curve) to ``*.<kind>-<n>.*``; return n."""
-    pattern = rf"summary\.{kind}-(\d+)\.json"
-    taken = [re.fullmatch(pattern, p.name) for p in run_dir.iterdir()]
-    n = 1 + max((int(m[1]) for m in taken if m), default=0)
-    curve = run_dir / records.CURVE
-    if curve.exists():
-        os.replace(curve, run_dir / f"curve.{kind}-{n}.csv")
-    os.replace(run_dir / records.SUMMARY, run_dir / f"summary.{kind}-{n}.json")
-    return n
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """A record's summary; a corrupt one reads as a failed record (retried like one)."""
-    try:
-        summary = records.read_json(Path(run_dir) / records.SUMMARY)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"status": "failed", "error": "summary.json is unreadable"}
-    return summary if isinstance(summary, dict) else {"status": "failed", "error": "bad summary"}
-
-
-def _recorded_spec(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = records.read_json(Path(run_dir) / records.SPEC)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def rerun_reason(run_dir: Path, spec: Any, retry_failed: bool) -> tuple[str, str] | None:
-    """(kind, why) when the complete record in ``run_dir`` must not be returned for
-    ``spec`` (kind "failed" or "stale": where the old summary is set aside), else None."""
-    summary = read_summary(run_dir)
-    if summary is None:
-        return None
-    recorded = _recorded_spec(run_dir)
-    if summary.get("status") != "ok":
-        if retry_failed:
-            return "failed", "--retry-failed"
-        # the device is not in the run id (a run resumes on another machine), so a run that
-        # failed for want of a GPU must not stay failed when asked for on the CPU
-        device = recorded.get("spec", {}).get("device")
-        if device not in (None, spec.device):
-            return "failed", f"it failed on device {device!r}, now asked for on {spec.device!r}"
-        return None
-    # the dataset's content is not in the run id either (ids stay stable across machines):
-    # a replaced dataset makes the old numbers stale
-    was = recorded.get("dataset_sha256")
-    if spec.dataset and was:
-        now = records.dataset_sha256(spec.dataset)
-        if now not in (None, was):
-            return "stale", f"dataset {spec.dataset!r} changed since it ran"
-    return None
-
-
 def result_of(run_id: str, summary: dict[str, Any], skipped: bool = False) -> Result:
     return {
         "run_id": run_id,
@@ -218,48 +93,6 @@ def result_of(run_id: str, summary: dict[str, Any], skipped: bool = False) -> Re
         "error": summary.get("error"),
         "skipped": skipped,
     }
-
-
-class RunBusy(RuntimeError):
-    """Another live process holds the run's lock (it is training that run id now)."""
-
-
-def _holder(run_dir: Path) -> str:
-    held = read_lock(run_dir) or {}
-    return f"locked by pid {held.get('pid')} on {held.get('host')}"
-
-
-def run_locked(
-    spec: Any, out: str | Path, retry_failed: bool = False, progress: bool | None = False
-) -> tuple[dict[str, Any], bool]:
-    """(summary, recorded): run ``spec`` under its lock, or return its complete record as
-    is (recorded=True) unless :func:`rerun_reason` says otherwise. Raises :class:`RunBusy`
-    when a live process holds the lock: the same id is never trained twice at once."""
-    from gapbench.benchmark.harness import run as run_one
-
-    run_dir = Path(out) / spec.run_id
-    lock = RunLock.acquire(run_dir)
-    if lock is None:
-        raise RunBusy(_holder(run_dir))
-    try:
-        summary = read_summary(run_dir)
-        if summary is not None:
-            why = rerun_reason(run_dir, spec, retry_failed)
-            if why is None:
-                return summary, True
-            n = _set_aside(run_dir, why[0])
-            log.info(
-                "running again (%s); the old record is kept as summary.%s-%d.json",
-                why[1],
-                why[0],
-                n,
-            )
-        log.info("starting")
-        summary = run_one(spec, out, progress=progress)
-        log.info("finished: %s", summary.get("status"))
-        return summary, False
-    finally:
-        lock.release()
 
 
 def execute_run(
@@ -557,15 +390,6 @@ def run_ray(
 
 
 # -- a whole matrix ------------------------------------------------------------------------
-def _remove_stale_lock(run_dir: Path) -> None:
-    """A worker killed between writing its summary and releasing its lock (a matrix
-    stopped at that moment) leaves the lock of a finished run behind: remove it once its
-    holder is gone. Nothing runs a finished run again, so nothing else takes that lock."""
-    held = read_lock(run_dir)
-    if held is not None and not lock_alive(held):
-        (Path(run_dir) / LOCK).unlink(missing_ok=True)
-
-
 def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict[str, Result]]:
     """(runs to execute, results of the runs that are not executed: done, failed, running)."""
     todo, known = [], {}
@@ -573,13 +397,13 @@ def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict
         st, summary = run_status(out / r.run_id)
         if st in ("done", "failed") and rerun_reason(out / r.run_id, r.spec, retry_failed) is None:
             known[r.run_id] = result_of(r.run_id, summary or {}, skipped=True)
-            _remove_stale_lock(out / r.run_id)
+            remove_stale_lock(out / r.run_id)
         elif st == "running":
             known[r.run_id] = {
                 "run_id": r.run_id,
                 "status": "running",
                 "skipped": True,
-                "error": _holder(out / r.run_id),
+                "error": holder(out / r.run_id),
             }
         else:
             todo.append(r)
@@ -650,14 +474,11 @@ def run_matrix(
 __all__ = [
     "EXECUTORS",
     "RAY_MISSING",
-    "RunBusy",
-    "RunLock",
     "execute_run",
     "import_ray",
     "plan",
-    "rerun_reason",
+    "result_of",
     "run_local",
-    "run_locked",
     "run_matrix",
     "run_ray",
     "worker_threads",

@@ -62,15 +62,10 @@ hyper-parameter, a missing dataset or a malformed entry gives one
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import json
 import logging
-import os
 import re
-import socket
-import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,16 +74,14 @@ import yaml
 
 from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
-from gapbench.benchmark import records
+from gapbench.benchmark import records, runstate
+from gapbench.benchmark.runstate import STATUSES, last_evaluation, run_status
 from gapbench.benchmark.spec import PRESETS, Budget, RunSpec
 from gapbench.gap_envs import TASKS, GapSpec, gap_problem
 
 log = logging.getLogger("gapbench.matrix")
 
 MANIFEST = "matrix.json"
-LOCK = ".lock"
-LOCK_HEARTBEAT_S = 30.0  # a lock's holder touches it this often
-LOCK_TIMEOUT_S = 300.0  # a lock from another host not touched for this long is stale
 MAX_RUNS = 10_000  # a matrix expands to at most this many runs unless its max_runs says more
 TOP_KEYS = (
     "name",
@@ -122,7 +115,6 @@ INCLUDE_KEYS = (
     "budget",
 )
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][-\w.]*")
-STATUSES = ("done", "failed", "running", "interrupted", "missing")
 # gapbench/<task>[-<real gap slug>]/<quality>-v<N> (gapbench.benchmark.datasets_build.dataset_id)
 _GAPBENCH_ID = re.compile(
     r"^gapbench/(?P<task>[A-Za-z0-9]+)(?:-(?P<gap>[-\w]+))?/(?P<name>[-\w.+]+?)-v(?P<version>\d+)$"
@@ -764,7 +756,8 @@ def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
     out = Path(out or matrix.out)
     path = out / MANIFEST
     manifest: dict[str, Any] = {"runs": {}, "matrices": {}}
-    with _folder_locked(out):  # two matrices starting on one folder must not lose an update
+    out.mkdir(parents=True, exist_ok=True)
+    with runstate.exclusive(out):  # two matrices starting on one folder must not lose an update
         if path.is_file():
             try:
                 old = records.read_json(path)
@@ -783,123 +776,10 @@ def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _folder_locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive flock on ``folder`` itself (no stray lock file), as the policy index
-    does: serialises read-modify-write of the files in it between processes (POSIX)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def read_manifest(out: str | Path) -> dict[str, dict[str, Any]]:
     """run_id -> {label, algorithm, regime, task, gap, real_gap, dataset, seed, matrix}."""
     path = Path(out) / MANIFEST
     return records.read_json(path).get("runs", {}) if path.is_file() else {}
-
-
-# -- locks and status ----------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def read_lock(run_dir: Path) -> dict[str, Any] | None:
-    """A run's lock: its content ({"pid", "host", "since"}) plus the file's "mtime"
-    (refreshed by the holder's heartbeat); None when there is none."""
-    path = Path(run_dir) / LOCK
-    try:
-        text, mtime = path.read_text(), path.stat().st_mtime
-    except OSError:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    data = data if isinstance(data, dict) else {}
-    data["mtime"] = mtime
-    return data
-
-
-def _started_at(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds), where /proc tells; else None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def lock_alive(lock: dict[str, Any] | None) -> bool:
-    """Whether a lock's holder may still be running.
-
-    Same host: its PID is alive (and was not reused by a process started after the lock
-    was taken). Another host (a Ray cluster on a shared filesystem): its heartbeat touched
-    the file within LOCK_TIMEOUT_S. A lock without a PID is being written by its creator
-    for a moment, and garbage after that."""
-    if not lock:
-        return False
-    age = time.time() - lock.get("mtime", 0.0)
-    if "pid" not in lock:
-        return age < 10.0
-    if lock.get("host") not in (None, socket.gethostname()):
-        return age < LOCK_TIMEOUT_S
-    pid = int(lock["pid"])
-    if not pid_alive(pid):
-        return False
-    started, since = _started_at(pid), lock.get("since")
-    return not (started is not None and since is not None and started > float(since) + 2.0)
-
-
-def run_status(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
-    """(status, summary) of one run record: done, failed, running, interrupted or missing.
-
-    running: started (spec.json or checkpoint.pt) without a summary, and its lock's process
-    is alive. interrupted: started, no summary, no live lock: the next ``run`` resumes it.
-    """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / records.SUMMARY
-    if summary_path.is_file():
-        try:
-            summary = records.read_json(summary_path)
-        except (OSError, ValueError):
-            return "failed", {"status": "failed", "error": "unreadable summary.json"}
-        return ("done" if summary.get("status") == "ok" else "failed"), summary
-    if lock_alive(read_lock(run_dir)):
-        return "running", None
-    if (run_dir / records.SPEC).is_file() or (run_dir / records.CHECKPOINT).is_file():
-        return "interrupted", None
-    return "missing", None
-
-
-def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
-    """(updates, normalized score) of the last curve row of an unfinished run, if any."""
-    try:
-        with open(Path(run_dir) / records.CURVE, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return int(rows[-1]["step"]), float(rows[-1]["normalized_score"])
-    except (OSError, IndexError, KeyError, ValueError):
-        return None
 
 
 def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:

@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -105,6 +104,7 @@ import yaml
 
 from gapbench import algorithms
 from gapbench.algorithms.base import ConfigError
+from gapbench.benchmark import runstate
 from gapbench.benchmark.spec import Budget, RunSpec, SpecError
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -644,19 +644,6 @@ def make_pruner(prep: Prepared) -> Any:
 
 
 # -- the objective ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _run_lock(out: Path, run_id: str) -> Iterator[None]:
-    """An exclusive OS lock per run id (released when the process dies)."""
-    path = out / LOCKS_DIR / f"{run_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _last_k_mean(curve: list[dict[str, float]], k: int) -> float:
     scores = [row["normalized_score"] for row in curve][-k:]
     return float(sum(scores) / len(scores))
@@ -732,7 +719,8 @@ class Objective:
         from gapbench.benchmark.harness import RunPruned, run
 
         run_dir = trials_dir / spec.run_id
-        with _run_lock(self.prep.out, spec.run_id):
+        # waits for another trial process on the same run id, then reuses its record
+        with runstate.exclusive(self.prep.out / LOCKS_DIR / f"{spec.run_id}.lock"):
             if records.is_complete(run_dir):
                 summary = records.read_json(run_dir / records.SUMMARY)
                 if summary.get("status") == "pruned":  # this trial may get further

@@ -19,10 +19,11 @@ import yaml
 from typer.testing import CliRunner
 
 from gapbench.benchmark import matrix as mx
-from gapbench.benchmark import records
+from gapbench.benchmark import records, runstate
 from gapbench.benchmark.cli import app as cli_app
-from gapbench.benchmark.executors import RunLock, plan, run_matrix
+from gapbench.benchmark.executors import plan, run_matrix
 from gapbench.benchmark.matrix import MatrixError, load, read_manifest, status
+from gapbench.benchmark.runstate import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUDGET = {"updates": 60, "eval_every": 20, "eval_episodes": 1, "warmup_steps": 50}
@@ -221,22 +222,22 @@ def test_run_lock_excludes_and_stale_locks_are_taken_over(tmp_path):
     lock = RunLock.acquire(tmp_path)
     assert lock is not None and RunLock.acquire(tmp_path) is None
     lock.release()
-    assert not (tmp_path / mx.LOCK).exists()
+    assert not (tmp_path / runstate.LOCK).exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / mx.LOCK).write_text(
+    (tmp_path / runstate.LOCK).write_text(
         json.dumps({"pid": dead.pid, "host": os.uname().nodename, "since": time.time()})
     )
-    assert mx.run_status(tmp_path)[0] == "missing"
+    assert runstate.run_status(tmp_path)[0] == "missing"
     lock = RunLock.acquire(tmp_path)
     assert lock is not None
-    assert json.loads((tmp_path / mx.LOCK).read_text())["pid"] == os.getpid()
+    assert json.loads((tmp_path / runstate.LOCK).read_text())["pid"] == os.getpid()
     lock.release()
     # a lock from another node (Ray on a shared filesystem) holds while its heartbeat is fresh
-    (tmp_path / mx.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
-    assert RunLock.acquire(tmp_path) is None and mx.run_status(tmp_path)[0] == "running"
-    old = time.time() - mx.LOCK_TIMEOUT_S - 1
-    os.utime(tmp_path / mx.LOCK, (old, old))
+    (tmp_path / runstate.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
+    assert RunLock.acquire(tmp_path) is None and runstate.run_status(tmp_path)[0] == "running"
+    old = time.time() - runstate.LOCK_TIMEOUT_S - 1
+    os.utime(tmp_path / runstate.LOCK, (old, old))
     lock = RunLock.acquire(tmp_path)
     assert lock is not None
     lock.release()
@@ -254,11 +255,11 @@ def test_plan_removes_the_stale_lock_of_a_finished_run(tmp_path):
         run_dir.mkdir(parents=True)
         records.write_json(run_dir / records.SUMMARY, {"status": "ok", "run_id": run_id})
         lock = {"pid": pid, "host": os.uname().nodename, "since": time.time()}
-        (run_dir / mx.LOCK).write_text(json.dumps(lock))
+        (run_dir / runstate.LOCK).write_text(json.dumps(lock))
     todo, known = plan(m, tmp_path / "out", retry_failed=False)
     assert todo == [] and set(known) == set(owners)
-    assert not (tmp_path / "out" / m.runs[0].run_id / mx.LOCK).exists()  # holder dead
-    assert (tmp_path / "out" / m.runs[1].run_id / mx.LOCK).exists()  # holder alive
+    assert not (tmp_path / "out" / m.runs[0].run_id / runstate.LOCK).exists()  # holder dead
+    assert (tmp_path / "out" / m.runs[1].run_id / runstate.LOCK).exists()  # holder alive
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def check_record(run_dir: Path, steps: list[int]) -> dict:
     with open(run_dir / records.CURVE) as f:
         got = [int(r["step"]) for r in csv.DictReader(f)]
     assert got == steps  # strictly increasing, no duplicate rows after a resume
-    assert not (run_dir / records.CHECKPOINT).exists() and not (run_dir / mx.LOCK).exists()
+    assert not (run_dir / records.CHECKPOINT).exists() and not (run_dir / runstate.LOCK).exists()
     assert not list(run_dir.glob(".*.tmp"))
     return summary
 
@@ -329,7 +330,7 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path, sig):
         assert "leaked" not in text, text
     # the orphaned worker notices its parent died and stops; its lock goes stale
     deadline = time.time() + 30
-    while any(mx.lock_alive(mx.read_lock(d)) for d in out.iterdir() if d.is_dir()):
+    while any(runstate.lock_alive(runstate.read_lock(d)) for d in out.iterdir() if d.is_dir()):
         assert time.time() < deadline, "the worker outlived the killed matrix"
         time.sleep(0.2)
     m = load(path, out=out)

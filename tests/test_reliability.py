@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from gapbench.benchmark import records
 from gapbench.benchmark.cli import app
-from gapbench.benchmark.executors import RunLock, plan
+from gapbench.benchmark.executors import plan
 from gapbench.benchmark.harness import run
 from gapbench.benchmark.matrix import load
+from gapbench.benchmark.runstate import RunLock
 from gapbench.benchmark.spec import Budget, RunSpec
 
 runner = CliRunner()
@@ -171,7 +172,7 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
 
     import yaml
 
-    from gapbench.benchmark import matrix as mx
+    from gapbench.benchmark import runstate
 
     net = {"hidden": [32, 32], "batch_size": 32}
     short = {"updates": 120, "eval_every": 40, "eval_episodes": 1, "warmup_steps": 50}
@@ -202,8 +203,8 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
     )
     deadline = time.time() + 240
     while True:  # the victim's worker holds its lock: kill that worker
-        held = mx.read_lock(out / victim)
-        if held and held.get("pid") not in (None, proc.pid) and mx.lock_alive(held):
+        held = runstate.read_lock(out / victim)
+        if held and held.get("pid") not in (None, proc.pid) and runstate.lock_alive(held):
             os.kill(held["pid"], signal.SIGKILL)
             break
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
@@ -212,7 +213,7 @@ def test_a_killed_worker_crashes_only_its_run_and_the_matrix_goes_on(tmp_path):
     assert proc.returncode == 1, text
     assert f"{victim}" in text and "was killed by SIGKILL" in text, text
     assert "crashed: re-run the same command to resume" in text and "--retry-failed" not in text
-    states = {r.run_id: mx.run_status(out / r.run_id)[0] for r in m.runs}
+    states = {r.run_id: runstate.run_status(out / r.run_id)[0] for r in m.runs}
     assert states.pop(victim) in ("interrupted", "missing")  # no record: the next run resumes it
     assert set(states.values()) == {"done"} and len(states) == 2
 
