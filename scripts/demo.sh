@@ -15,7 +15,8 @@ $gb envs describe halfcheetah --gap gravity=2.0 | head -n 8
 
 echo "== 2/4 the real dataset =="
 if ! $gb datasets info gapbench/halfcheetah/medium-replay-v0 >/dev/null 2>&1; then
-  $gb datasets build --task halfcheetah --quality medium-replay
+  # 100k transitions, the log the demo and h2o-mini were measured on (the default is D4RL's 1M)
+  $gb datasets build --task halfcheetah --quality medium-replay --size 100000
 fi
 $gb datasets info gapbench/halfcheetah/medium-replay-v0
 
