@@ -267,6 +267,13 @@ def dataset_problem(dataset: str, task: str) -> str | None:
     return None
 
 
+def dataset_problems(matrix: Matrix) -> list[str]:
+    """Why the matrix's datasets cannot be loaded here, one problem per (dataset, task) pair:
+    for a matrix loaded with ``check_datasets=False`` (a dry run lists the runs anyway)."""
+    pairs = dict.fromkeys((r.spec.dataset, r.spec.task) for r in matrix.runs if r.spec.dataset)
+    return [problem for pair in pairs if (problem := dataset_problem(*pair))]
+
+
 def fill_dataset(template: str, task: str, real_gap: str = "") -> str:
     """Substitute ``{task}`` (the task) and ``{real}`` (the task plus the real gap's slug,
     as in gapbench dataset ids: ``halfcheetah`` or ``halfcheetah-gravity_2``)."""

@@ -175,3 +175,33 @@ def evaluation_speedup(
         "sequential_s": sequential,
         "speedup": sequential / vector,
     }
+
+
+def bench_rows(
+    names: list[str],
+    seconds: float,
+    device: str,
+    task: str,
+    matmul: float,
+    profile: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """``gapbench bench``'s table, one row per algorithm as it is timed: updates/s, the
+    update's FLOPs and the bound they imply at ``matmul`` FLOP/s (and, with ``profile``,
+    where the update's time goes). A generator, so a caller can print each row at once."""
+    for name in names:
+        rate = updates_per_second(name, seconds, device, task)
+        flops = update_flops(name, task, device)
+        bound = matmul / flops
+        shares = profile_update(name, task, device) if profile else None
+        yield {
+            "algo": name,
+            "updates_per_s": rate,
+            "gflop_per_update": flops / 1e9,
+            "matmul_gflop_per_s": matmul / 1e9,
+            "flop_bound_updates_per_s": bound,
+            "fraction_of_bound": rate / bound,
+            **({"time_shares": shares} if shares else {}),
+            "task": task,
+            "device": device,
+            "threads": torch.get_num_threads(),
+        }

@@ -20,7 +20,7 @@ from gapbench import gap_envs
 from gapbench.algorithms.nets import TanhGaussianActor
 from gapbench.benchmark import datasets_build as dsb
 from gapbench.benchmark import policies
-from gapbench.benchmark.cli_datasets import app
+from gapbench.benchmark.cli.datasets import app
 from gapbench.benchmark.harness import dataset_buffer
 from gapbench.gap_envs import datasets as ds
 

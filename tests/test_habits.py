@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from gapbench import algorithms
 from gapbench.algorithms import registry
-from gapbench.benchmark import cli_matrix
 from gapbench.benchmark.cli import app
+from gapbench.benchmark.cli import matrix as cli_matrix
 from gapbench.benchmark.matrix import load
 
 runner = CliRunner()

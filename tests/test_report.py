@@ -402,7 +402,7 @@ def test_report_files(report_dir):
 def test_report_partial_and_empty_via_cli(tmp_path):
     from typer.testing import CliRunner
 
-    from gapbench.benchmark.cli_report import app
+    from gapbench.benchmark.cli.report import app
 
     runner = CliRunner()
     write_record(tmp_path / "one", "hopper", "sac", 0, "gravity=2.0", scores=[1.0, 2.0, 4.0])

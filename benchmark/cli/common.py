@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+out_console = Console()
 err_console = Console(stderr=True)
 
 
@@ -30,6 +31,16 @@ def fail(message: str) -> typer.Exit:
 Threads = Annotated[
     int, typer.Option("--threads", min=1, help="torch threads per run (default 1)")
 ]
+
+
+def warn_broken_plugins() -> dict[str, str]:
+    """One warning line per plug-in that fails to load; the rest of the tool works on."""
+    from gapbench import algorithms
+
+    problems = algorithms.broken()
+    for message in problems.values():
+        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return problems
 
 
 def print_json(data: Any) -> None:

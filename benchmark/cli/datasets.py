@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gapbench.benchmark.cli_common import fail, print_json
+from gapbench.benchmark.cli.common import fail, print_json
 
 app = typer.Typer(
     help=(

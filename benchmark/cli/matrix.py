@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gapbench.benchmark.cli_common import fail, out_dir_problem, print_json, unwrap_help
+from gapbench.benchmark.cli.common import fail, out_dir_problem, print_json, unwrap_help
 
 # Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
@@ -155,10 +155,9 @@ def run(
     if not dry_run and (problem := out_dir_problem(out_dir)):
         raise fail(problem)
     if dry_run:
-        from gapbench.benchmark.matrix import dataset_problem
+        from gapbench.benchmark.matrix import dataset_problems
 
-        pairs = dict.fromkeys((r.spec.dataset, r.spec.task) for r in matrix.runs if r.spec.dataset)
-        for problem in filter(None, (dataset_problem(*pair) for pair in pairs)):
+        for problem in dataset_problems(matrix):
             err_console.print(
                 f"[yellow]warning:[/] {problem} (a real run stops here)",
                 highlight=False,

@@ -1,6 +1,6 @@
 """``gapbench report RESULTS_DIR --out DIR``: statistics, tables and figures of run records.
 
-Mounted by ``gapbench.benchmark.cli._mount_optional`` as ``app.add_typer(app, name="report")``: the
+Mounted by ``gapbench.benchmark.cli`` as ``app.add_typer(app, name="report")``: the
 sub-app has no sub-commands and runs its callback, so the command reads
 ``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]
 [--order A,B,...] [--tau-range LO,HI] [--json]``.
@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gapbench.benchmark.cli_common import fail, out_dir_problem, print_json
+from gapbench.benchmark.cli.common import fail, out_dir_problem, print_json
 
 err = Console(stderr=True)
 

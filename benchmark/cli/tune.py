@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gapbench.benchmark.cli_common import (
+from gapbench.benchmark.cli.common import (
     Threads,
     fail,
     out_dir_problem,
