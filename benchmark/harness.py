@@ -244,10 +244,12 @@ def _train(
 
     replay = collector = None
     if "replay" in sources:
-        capacity = spec.sim_replay_capacity or (
-            10 * len(dataset)
-            if dataset is not None
-            else budget.updates * budget.steps_per_update + budget.warmup_steps
+        steps = budget.updates * budget.steps_per_update + budget.warmup_steps
+        # The default (H2O's 10 x dataset, or the whole run) never allocates more than the run
+        # collects: a ring that never wraps draws the same batches whatever its size, and 10 x
+        # 1M would be 1.7 GB of zeros for a run that gathers ~1M transitions.
+        capacity = spec.sim_replay_capacity or min(
+            10 * len(dataset) if dataset is not None else steps, steps
         )
         replay = TensorBuffer(capacity, task.obs_dim, task.act_dim, device, seed=spec.seed + 2)
         env_gap = spec.real_gap if spec.regime == "oracle" else spec.gap

@@ -238,3 +238,35 @@ def test_tensorboard_logs_training_metrics_and_evaluations_without_changing_numb
     assert [e.value for e in events.Scalars("eval/return_mean")] == pytest.approx(
         [r["return_mean"] for r in curve]
     )
+
+
+def test_the_sim_replay_is_no_larger_than_the_run_can_fill_and_that_changes_nothing(
+    tmp_path, monkeypatch
+):
+    """H2O's 10 x dataset capacity is capped at what the run collects: a ring that never
+    wraps draws the same batches whatever its size."""
+    from gapbench.algorithms.buffer import TensorBuffer
+    from gapbench.benchmark import datasets_build
+
+    data = tmp_path / "data"
+    did = datasets_build.build("hopper", "random", size=400, seed=1, data_dir=data, progress=False)
+    monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
+    sizes = []
+    original = TensorBuffer.__init__
+
+    def record(self, capacity, *args, **kwargs):
+        sizes.append(capacity)
+        original(self, capacity, *args, **kwargs)
+
+    monkeypatch.setattr(TensorBuffer, "__init__", record)
+    hp = {"hidden": (32, 32), "disc_hidden": (16, 16)}
+    budget = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=20, collect_every=5)
+    capped = spec(algorithm="h2o", dataset=did, hparams=hp, budget=budget)
+    full = spec(algorithm="h2o", dataset=did, hparams=hp, budget=budget, sim_replay_capacity=4000)
+    run(capped, tmp_path, progress=False)
+    assert 40 in sizes and 4000 not in sizes  # 20 warm-up + 20 steps, not 10 x 400
+    run(full, tmp_path, progress=False)
+    assert 4000 in sizes
+    assert _curve_without_time(tmp_path / capped.resolved().run_id) == _curve_without_time(
+        tmp_path / full.resolved().run_id
+    )
