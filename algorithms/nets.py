@@ -250,6 +250,54 @@ class GaussianActor(nn.Module):
         return (mean + log_std.exp() * torch.randn_like(mean)).clamp(-1.0, 1.0)
 
 
+class DeterministicActor(nn.Module):
+    """a = tanh(f(s)), a deterministic policy for actions in [-1, 1] (TD3, TD3+BC, BC).
+
+    ``obs_norm`` (optional) holds the dataset's state statistics. ``forward`` takes states
+    already normalised (an update normalises each batch once, for the critics too);
+    ``act`` takes raw observations from the environment and normalises them itself, so
+    evaluation and a restored checkpoint need nothing else."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        obs_norm: ObsNormalizer | None = None,
+    ):
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden)
+        self.obs_norm = obs_norm if obs_norm is not None else nn.Identity()
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return torch.tanh(self.net(obs))
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        """Exploration noise is the caller's business: offline training never explores."""
+        return self(self.obs_norm(obs))
+
+
+class ObsNormalizer(nn.Module):
+    """(s - mean) / std with a dataset's per-dimension mean and population std + eps (the
+    TD3+BC authors' ``normalize_states``, eps 1e-3). Kept as buffers, so the algorithm's
+    state_dict, and with it every checkpoint, carries the statistics."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim))
+        self.register_buffer("std", torch.ones(obs_dim))
+
+    @torch.no_grad()
+    def fit(self, obs: Tensor, eps: float = 1e-3) -> None:
+        obs = obs.double()  # float64 sums: a 1M-row float32 mean loses digits
+        self.mean.copy_(obs.mean(0))
+        self.std.copy_(obs.std(0, correction=0) + eps)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return (obs - self.mean) / self.std
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging target <- (1 - tau) target + tau source, as one fused foreach op."""

@@ -33,12 +33,9 @@ Needs a local clone of https://github.com/tinkoff-ai/CORL (nothing is downloaded
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import types
 from copy import deepcopy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +47,7 @@ from support.reference_code import (
     assert_same_params_after_step,
     assert_same_step,
     linears,
+    load_corl,
 )
 
 from gapbench import algorithms
@@ -66,30 +64,7 @@ ENV = "hopper-medium-v2"  # only its name matters: CORL's reward normalisation r
 
 
 def load_corl_iql(repo: str) -> types.ModuleType:
-    """CORL's iql.py, unmodified; gym, d4rl, pyrallis and wandb (used only by its
-    ``train`` script and evaluation) are stand-ins while it imports."""
-    path = Path(repo) / "algorithms" / "offline" / "iql.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{repo!r}: no algorithms/offline/iql.py (a CORL clone?)")
-    fakes = {
-        "gym": types.SimpleNamespace(Env=object),  # annotations evaluated at import
-        "d4rl": types.ModuleType("d4rl"),
-        "pyrallis": types.SimpleNamespace(wrap=lambda *a, **k: lambda f: f),
-        "wandb": types.ModuleType("wandb"),
-    }
-    saved = {name: sys.modules.get(name) for name in fakes}
-    sys.modules.update(fakes)
-    try:
-        spec = importlib.util.spec_from_file_location("corl_iql", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:  # the stand-ins must not leak into other tests
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-    return module
+    return load_corl(repo, "iql")
 
 
 def _dataset(gen: torch.Generator) -> dict[str, np.ndarray]:

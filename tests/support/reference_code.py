@@ -74,6 +74,33 @@ def load_simplesac(repo: str) -> types.ModuleType:
     return pkg
 
 
+def load_corl(repo: str, script: str) -> types.ModuleType:
+    """CORL's ``algorithms/offline/<script>.py``, unmodified; gym, d4rl, pyrallis and wandb
+    (used only by its ``train`` script and evaluation) are stand-ins while it imports."""
+    path = Path(repo) / "algorithms" / "offline" / f"{script}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{repo!r}: no algorithms/offline/{script}.py (a CORL clone?)")
+    fakes = {
+        "gym": types.SimpleNamespace(Env=object),  # annotations evaluated at import
+        "d4rl": types.ModuleType("d4rl"),
+        "pyrallis": types.SimpleNamespace(wrap=lambda *a, **k: lambda f: f),
+        "wandb": types.ModuleType("wandb"),
+    }
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
+    try:
+        spec = importlib.util.spec_from_file_location(f"corl_{script}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:  # the stand-ins must not leak into other tests
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+    return module
+
+
 def linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
 
@@ -203,6 +230,26 @@ def flag_defaults(path: Path) -> dict:
                     out[kw.arg] = ast.literal_eval(kw.value)
             return out
     raise LookupError(f"{path}: no define_flags_with_default call")
+
+
+def call_keywords(path: Path, func: str) -> list[dict]:
+    """The literal keyword arguments of each call to ``func`` (a name or an attribute, as
+    ``torch.optim.Adam``'s ``Adam``) in a reference module's source, in source order: the
+    values a script hard-codes outside its config (CORL's Adam lrs, its normalisation eps)."""
+    calls = [
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and func in (getattr(node.func, "id", None), getattr(node.func, "attr", None))
+    ]
+    out = []
+    for node in sorted(calls, key=lambda n: (n.lineno, n.col_offset)):
+        kws = {}
+        for kw in node.keywords:
+            with contextlib.suppress(ValueError):  # computed values are left out
+                kws[kw.arg] = ast.literal_eval(kw.value)
+        out.append(kws)
+    return out
 
 
 def load_defs(path: Path, names: list[str], namespace: dict) -> list:
