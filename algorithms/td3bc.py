@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call
 
 from gapbench.algorithms.base import Algorithm, ConfigError, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
@@ -136,13 +135,23 @@ class TD3BC(Algorithm):
         q = self.critic(batch.obs, batch.act)
         return (q - target).pow(2).mean(1).sum(), q
 
+    def q1_frozen(self, obs: Tensor, act: Tensor) -> Tensor:
+        """Q_1(s, a), the ensemble's first member alone (the authors' ``Critic.Q1``), with
+        its parameters detached: the actor's backward pass computes no critic gradients
+        (the authors' leaves them to be zeroed) and no pass through Q_2."""
+        x = torch.cat([obs, act], dim=-1)
+        layers = self.critic.net.layers
+        for i, layer in enumerate(layers):
+            x = torch.addmm(layer.bias[0].detach(), x, layer.weight[0].detach())
+            if i < len(layers) - 1:
+                x = torch.relu(x)
+        return x.squeeze(-1)
+
     def actor_loss(self, batch: Batch) -> dict[str, Tensor]:
         """-lambda E[Q_1(s, pi(s))] + E[(pi(s) - a)^2], lambda = alpha / E|Q_1(s, pi(s))|
-        detached (Eqs. 3-4). The critics' parameters are detached so that the actor's
-        backward pass computes no critic gradients (the authors' leaves them to be zeroed)."""
+        detached (Eqs. 3-4)."""
         pi = self.actor(batch.obs)
-        params = {k: v.detach() for k, v in self.critic.named_parameters()}
-        q = functional_call(self.critic, params, (batch.obs, pi))[0]
+        q = self.q1_frozen(batch.obs, pi)
         lmbda = self.config.alpha / q.abs().mean().detach()
         bc_loss = F.mse_loss(pi, batch.act)
         return {"actor_loss": -lmbda * q.mean() + bc_loss, "bc_loss": bc_loss, "lmbda": lmbda}

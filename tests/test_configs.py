@@ -33,6 +33,21 @@ def test_h2o_paper_grid_is_the_papers():
     assert {r.spec.preset for r in m.runs} == {"paper"}
 
 
+def test_h2o_paper_optional_offline_block_adds_bc_and_td3bc(tmp_path):
+    """The commented-out BC / TD3+BC lines of h2o-paper.yaml, uncommented, are valid and
+    add 45 offline runs each (3 tasks x 3 datasets x 5 seeds)."""
+    text = (CONFIGS / "h2o-paper.yaml").read_text()
+    optional = ("  # bc: {}", "  # td3bc: {}")
+    assert all(line in text.splitlines() for line in optional)
+    for line in optional:
+        text = text.replace(line, line.replace("# ", "", 1))
+    (tmp_path / "h2o-paper.yaml").write_text(text)
+    m = matrix.load(tmp_path / "h2o-paper.yaml", check_datasets=False)
+    counts = {"h2o": 135, "darc": 135, "sac": 45, "cql": 45, "iql": 45, "bc": 45, "td3bc": 45}
+    assert labels(m) == counts
+    assert {r.spec.resolved().regime for r in m.runs if r.label in ("bc", "td3bc")} == {"offline"}
+
+
 def test_reference_matrix_is_its_two_cells_with_every_method():
     m = matrix.load(CONFIGS / "reference.yaml", check_datasets=False)
     assert labels(m) == dict.fromkeys(("h2o", "darc", "sac", "sac-oracle", "cql", "iql"), 6)
