@@ -42,26 +42,26 @@ def test_algos_list_json_has_regimes_and_defaults():
 def readme_plugin(tmp_path, monkeypatch):
     """Install the README's worked example as a package exposing an entry point."""
     text = README.read_text()
-    code = re.search(r"```python\n# my_package/bc.py\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"```python\n# my_package/gaussbc.py\n(.*?)```", text, re.S).group(1)
     pkg = tmp_path / "my_package"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "bc.py").write_text(code)
+    (pkg / "gaussbc.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = EntryPoint("bc", "my_package.bc:BC", registry.ENTRY_POINT_GROUP)
+    ep = EntryPoint("gaussbc", "my_package.gaussbc:GaussianBC", registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ep.group else [])
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     monkeypatch.setattr(registry, "_PLUGINS", {})
     monkeypatch.setattr(registry, "_BROKEN", {})
     yield
-    registry._REGISTRY.pop("bc", None)
-    sys.modules.pop("my_package.bc", None)
+    registry._REGISTRY.pop("gaussbc", None)
+    sys.modules.pop("my_package.gaussbc", None)
     sys.modules.pop("my_package", None)
 
 
 def test_readme_plugin_is_found_through_its_entry_point(readme_plugin):
-    assert "bc" in algorithms.names()
-    cls = algorithms.get("bc")
+    assert "gaussbc" in algorithms.names()
+    cls = algorithms.get("gaussbc")
     assert cls.regime == "offline"
     from gapbench.benchmark.speed import random_buffer
 
@@ -72,7 +72,7 @@ def test_readme_plugin_is_found_through_its_entry_point(readme_plugin):
     assert np.isfinite(float(metrics["bc_loss"]))
     assert not np.array_equal(before, algo.act(np.zeros((1, 5))))
     listed = CliRunner().invoke(app, ["algos", "list", "--json"])
-    assert "bc" in {r["name"] for r in json.loads(listed.stdout)}
+    assert "gaussbc" in {r["name"] for r in json.loads(listed.stdout)}
 
 
 def test_readme_plugin_passes_conformance_and_lint(readme_plugin, tmp_path):
@@ -80,17 +80,17 @@ def test_readme_plugin_passes_conformance_and_lint(readme_plugin, tmp_path):
     unused import), tunable (a search_space) and pass the shipped conformance checks."""
     from gapbench.algorithms.conformance import run_checks
 
-    results = run_checks("bc")
+    results = run_checks("gaussbc")
     assert not any(results.values()), results  # every check passed
-    assert algorithms.get("bc").search_space
+    assert algorithms.get("gaussbc").search_space
     ruff = Path(sys.executable).with_name("ruff")
     if not ruff.exists():
         pytest.skip("ruff is not installed (pip install -e .[dev])")
-    code = re.search(r"```python\n# my_package/bc.py\n(.*?)```", README.read_text(), re.S)
-    (tmp_path / "bc.py").write_text(code.group(1))
+    code = re.search(r"```python\n# my_package/gaussbc.py\n(.*?)```", README.read_text(), re.S)
+    (tmp_path / "gaussbc.py").write_text(code.group(1))
     # I001 aside: import grouping differs once `gapbench` is a third-party package
     config = README.with_name("pyproject.toml")
-    args = [ruff, "check", "--config", config, "--extend-ignore", "I001", tmp_path / "bc.py"]
+    args = [ruff, "check", "--config", config, "--extend-ignore", "I001", tmp_path / "gaussbc.py"]
     lint = subprocess.run(args, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
 
@@ -100,9 +100,9 @@ def test_readme_plugin_pyproject_declares_the_entry_point():
     block = re.search(r"```toml\n(\[build-system\].*?)```", text, re.S).group(1)
     project = tomllib.loads(block)
     assert project["project"]["entry-points"][registry.ENTRY_POINT_GROUP] == {
-        "bc": "my_package.bc:BC"
+        "gaussbc": "my_package.gaussbc:GaussianBC"
     }
-    assert "pip install -e" in text and "gapbench check-algorithm bc" in text
+    assert "pip install -e" in text and "gapbench check-algorithm gaussbc" in text
 
 
 def test_check_algorithm_passes_a_builtin_and_names_what_a_broken_one_fails():
