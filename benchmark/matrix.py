@@ -76,7 +76,7 @@ from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.benchmark import records, runstate
 from gapbench.benchmark.runstate import STATUSES, last_evaluation, run_status
-from gapbench.benchmark.spec import PRESETS, Budget, RunSpec
+from gapbench.benchmark.spec import PRESETS, Budget, RunSpec, uses_dataset, uses_sim_gap
 from gapbench.gap_envs import TASKS, GapSpec, gap_problem
 
 log = logging.getLogger("gapbench.matrix")
@@ -562,8 +562,8 @@ class _Expander:
 
     def _cross(self, tasks, sim_gaps, real_gaps, datasets, seeds, labels):
         needs = {r for v in labels.values() for r in [v["regime"]]}
-        if needs & {"offline", "hybrid"} and not datasets:
-            users = [k for k, v in labels.items() if v["regime"] in ("offline", "hybrid")]
+        if any(uses_dataset(r) for r in needs) and not datasets:
+            users = [k for k, v in labels.items() if uses_dataset(v["regime"])]
             self.problem(f"datasets: missing, but {', '.join(users)} (offline/hybrid) need one")
         used: set[str] = set()
         filled: dict[tuple[str, str], list[str]] = {}
@@ -585,8 +585,8 @@ class _Expander:
             return filled[task, real_gap]
 
         def per_seed(v: dict[str, Any]) -> int:
-            sims = len(sim_gaps) if v["regime"] in ("online", "hybrid") else 1
-            if v["regime"] not in ("offline", "hybrid"):
+            sims = len(sim_gaps) if uses_sim_gap(v["regime"]) else 1
+            if not uses_dataset(v["regime"]):
                 return sims * len(tasks) * len(real_gaps)
             return sims * sum(len(task_datasets(t, g)) for t in tasks for g in real_gaps)
 
@@ -599,12 +599,12 @@ class _Expander:
             for task in tasks:
                 for label, v in labels.items():
                     regime = v["regime"]
-                    sims = sim_gaps if regime in ("online", "hybrid") else [""]
+                    sims = sim_gaps if uses_sim_gap(regime) else [""]
                     for gap in sims:
                         for real_gap in real_gaps:
                             dsets = (
                                 task_datasets(task, real_gap)
-                                if regime in ("offline", "hybrid")
+                                if uses_dataset(regime)
                                 else [None]
                             )
                             for dataset in dsets:
@@ -624,7 +624,7 @@ class _Expander:
                                         },
                                     )
                                 )
-        if tasks and needs & {"offline", "hybrid"}:
+        if tasks and any(uses_dataset(r) for r in needs):
             for template in datasets:
                 if template not in used:
                     self.problem(f"datasets: {template!r} matches none of the tasks {tasks}")

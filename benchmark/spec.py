@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -16,6 +17,27 @@ from gapbench.gap_envs import GapSpec, get_task
 
 class SpecError(ValueError):
     """A run spec that cannot run (unknown task/algorithm/regime, missing dataset, ...)."""
+
+
+#: The axes each run regime uses besides task, real gap and seed: a simulator gap to train
+#: in, a dataset of real transitions. The one table the spec and the matrix read; analysis
+#: keeps its own copy (it reads records only; a test checks the two agree).
+REGIME_AXES: dict[str, frozenset[str]] = {
+    "offline": frozenset({"dataset"}),
+    "online": frozenset({"sim_gap"}),
+    "oracle": frozenset(),
+    "hybrid": frozenset({"sim_gap", "dataset"}),
+}
+
+
+def uses_sim_gap(regime: str) -> bool:
+    """Whether runs of ``regime`` train in a (shifted) simulator."""
+    return "sim_gap" in REGIME_AXES[regime]
+
+
+def uses_dataset(regime: str) -> bool:
+    """Whether runs of ``regime`` learn from a dataset of real transitions."""
+    return "dataset" in REGIME_AXES[regime]
 
 
 @dataclass(frozen=True)
@@ -154,11 +176,11 @@ class RunSpec:
                 f"algorithm {self.algorithm!r} ({algo.regime}) cannot run in regime {regime!r}; "
                 f"valid: {', '.join(valid)}"
             )
-        needs_data = regime in ("offline", "hybrid")
+        needs_data = uses_dataset(regime)
         if needs_data and not self.dataset:
             raise SpecError(f"regime {regime!r} ({self.algorithm}) needs a dataset (--dataset)")
         config = algo.make_config(self.hparams)
-        gap = str(GapSpec.parse(self.gap)) if regime in ("online", "hybrid") else ""
+        gap = str(GapSpec.parse(self.gap)) if uses_sim_gap(regime) else ""
         budget = self.budget or preset_budget(self.preset)
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SpecError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
@@ -198,10 +220,11 @@ class RunSpec:
     def from_json(cls, text: str) -> RunSpec:
         return cls.from_dict(json.loads(text))
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         """Stable id: readable prefix + hash of everything that changes the numbers.
-        The device is left out so a run can resume on another machine."""
+        The device is left out so a run can resume on another machine. Computed (and the
+        spec resolved) once per spec object: a spec is plain data, never changed in place."""
         r = self.resolved()
         content = r.to_dict()
         content.pop("device")

@@ -85,3 +85,28 @@ def _imports_a_package(path: Path, others: tuple[str, ...]) -> bool:
         and any(f"gapbench.{alias.name}" in others for alias in node.names)
         for node in ast.walk(ast.parse(path.read_text()))
     )
+
+
+# -- a spec resolved once, one table of the axes each regime uses ---------------------------
+def test_analysis_regime_axes_agree_with_the_spec_table():
+    """analysis reads records only (it imports nothing from benchmark), so it keeps its own
+    copy of which axes each regime ignores; it must say what gapbench.benchmark.spec says."""
+    from gapbench.algorithms.base import RUN_REGIMES
+    from gapbench.analysis.records import DATA_FREE_REGIMES, GAP_FREE_REGIMES
+    from gapbench.benchmark.spec import REGIME_AXES
+
+    assert set(REGIME_AXES) == set(RUN_REGIMES)
+    gap_free = {r for r, axes in REGIME_AXES.items() if "sim_gap" not in axes}
+    data_free = {r for r, axes in REGIME_AXES.items() if "dataset" not in axes}
+    assert (gap_free, data_free) == (GAP_FREE_REGIMES, DATA_FREE_REGIMES)
+
+
+def test_a_specs_run_id_resolves_it_once(monkeypatch):
+    from gapbench.benchmark.spec import RunSpec
+
+    calls = []
+    resolve = RunSpec.resolved
+    monkeypatch.setattr(RunSpec, "resolved", lambda self: calls.append(1) or resolve(self))
+    spec = RunSpec(task="hopper", algorithm="sac", gap="gravity=2.0")
+    assert spec.run_id == spec.run_id == spec.run_id
+    assert len(calls) == 1
