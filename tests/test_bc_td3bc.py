@@ -141,3 +141,41 @@ def test_td3bc_target_policy_noise_is_clipped():
 def test_td3bc_policy_delay_must_be_positive():
     with pytest.raises(ConfigError, match="policy_delay"):
         algorithms.get("td3bc").make_config({"policy_delay": 0})
+
+
+@pytest.mark.parametrize("name", ["bc", "td3bc"])
+def test_an_offline_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one(
+    tmp_path, monkeypatch, name
+):
+    """Through the harness: setup on the dataset, evaluation on the real env with the
+    normalised actor, and a checkpoint (state statistics, update count, optimisers) that
+    resumes to the same numbers."""
+    from gapbench.benchmark import datasets_build, records
+    from gapbench.benchmark.harness import run
+    from gapbench.benchmark.spec import Budget, RunSpec
+
+    data = tmp_path / "data"
+    did = datasets_build.build("hopper", "random", size=400, seed=1, data_dir=data, progress=False)
+    monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
+    budget = Budget(updates=30, eval_every=10, eval_episodes=2)
+    s = RunSpec(task="hopper", algorithm=name, dataset=did, budget=budget,
+                hparams={"batch_size": 32, "hidden": (32, 32)})  # fmt: skip
+    whole = run(s, tmp_path / "whole", progress=False)
+    assert whole["status"] == "ok", whole
+
+    def kill_at_30(row, algo):
+        if row["step"] == 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+    resumed = run(s, tmp_path / "cut", progress=False)
+    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    run_id = s.resolved().run_id
+
+    def curve(root):
+        rows = records.read_curve(root / run_id / records.CURVE)
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+    assert curve(tmp_path / "cut") == curve(tmp_path / "whole")
+    assert resumed["final_return"] == whole["final_return"]
