@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import platform
 import random
 import subprocess
@@ -36,6 +37,9 @@ from gapbench.benchmark.evaluation import evaluate, make_eval_env
 from gapbench.benchmark.spec import RunSpec
 
 log = logging.getLogger("gapbench.run")
+# Where runs log TensorBoard scalars when run() is not told: set by `--tensorboard` of
+# `run` and `matrix run`, so the matrix's worker processes inherit it.
+TENSORBOARD_ENV = "GAPBENCH_TENSORBOARD"
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training
 #: summary.json's final_normalized_score: the mean of this many last evaluations (as the report)
 FINAL_LAST_K = 3
@@ -184,7 +188,8 @@ def run(
     ``on_eval(row, algo)`` sees each curve row and the algorithm (snapshots, Optuna pruning);
     raising ``RunPruned`` from it stops the run. ``tensorboard``: a folder where the run
     also logs every training metric and evaluation as TensorBoard scalars
-    (``<folder>/<run_id>``; needs the ``tensorboard`` extra). It never changes the numbers.
+    (``<folder>/<run_id>``; default ``$GAPBENCH_TENSORBOARD``; needs the ``tensorboard``
+    extra). It never changes the numbers.
     """
     spec = spec.resolved()
     run_dir = Path(out_dir) / spec.run_id
@@ -194,7 +199,8 @@ def run(
     records.write_json(run_dir / records.SPEC, resolved_record(spec))
     start = time.perf_counter()
     try:
-        summary = _train(spec, run_dir, progress, on_eval, start, tensorboard)
+        board = tensorboard or os.environ.get(TENSORBOARD_ENV) or None
+        summary = _train(spec, run_dir, progress, on_eval, start, board)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, not raised: a matrix goes on with its other runs

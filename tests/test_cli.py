@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -101,3 +102,32 @@ def test_bench_json_lists_updates_per_second(capfd):
     assert abs(sum(shares.values()) - 1) < 1e-9 and shares["matmul"] > shares["optimizer"] > 0
     bad = runner.invoke(app, ["bench", "--algo", "ppo"])
     assert bad.exit_code == 2 and "unknown algorithm 'ppo'" in bad.stderr
+
+
+def test_run_and_matrix_run_log_to_tensorboard_when_asked(tmp_path, monkeypatch):
+    """--tensorboard DIR: each run (also a matrix's worker processes) writes its scalars
+    under DIR/<run_id>."""
+    pytest.importorskip("tensorboard")
+    from gapbench.benchmark.harness import TENSORBOARD_ENV
+
+    monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
+    board = tmp_path / "tb"
+    res = CliRunner().invoke(
+        app,
+        ["run", "--task", "hopper", "--algo", "sac", "--preset", "smoke",
+         "--out", str(tmp_path / "runs"), "--tensorboard", str(board)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert list((board / run_dir.name).glob("events.out.tfevents.*"))
+    monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
+    config = Path(__file__).resolve().parents[1] / "benchmark" / "configs" / "smoke.yaml"
+    res = CliRunner().invoke(
+        app,
+        ["matrix", "run", str(config), "--out", str(tmp_path / "m"), "--workers", "1",
+         "--tensorboard", str(tmp_path / "mtb")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run_ids = {p.name for p in (tmp_path / "m").iterdir() if p.is_dir()}
+    logged = {p.name for p in (tmp_path / "mtb").iterdir()}
+    assert run_ids and logged == run_ids

@@ -83,3 +83,22 @@ def out_dir_problem(path: Path, option: str = "--out") -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{option} {path}: {existing} is not writable; valid: a writable folder"
     return None
+
+
+TensorBoard = Annotated[
+    Path | None,
+    typer.Option(
+        "--tensorboard",
+        help="Also log every training metric and evaluation as TensorBoard scalars under "
+        "DIR/<run_id> (needs: pip install 'gapbench[tensorboard]')",
+        file_okay=False,
+    ),
+]
+
+
+def use_tensorboard(folder: Path | None) -> None:
+    """Hand the folder to every run of this command, the matrix's worker processes included."""
+    if folder is not None:
+        from gapbench.benchmark.harness import TENSORBOARD_ENV
+
+        os.environ[TENSORBOARD_ENV] = str(folder.resolve())

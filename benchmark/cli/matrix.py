@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gapbench.benchmark.cli.common import fail, out_dir_problem, print_json, unwrap_help
+from gapbench.benchmark.cli.common import (
+    TensorBoard,
+    fail,
+    out_dir_problem,
+    print_json,
+    unwrap_help,
+    use_tensorboard,
+)
 
 # Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
@@ -144,6 +151,7 @@ def run(
         bool,
         typer.Option("--json", help="Print the runs and their status as JSON on stdout (only it)"),
     ] = False,
+    tensorboard: TensorBoard = None,
 ) -> None:
     from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
     from gapbench.benchmark.matrix import status as matrix_status
@@ -154,6 +162,7 @@ def run(
     out_dir = Path(out or matrix.out)
     if not dry_run and (problem := out_dir_problem(out_dir)):
         raise fail(problem)
+    use_tensorboard(tensorboard)
     if dry_run:
         from gapbench.benchmark.matrix import dataset_problems
 

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from gapbench.benchmark.cli.common import (
+    TensorBoard,
     Threads,
     err_console,
     fail,
@@ -17,6 +18,7 @@ from gapbench.benchmark.cli.common import (
     out_dir_problem,
     parse_pairs,
     print_json,
+    use_tensorboard,
 )
 
 
@@ -48,6 +50,7 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run's summary as JSON on stdout (only it)")
     ] = False,
+    tensorboard: TensorBoard = None,
 ) -> None:
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
@@ -78,6 +81,7 @@ def run(
     problem = device_problem(spec.device) or run_problem(spec) or out_dir_problem(out_dir)
     if problem:
         raise fail(problem)
+    use_tensorboard(tensorboard)
     import torch
 
     torch.set_num_threads(threads)
