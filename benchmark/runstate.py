@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gapbench.benchmark import records
+from gapbench.gap_envs.atomic import pid_alive
 
 # the matrix's logger: a run's "starting"/"finished" lines read as they always have
 log = logging.getLogger("gapbench.matrix")
@@ -45,16 +46,6 @@ STATUSES = ("done", "failed", "running", "interrupted", "missing")
 
 
 # -- reading a lock ------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def read_lock(run_dir: Path) -> dict[str, Any] | None:
     """A run's lock: its content ({"pid", "host", "since"}) plus the file's "mtime"
     (refreshed by the holder's heartbeat); None when there is none."""

@@ -1,4 +1,5 @@
-"""Atomic file writes, shared by every writer in gapbench (snapshots, run records)."""
+"""Atomic file writes, shared by every writer in gapbench (snapshots, run records), and
+the liveness check of the process behind a lock or a staging folder."""
 
 from __future__ import annotations
 
@@ -39,3 +40,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 probes, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

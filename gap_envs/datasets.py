@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from gapbench.gap_envs.atomic import pid_alive
 from gapbench.gap_envs.spec import GapSpec
 from gapbench.gap_envs.tasks import get_task
 
@@ -386,21 +387,11 @@ def clean_stale_staging(root: Path) -> list[Path]:
         pid = rest if host else ""
         if host and host != socket.gethostname():
             continue  # another machine's build on a shared folder: it may still be running
-        if pid.isdigit() and _pid_alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, did: str) -> None:

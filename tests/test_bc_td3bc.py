@@ -150,6 +150,8 @@ def test_an_offline_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one
     """Through the harness: setup on the dataset, evaluation on the real env with the
     normalised actor, and a checkpoint (state statistics, update count, optimisers) that
     resumes to the same numbers."""
+    from support.resume import run_interrupted
+
     from gapbench.benchmark import datasets_build, records
     from gapbench.benchmark.harness import run
     from gapbench.benchmark.spec import Budget, RunSpec
@@ -162,13 +164,7 @@ def test_an_offline_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one
                 hparams={"batch_size": 32, "hidden": (32, 32)})  # fmt: skip
     whole = run(s, tmp_path / "whole", progress=False)
     assert whole["status"] == "ok", whole
-
-    def kill_at_30(row, algo):
-        if row["step"] == 30:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+    run_interrupted(s, tmp_path / "cut", at_step=30)
     resumed = run(s, tmp_path / "cut", progress=False)
     assert resumed["resumed"] == [{"update": 20, "exact": True}]
     run_id = s.resolved().run_id

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.resume import run_interrupted
 
 from gapbench import algorithms
 from gapbench.benchmark import records
@@ -145,13 +146,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, regime):
     budget = Budget(updates=40, eval_every=10, eval_episodes=2, warmup_steps=30)
     s = spec(regime=regime, budget=budget)
     whole = run(s, tmp_path / "whole", progress=False)
-
-    def kill_at_30(row, algo):
-        if row["step"] == 30:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+    run_interrupted(s, tmp_path / "cut", at_step=30)
     run_dir = tmp_path / "cut" / s.run_id
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
     assert state["updates"] == 20 and "replay" not in state
@@ -198,13 +193,7 @@ def test_a_resumed_hybrid_run_equals_the_uninterrupted_one(tmp_path, monkeypatch
     torch.set_num_threads(2 if algorithm == "h2o" else 1)  # H2O overlaps on 2+ threads
     try:
         run(s, tmp_path / "whole", progress=False)
-
-        def kill_at_30(row, algo):
-            if row["step"] == 30:
-                raise KeyboardInterrupt
-
-        with pytest.raises(KeyboardInterrupt):
-            run(s, tmp_path / "cut", on_eval=kill_at_30, progress=False)
+        run_interrupted(s, tmp_path / "cut", at_step=30)
         resumed = run(s, tmp_path / "cut", progress=False)
     finally:
         torch.set_num_threads(threads)
