@@ -62,7 +62,6 @@ hyper-parameter, a missing dataset or a malformed entry gives one
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import re
 from collections.abc import Hashable, Mapping
@@ -76,7 +75,18 @@ from gapbench import algorithms
 from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.benchmark import records, runstate
 from gapbench.benchmark.runstate import STATUSES, last_evaluation, run_status
-from gapbench.benchmark.spec import PRESETS, Budget, RunSpec, uses_dataset, uses_sim_gap
+from gapbench.benchmark.spec import (
+    Budget,
+    BudgetError,
+    RunSpec,
+    SpecError,
+    check_regime,
+    device_syntax_problem,
+    override_budget,
+    preset_budget,
+    uses_dataset,
+    uses_sim_gap,
+)
 from gapbench.gap_envs import TASKS, GapSpec, gap_problem
 
 log = logging.getLogger("gapbench.matrix")
@@ -332,37 +342,11 @@ class _Expander:
     def _budget(self, base: Budget | None, overrides: Any, where: str) -> Budget | None:
         if base is None:
             return None
-        if overrides in (None, {}):
-            return base
-        if not isinstance(overrides, Mapping):
-            self.problem(f"{where}: expected a mapping of budget fields")
-            return None
-        valid = [f.name for f in dataclasses.fields(Budget)]
-        values, ok = {}, True
-        for key, value in overrides.items():
-            if key not in valid:
-                self.problem(f"{where}: unknown budget key {key!r}; valid: {', '.join(valid)}")
-                ok = False
-            elif key == "collect_every" and value is None:
-                values[key] = None
-            elif isinstance(value, bool) or not isinstance(value, int | float | str):
-                self.problem(f"{where}: budget {key} needs an integer, got {value!r}")
-                ok = False
-            else:
-                try:
-                    number = float(value)
-                    if number != int(number):
-                        raise ValueError
-                    values[key] = int(number)
-                except (TypeError, ValueError, OverflowError):
-                    self.problem(f"{where}: budget {key} needs an integer, got {value!r}")
-                    ok = False
-        if not ok:
-            return None
         try:
-            return dataclasses.replace(base, **values)
-        except ValueError as err:
-            self.problem(f"{where}: {err}")
+            return override_budget(base, overrides)
+        except BudgetError as err:
+            for problem in err.problems:
+                self.problem(f"{where}: {problem}")
             return None
 
     def _seeds(self) -> list[int]:
@@ -417,23 +401,13 @@ class _Expander:
             self.problem(f"{owner}: algorithm must be a name, got {name!r}")
             return None, None
         try:
-            cls = algorithms.get(name)
-        except KeyError as err:
+            return name, check_regime(name, regime)
+        except KeyError as err:  # unknown algorithm
             self.problem(f"{owner}: {err}")
             return None, None
-        regime = regime if regime is not None else cls.regime
-        if regime not in RUN_REGIMES:
-            valid = ", ".join(RUN_REGIMES)
-            self.problem(f"{owner}: unknown regime {regime!r}; valid regimes: {valid}")
+        except SpecError as err:  # hparams are still checked against the algorithm
+            self.problem(f"{owner}: {err}")
             return name, None
-        if RUN_REGIMES[regime] != cls.regime:
-            valid = [r for r, a in RUN_REGIMES.items() if a == cls.regime]
-            self.problem(
-                f"{owner}: algorithm {name!r} ({cls.regime}) cannot run in regime {regime!r}; "
-                f"valid: {', '.join(valid)}"
-            )
-            return name, None
-        return name, regime
 
     # -- expansion ----------------------------------------------------------------------
     def expand(self) -> Matrix:
@@ -451,13 +425,15 @@ class _Expander:
             name = self.stem
         out = self.out_override or d.get("out") or Path("results") / name
         preset = d.get("preset", "smoke")
-        base = PRESETS.get(preset) if isinstance(preset, str) else None
-        if base is None:
-            self.problem(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        try:
+            base = preset_budget(preset)
+        except SpecError as err:
+            self.problem(str(err))
+            base = None
         budget = self._budget(base, d.get("budget"), "budget")
         device = str(d.get("device", "cpu"))
-        if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
-            self.problem(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+        if problem := device_syntax_problem(device):
+            self.problem(problem)
 
         tasks = []
         for t in self._list("tasks"):

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,25 +95,80 @@ PRESETS: dict[str, Budget] = {
 }
 
 
-def preset_budget(name: str, **overrides: Any) -> Budget:
+class BudgetError(SpecError):
+    """Budget overrides that cannot apply; ``problems`` lists each (one per bad key)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as an integer when it is one (2000, 2000.0, "2000", "2e3"), else None.
+    Strings are accepted because CLI pairs (``--budget updates=2000``) arrive as text."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)  # exact, where float() would round a long one
     try:
-        base = PRESETS[name]
-    except KeyError:
-        raise SpecError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(Budget)}
-    if unknown:
-        valid = ", ".join(f.name for f in dataclasses.fields(Budget))
-        raise SpecError(f"unknown budget key(s) {sorted(unknown)}; valid: {valid}")
-    return dataclasses.replace(base, **overrides)
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None  # inf and nan are not integers
+
+
+def override_budget(base: Budget, overrides: Any) -> Budget:
+    """``base`` with the fields in ``overrides`` (a mapping field -> integer) replaced.
+    The one budget parser: ``run --budget``, ``tune --budget`` and matrix files use it.
+    Raises BudgetError naming every bad key or value at once."""
+    if overrides is None:
+        return base
+    if not isinstance(overrides, Mapping):
+        raise BudgetError(["expected a mapping of budget fields"])
+    valid = [f.name for f in dataclasses.fields(Budget)]
+    values: dict[str, int | None] = {}
+    problems = []
+    for key, value in overrides.items():
+        if key not in valid:
+            problems.append(f"unknown budget key {key!r}; valid: {', '.join(valid)}")
+        elif key == "collect_every" and value is None:  # None: the regime's own schedule
+            values[key] = None
+        elif (number := _as_int(value)) is None:
+            problems.append(f"budget {key} needs an integer, got {value!r}")
+        else:
+            values[key] = number
+    if problems:
+        raise BudgetError(problems)
+    try:
+        return dataclasses.replace(base, **values)
+    except SpecError as err:  # Budget's own range checks
+        raise BudgetError([str(err)]) from None
+
+
+def preset_budget(name: Any, overrides: Mapping[str, Any] | None = None) -> Budget:
+    """The budget of preset ``name`` with ``overrides`` applied (see override_budget)."""
+    base = PRESETS.get(name) if isinstance(name, str) else None  # a matrix file may hold any
+    if base is None:
+        raise SpecError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return override_budget(base, overrides)
+
+
+def device_syntax_problem(device: Any) -> str | None:
+    """Why ``device`` is not a device name at all, or None (no hardware is looked at)."""
+    if isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return None
+    return f"unknown device {device!r}; valid: cpu, cuda, cuda:N"
 
 
 def device_problem(device: str) -> str | None:
     """Why ``device`` cannot run here (checked before anything is written, so a missing GPU
     leaves no failed record behind), or None."""
+    if problem := device_syntax_problem(device):
+        return problem
     if device == "cpu":
         return None
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        return f"unknown device {device!r}; valid: cpu, cuda, cuda:N"
     import torch
 
     if not torch.cuda.is_available():
@@ -121,6 +177,22 @@ def device_problem(device: str) -> str | None:
     if index >= count:
         return f"device {device!r}: this machine has {count} GPU(s); valid: cuda:0..{count - 1}"
     return None
+
+
+def check_regime(algorithm: str, regime: str | None) -> str:
+    """The regime ``algorithm`` runs in (its own when ``regime`` is None), checked against
+    the algorithm's data regime. Raises KeyError (unknown algorithm) or SpecError."""
+    algo = algorithms.get(algorithm)
+    regime = regime if regime is not None else algo.regime
+    if regime not in RUN_REGIMES:
+        raise SpecError(f"unknown regime {regime!r}; valid regimes: {', '.join(RUN_REGIMES)}")
+    if RUN_REGIMES[regime] != algo.regime:
+        valid = [r for r, a in RUN_REGIMES.items() if a == algo.regime]
+        raise SpecError(
+            f"algorithm {algorithm!r} ({algo.regime}) cannot run in regime {regime!r}; "
+            f"valid: {', '.join(valid)}"
+        )
+    return regime
 
 
 def run_problem(spec: RunSpec) -> str | None:
@@ -167,23 +239,15 @@ class RunSpec:
         coerced to their types. Raises SpecError/ValueError naming what is wrong."""
         get_task(self.task)
         algo = algorithms.get(self.algorithm)
-        regime = self.regime or algo.regime
-        if regime not in RUN_REGIMES:
-            raise SpecError(f"unknown regime {regime!r}; valid regimes: {', '.join(RUN_REGIMES)}")
-        if RUN_REGIMES[regime] != algo.regime:
-            valid = [r for r, a in RUN_REGIMES.items() if a == algo.regime]
-            raise SpecError(
-                f"algorithm {self.algorithm!r} ({algo.regime}) cannot run in regime {regime!r}; "
-                f"valid: {', '.join(valid)}"
-            )
+        regime = check_regime(self.algorithm, self.regime)
         needs_data = uses_dataset(regime)
         if needs_data and not self.dataset:
             raise SpecError(f"regime {regime!r} ({self.algorithm}) needs a dataset (--dataset)")
         config = algo.make_config(self.hparams)
         gap = str(GapSpec.parse(self.gap)) if uses_sim_gap(regime) else ""
         budget = self.budget or preset_budget(self.preset)
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise SpecError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+        if problem := device_syntax_problem(self.device):
+            raise SpecError(problem)
         return dataclasses.replace(
             self,
             gap=gap,

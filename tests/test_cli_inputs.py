@@ -33,6 +33,24 @@ def test_bench_bad_option_is_one_line(option, value, valid):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["run", "tune"])
+@pytest.mark.parametrize(
+    ("pair", "problem"),
+    [
+        ("updates=x", "budget updates needs an integer, got 'x'"),
+        ("updatez=5", "unknown budget key 'updatez'; valid: updates, eval_every"),
+        ("updates=0", "budget updates must be > 0, got 0"),
+    ],
+)
+def test_run_and_tune_budget_errors_are_the_matrix_files(tmp_path, command, pair, problem):
+    """--budget is parsed by the function that parses a matrix file's budget:."""
+    args = [command, "--algo", "sac", "--task", "hopper", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--budget", pair])
+    assert result.exit_code == 2
+    assert f"--budget: {problem}" in " ".join(result.stderr.split())
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
 @pytest.mark.parametrize("command", ["report", "tune"])
 def test_report_and_tune_refuse_an_out_that_is_not_a_folder(tmp_path, command):
     (tmp_path / "file").write_text("")

@@ -73,6 +73,20 @@ def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
     return result
 
 
+def cli_budget(preset: str, items: list[str] | None) -> Any:
+    """The Budget of ``--preset`` with the ``--budget key=value`` overrides of run and tune,
+    or None when there are none (the spec then takes the preset's own). Parsed by the same
+    function as a matrix file's ``budget:``, so both accept and refuse the same values."""
+    if not items:
+        return None
+    from gapbench.benchmark.spec import BudgetError, preset_budget  # imports torch: not at --help
+
+    try:
+        return preset_budget(preset, parse_pairs(items, "--budget"))
+    except BudgetError as err:
+        raise fail(f"--budget: {err}") from None
+
+
 def out_dir_problem(path: Path, option: str = "--out") -> str | None:
     """Why results cannot be written under ``path`` (checked before anything runs), or None.
     A folder that does not exist yet is fine when its nearest existing parent is writable."""

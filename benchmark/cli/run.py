@@ -12,6 +12,7 @@ from rich.markup import escape
 from gapbench.benchmark.cli.common import (
     TensorBoard,
     Threads,
+    cli_budget,
     err_console,
     fail,
     out_console,
@@ -55,7 +56,7 @@ def run(
     """Train one algorithm in its data regime and evaluate it on the real system.
     A complete record of the same run id is returned as is; an interrupted one resumes."""
     from gapbench.benchmark.runstate import RunBusy, run_locked
-    from gapbench.benchmark.spec import RunSpec, device_problem, preset_budget, run_problem
+    from gapbench.benchmark.spec import RunSpec, device_problem, run_problem
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -70,11 +71,7 @@ def run(
             hparams=parse_pairs(set_, "--set"),
             preset=preset,
             device=device,
-            budget=preset_budget(
-                preset, **{k: int(v) for k, v in parse_pairs(budget, "--budget").items()}
-            )
-            if budget
-            else None,
+            budget=cli_budget(preset, budget),
         ).resolved()
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from gapbench.benchmark.cli.common import (
     Threads,
+    cli_budget,
     fail,
     out_dir_problem,
     parse_pairs,
@@ -129,21 +130,12 @@ def tune(
         bool, typer.Option("--json", help="Print the study's outcome as JSON on stdout (only it)")
     ] = False,
 ) -> None:
-    from gapbench.benchmark.spec import preset_budget
     from gapbench.benchmark.tuning import TuneConfig, TuningError, prepare, run_prepared
 
     out_dir = out_dir or Path("results/tune") / f"{algo}-{task}"
     if problem := out_dir_problem(out_dir):
         raise fail(problem)
     try:
-        budget_obj = None
-        if budget:
-            overrides = parse_pairs(budget, "--budget")
-            try:
-                values = {k: int(v) for k, v in overrides.items()}
-            except ValueError:
-                raise fail(f"--budget values must be integers, got {overrides}") from None
-            budget_obj = preset_budget(preset, **values)
         config = TuneConfig(
             algorithm=algo,
             task=task,
@@ -152,7 +144,7 @@ def tune(
             regime=regime,
             hparams=parse_pairs(set_ or [], "--set"),
             preset=preset,
-            budget=budget_obj,
+            budget=cli_budget(preset, budget),
             seeds=seeds,
             seed_start=seed_start,
             objective_gap=objective_gap,
