@@ -12,7 +12,7 @@ from gapbench.algorithms.registry import (
 )
 
 # Importing an algorithm's module registers it.
-from gapbench.algorithms import bc, cql, darc, h2o, iql, par, sac, td3bc  # noqa: E402, F401  isort: skip
+from gapbench.algorithms import bc, cql, darc, h2o, iql, par, sac, td3bc, vgdf  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "RUN_REGIMES",
