@@ -210,6 +210,10 @@ class PAR(Algorithm):
         self.alpha_opt = adam([self.log_alpha], c.alpha_lr)
         self.steps = StepCounter()
 
+    def setup(self, dataset: TensorBuffer | None) -> None:
+        if dataset is None:
+            raise ValueError("PAR is a hybrid algorithm: it needs the real dataset")
+
     # -- the representation penalty ---------------------------------------------------------
     def penalized(self, sim: Batch) -> tuple[Batch, Tensor]:
         """The sim batch with r - beta * deviation, and the deviation; real transitions are
