@@ -40,6 +40,34 @@ One update (``update``), in the code's order:
    lambda = nu / E|min_i Q_i(s, a)| (detached), nu = ``bc_weight`` (TD3+BC's normalisation;
    the BC action is a *sample* of the policy, as the code has it);
 5. the temperature, if tuned (the code keeps it fixed at 0.2).
+
+Where the authors' code (dmksjfl/PAR) and ODRL differ, and what gapbench does:
+
+- setting: the authors have online source + online target (``PAR.py``) and offline source
+  + online target (``PAR_offline.py``); ODRL adds online source + offline target
+  (``par_bc.py``), gapbench's hybrid regime. gapbench: ODRL's.
+- BC term: none in ``PAR.py``; in ``PAR_offline.py`` on the offline *source* data, in
+  ``par_bc.py`` on the offline *target* data, in both with the SAC term scaled by
+  nu / E|Q|. gapbench: on the real data (``bc_weight`` nu; None drops it).
+- which encoder gives the penalty: a Polyak target copy in ``PAR.py`` and ``par_bc.py``,
+  the live encoder in ``PAR_offline.py``. gapbench: the target (``target_encoder``).
+- encoder batch: half the RL batch (64) in ``PAR.py`` and ``par_bc.py``, the full 128 in
+  ``PAR_offline.py``. gapbench: 64 (``encoder_batch_size``).
+- beta: ``train.py`` default 0.5 and 0.01-5.0 per task in the README (online), 1.0 in
+  ``train_offline.py``; ODRL 0.1 on every MuJoCo task. nu: 2.5 in ``train_offline.py``,
+  5.0 in the authors' README command and in ODRL. gapbench: ODRL's 0.1 and 5.0.
+- critic LayerNorm: an option of ``PAR_offline.py`` only (``--layernorm``, in the README
+  command). gapbench: none, as ``PAR.py`` and ``par_bc.py``.
+- start of training: ``PAR.py`` trains once both buffers hold a batch, ODRL once both hold
+  500 transitions. gapbench: the harness's warm-up of random sim steps (the real dataset
+  is full from the start); the encoders' 200-update clock starts at the first update.
+- owned by gapbench's harness, the same for every hybrid method: sim actions are samples
+  of the policy (the codes add N(0, 0.2^2) noise on top); the budget (ODRL's
+  online-offline runs are 500k updates; the ``paper`` preset is 1M).
+
+gapbench departs from both in form only: the twin critics are one batched ensemble; the
+shared tanh-Gaussian actor has its learnable log-std affine frozen at the identity, which
+is the codes' plain head. ``tests/test_authors_par.py`` runs one step of each side.
 """
 
 from __future__ import annotations
