@@ -55,11 +55,12 @@ def reference(session: nox.Session) -> None:
     implementations, imported from local clones: GAPBENCH_H2O_REPO (t6-thu/H2O),
     GAPBENCH_CQL_REPO (young-geng/CQL), GAPBENCH_CORL_REPO (tinkoff-ai/CORL: IQL, BC,
     TD3+BC), GAPBENCH_ODRL_REPO (OffDynamicsRL/off-dynamics-rl: PAR's default form) and
-    GAPBENCH_PAR_REPO (dmksjfl/PAR: the authors' online PAR). ``scripts/check_mutations.py``
+    GAPBENCH_PAR_REPO (dmksjfl/PAR: the authors' online PAR) and GAPBENCH_VGDF_REPO
+    (Kavka1/VGDF: the authors' VGDF). ``scripts/check_mutations.py``
     re-checks that the H2O to TD3+BC tests fail for a reviewer's mutations of the defaults."""
     tests = ["tests/test_authors_h2o.py", "tests/test_authors_cql.py", "tests/test_authors_iql.py",
              "tests/test_authors_bc.py", "tests/test_authors_td3bc.py",
-             "tests/test_authors_par.py"]  # fmt: skip
+             "tests/test_authors_par.py", "tests/test_authors_vgdf.py"]  # fmt: skip
     session.run(f"{VENV_BIN}pytest", *tests, "-rs", "-p", "no:xdist", *session.posargs,
                 external=True)  # fmt: skip
 
