@@ -70,15 +70,14 @@ def _git_commit() -> str | None:
 
 
 def resolved_record(spec: RunSpec) -> dict[str, Any]:
-    """spec.json: the resolved spec, every hyper-parameter, versions and commit."""
+    """spec.json: the resolved spec, every hyper-parameter (its config), versions, commit."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         pkg_version = version("gapbench")
     except PackageNotFoundError:
         pkg_version = "unknown"
-    algo = algorithms.get(spec.algorithm)
-    config = algo.make_config(spec.hparams)
+    config = spec.config
     return {
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
@@ -183,6 +182,8 @@ def run(
 ) -> dict[str, Any]:
     """Run ``spec`` and write its record under ``out_dir/<run_id>``; return the summary.
 
+    ``spec`` is normally resolved already (the CLI, the matrix and tuning resolve it once,
+    when they validate it); an unresolved one is resolved here.
     A complete record is returned as is. A run with a checkpoint resumes from it.
     Failures (including non-finite losses) are recorded with ``status: failed``.
     ``on_eval(row, algo)`` sees each curve row and the algorithm (snapshots, Optuna pruning);
@@ -234,9 +235,8 @@ def _train(
         raise RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
     seed_everything(spec.seed)
     keep_freed_memory()  # large activations reuse freed memory: no page faults per update
-    algo_cls = algorithms.get(spec.algorithm)
-    algo = algo_cls(
-        task.obs_dim, task.act_dim, algo_cls.make_config(spec.hparams), spec.seed, device
+    algo = algorithms.get(spec.algorithm)(
+        task.obs_dim, task.act_dim, spec.config, spec.seed, device
     )
     algo.set_total_updates(budget.updates)  # schedules over the run (IQL's actor lr)
     sources = SOURCES[RUN_REGIMES[spec.regime]]

@@ -71,8 +71,6 @@ from typing import Any
 
 import yaml
 
-from gapbench import algorithms
-from gapbench.algorithms.base import RUN_REGIMES
 from gapbench.benchmark import records, runstate
 from gapbench.benchmark.runstate import STATUSES, last_evaluation, run_status
 from gapbench.benchmark.spec import (
@@ -80,10 +78,12 @@ from gapbench.benchmark.spec import (
     BudgetError,
     RunSpec,
     SpecError,
+    algorithm_config,
     check_regime,
     device_syntax_problem,
     override_budget,
     preset_budget,
+    regime_problem,
     uses_dataset,
     uses_sim_gap,
 )
@@ -389,7 +389,7 @@ class _Expander:
             return None
         if algorithm is not None:
             try:
-                algorithms.get(algorithm).make_config(dict(hparams))
+                algorithm_config(algorithm, hparams)
             except (ValueError, TypeError) as err:
                 self.problem(f"{owner}: {err}")
                 return None
@@ -631,8 +631,8 @@ class _Expander:
                     f"{owner}: algorithm {value!r} is not a label under algorithms: ({declared})"
                 )
                 return None
-            elif key == "regime" and value not in RUN_REGIMES:
-                self.problem(f"{owner}: unknown regime {value!r}; valid: {', '.join(RUN_REGIMES)}")
+            elif key == "regime" and (problem := regime_problem(value)):
+                self.problem(f"{owner}: {problem}")
                 return None
             norm[key] = value
         return norm
@@ -783,7 +783,7 @@ def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
                 **{k: v for k, v in r.cell().items() if k != "label"},
                 "final_normalized_score": (summary or {}).get("final_normalized_score"),
                 "error": (summary or {}).get("error") if st == "failed" else None,
-                "updates": r.spec.resolved().budget.updates,
+                "updates": r.spec.budget.updates,  # the spec is resolved
                 "updates_done": last[0] if last else None,
                 "last_normalized_score": last[1] if last else None,
             }

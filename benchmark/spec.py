@@ -179,13 +179,21 @@ def device_problem(device: str) -> str | None:
     return None
 
 
+def regime_problem(regime: Any) -> str | None:
+    """Why ``regime`` is not a run regime, or None (the one wording, used by check_regime
+    and the matrix's exclude rules)."""
+    if isinstance(regime, str) and regime in RUN_REGIMES:
+        return None
+    return f"unknown regime {regime!r}; valid regimes: {', '.join(RUN_REGIMES)}"
+
+
 def check_regime(algorithm: str, regime: str | None) -> str:
     """The regime ``algorithm`` runs in (its own when ``regime`` is None), checked against
     the algorithm's data regime. Raises KeyError (unknown algorithm) or SpecError."""
     algo = algorithms.get(algorithm)
     regime = regime if regime is not None else algo.regime
-    if regime not in RUN_REGIMES:
-        raise SpecError(f"unknown regime {regime!r}; valid regimes: {', '.join(RUN_REGIMES)}")
+    if problem := regime_problem(regime):
+        raise SpecError(problem)
     if RUN_REGIMES[regime] != algo.regime:
         valid = [r for r, a in RUN_REGIMES.items() if a == algo.regime]
         raise SpecError(
@@ -193,6 +201,15 @@ def check_regime(algorithm: str, regime: str | None) -> str:
             f"valid: {', '.join(valid)}"
         )
     return regime
+
+
+def algorithm_config(algorithm: str, hparams: Mapping[str, Any] | None = None) -> Any:
+    """The algorithm's ``Config`` with ``hparams`` (CLI/YAML values, coerced to each field's
+    type and range-checked) over its defaults: the one place a hyper-parameter mapping
+    becomes a config. RunSpec.resolved builds a run's config with it (later code reads
+    ``spec.config``); matrix files and tuning search spaces validate their hyper-parameters
+    with it. Raises KeyError (unknown algorithm) or ConfigError naming the bad value."""
+    return algorithms.get(algorithm).make_config(dict(hparams or {}))
 
 
 def run_problem(spec: RunSpec) -> str | None:
@@ -236,19 +253,22 @@ class RunSpec:
     # -- resolution and validation --------------------------------------------------------
     def resolved(self) -> RunSpec:
         """Canonical form: gaps printed canonically, regime and budget filled in, hparams
-        coerced to their types. Raises SpecError/ValueError naming what is wrong."""
+        coerced to their types, the algorithm's config built (:attr:`config`). Raises
+        SpecError/ValueError naming what is wrong. A resolved spec returns itself: a spec
+        is resolved once and later code takes the resolved spec."""
+        if self.is_resolved:
+            return self
         get_task(self.task)
-        algo = algorithms.get(self.algorithm)
         regime = check_regime(self.algorithm, self.regime)
         needs_data = uses_dataset(regime)
         if needs_data and not self.dataset:
             raise SpecError(f"regime {regime!r} ({self.algorithm}) needs a dataset (--dataset)")
-        config = algo.make_config(self.hparams)
+        config = algorithm_config(self.algorithm, self.hparams)
         gap = str(GapSpec.parse(self.gap)) if uses_sim_gap(regime) else ""
         budget = self.budget or preset_budget(self.preset)
         if problem := device_syntax_problem(self.device):
             raise SpecError(problem)
-        return dataclasses.replace(
+        spec = dataclasses.replace(
             self,
             gap=gap,
             real_gap=str(GapSpec.parse(self.real_gap)),
@@ -257,6 +277,22 @@ class RunSpec:
             hparams={k: getattr(config, k) for k in self.hparams},
             budget=budget,
         )
+        # not a field: equality, to_dict and the run id see only the plain data above, and
+        # dataclasses.replace (a different spec) starts unresolved again
+        object.__setattr__(spec, "_config", config)
+        return spec
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether this spec object came from :meth:`resolved`."""
+        return "_config" in self.__dict__
+
+    @property
+    def config(self) -> Any:
+        """The algorithm's ``Config`` for this spec, every hyper-parameter with defaults
+        filled in, built when the spec was resolved (resolving it first if need be). A fresh
+        copy each time: an algorithm may keep and change its own."""
+        return dataclasses.replace(self.resolved().__dict__["_config"])
 
     # -- plain data ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

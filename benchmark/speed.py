@@ -17,6 +17,7 @@ from gapbench import algorithms, gap_envs
 from gapbench.algorithms.base import SOURCES
 from gapbench.algorithms.buffer import TensorBuffer
 from gapbench.benchmark.allocator import keep_freed_memory
+from gapbench.benchmark.spec import algorithm_config
 
 
 def random_buffer(n: int, obs_dim: int, act_dim: int, device="cpu", seed=0) -> TensorBuffer:
@@ -36,7 +37,7 @@ def make_workload(name: str, task: str = "halfcheetah", device: str = "cpu", n: 
     keep_freed_memory()
     t = gap_envs.get_task(task)
     cls = algorithms.get(name)
-    algo = cls(t.obs_dim, t.act_dim, cls.make_config({}), seed=0, device=device)
+    algo = cls(t.obs_dim, t.act_dim, algorithm_config(name), seed=0, device=device)
     buffers = {
         src: random_buffer(n, t.obs_dim, t.act_dim, device, seed=i)
         for i, src in enumerate(SOURCES[cls.regime])

@@ -104,8 +104,8 @@ import yaml
 
 from gapbench import algorithms
 from gapbench.algorithms.base import ConfigError
-from gapbench.benchmark import runstate
-from gapbench.benchmark.spec import Budget, RunSpec, SpecError
+from gapbench.benchmark import matrix, runstate
+from gapbench.benchmark.spec import Budget, RunSpec, SpecError, algorithm_config
 
 PARAM_TYPES = ("float", "int", "categorical")
 PARAM_KEYS = {
@@ -274,7 +274,7 @@ def parse_space(raw: Mapping[str, Any], algorithm: str) -> dict[str, Param]:
             continue
         field_kind = _field_kind(cls.Config, name)
         if kind == "categorical":
-            param, errs = _categorical(name, definition, cls, where)
+            param, errs = _categorical(name, definition, algorithm, where)
         else:
             param, errs = _numeric(name, kind, definition, field_kind, where)
         problems += errs
@@ -285,7 +285,7 @@ def parse_space(raw: Mapping[str, Any], algorithm: str) -> dict[str, Param]:
     return space
 
 
-def _categorical(name, definition, cls, where) -> tuple[Param | None, list[str]]:
+def _categorical(name, definition, algorithm, where) -> tuple[Param | None, list[str]]:
     choices = definition.get("choices")
     if not isinstance(choices, list | tuple) or not choices:
         return None, [f"{where}: 'choices' must be a non-empty list, got {choices!r}"]
@@ -297,7 +297,7 @@ def _categorical(name, definition, cls, where) -> tuple[Param | None, list[str]]
             problems.append(f"{where}: choice {choice!r} must be null, bool, number or string")
             continue
         try:
-            cls.make_config({name: choice})
+            algorithm_config(algorithm, {name: choice})
         except (ConfigError, ValueError, TypeError) as err:
             problems.append(f"{where}: choice {choice!r}: {err}")
             continue
@@ -472,17 +472,6 @@ def dashboard_command(url: str) -> str:
     return f"optuna-dashboard {target}"
 
 
-def _dataset_problem(dataset: str, task: str) -> str | None:
-    """Why the dataset cannot be loaded here (the matrix's check), None if it can."""
-    try:
-        from gapbench.benchmark.matrix import dataset_problem
-    except ModuleNotFoundError as err:  # not on this branch: the harness will say
-        if err.name != "gapbench.benchmark.matrix":
-            raise
-        return None
-    return dataset_problem(dataset, task)
-
-
 def _check_choice(value: str, valid: tuple[str, ...], what: str, problems: list[str]) -> None:
     if value not in valid:
         problems.append(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
@@ -523,7 +512,7 @@ def prepare(config: TuneConfig) -> Prepared:
         device=config.device,
     ).resolved()  # SpecError / ConfigError / KeyError name the bad value
     if base.dataset:
-        problem = _dataset_problem(base.dataset, base.task)
+        problem = matrix.dataset_problem(base.dataset, base.task)
         if problem:
             raise SpecError(problem)
 
@@ -878,7 +867,7 @@ def run_prepared(prep: Prepared) -> TuneResult:
 def best_snippet(prep: Prepared, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """``{algorithms: {label: {hparams: {...}}}}`` for a matrix file."""
     cls = algorithms.get(prep.base.algorithm)
-    config = cls.make_config(dict(hparams))
+    config = algorithm_config(prep.base.algorithm, hparams)
     values = {k: _jsonable(getattr(config, k)) for k in hparams}
     entry: dict[str, Any] = {}
     label = prep.base.algorithm

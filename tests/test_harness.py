@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from gapbench import algorithms
 from gapbench.benchmark import records
 from gapbench.benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
 from gapbench.benchmark.harness import run
-from gapbench.benchmark.spec import Budget, RunSpec, SpecError
+from gapbench.benchmark.spec import Budget, RunSpec, SpecError, algorithm_config
 
 TINY = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=50)
 
@@ -63,6 +64,24 @@ def test_bad_spec_is_a_clear_error(kw, fragment):
 def test_offline_spec_drops_the_sim_gap():
     s = spec(algorithm="cql", dataset="x.hdf5", hparams={}).resolved()
     assert s.gap == "" and s.regime == "offline"
+
+
+def test_a_spec_is_resolved_once_and_the_harness_takes_its_config(tmp_path, monkeypatch):
+    s = spec(hparams={"batch_size": "32", "hidden": "32,32"}).resolved()
+    assert s.is_resolved and s.resolved() is s and not spec().is_resolved
+    assert s.config == algorithm_config("sac", {"batch_size": 32, "hidden": [32, 32]})
+    assert s.config is not s.config  # a fresh copy: an algorithm may change its own
+    assert not dataclasses.replace(s, seed=1).is_resolved  # another spec: resolved anew
+    parsed = []
+    monkeypatch.setattr(
+        algorithms.get("sac"), "make_config", classmethod(lambda cls, o=None: parsed.append(o))
+    )
+    assert run(s, tmp_path)["status"] == "ok"
+    assert parsed == []  # the harness parsed no hyper-parameter again
+    record = json.loads((tmp_path / s.run_id / records.SPEC).read_text())
+    assert record["config"] == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(s.config).items()
+    }
 
 
 @pytest.mark.parametrize("regime", ["online", "oracle"])

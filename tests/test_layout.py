@@ -110,3 +110,15 @@ def test_a_specs_run_id_resolves_it_once(monkeypatch):
     spec = RunSpec(task="hopper", algorithm="sac", gap="gravity=2.0")
     assert spec.run_id == spec.run_id == spec.run_id
     assert len(calls) == 1
+
+
+def test_hyper_parameters_become_a_config_in_one_place():
+    """spec.algorithm_config is the one home of "hparams -> validated Config": the harness
+    takes the resolved spec's config, matrix files and tuning spaces validate through it."""
+    bad = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "benchmark").rglob("*.py"))
+        if ".make_config(" in path.read_text() and path.name != "spec.py"
+    ]
+    assert not bad, "call gapbench.benchmark.spec.algorithm_config instead in: " + ", ".join(bad)
+

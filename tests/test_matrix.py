@@ -198,6 +198,19 @@ def test_validation_lists_every_problem_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_bad_regime_reads_the_same_in_a_rule_and_an_algorithm_entry():
+    with pytest.raises(MatrixError) as info:
+        load(
+            grid(
+                algorithms={"sac": {"regime": "offlin"}, "cql": {}},
+                exclude=[{"regime": "offlin"}],
+            ),
+            check_datasets=False,
+        )
+    wording = "unknown regime 'offlin'; valid regimes: offline, online, oracle, hybrid"
+    assert info.value.problems == [f"algorithms.sac: {wording}", f"exclude[0]: {wording}"]
+
+
 def test_missing_dataset_and_unknown_task_are_reported(monkeypatch, tmp_path):
     problem = mx.dataset_problem
     assert "not of the form gapbench/" in problem("gapbench/medium", "hopper")
