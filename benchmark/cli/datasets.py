@@ -202,3 +202,53 @@ def info_cmd(
             )
         console.print(snaps)
     return None
+
+
+@app.command("compare")
+def compare_cmd(
+    version: Annotated[
+        int | None,
+        typer.Option(help="Compare this dataset version (default: the newest of each)."),
+    ] = None,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table (README).")] = False,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set each built gapbench dataset (nominal real system) beside D4RL's v2 dataset of the
+    same name, and check the grades are ordered: random < medium-replay < medium <
+    medium-expert <= expert in mean return. Exits 2 when an order is broken."""
+    from gapbench.gap_envs import d4rl_grades, datasets
+
+    try:
+        rows = d4rl_grades.grade_table(datasets.list_datasets(data_dir), version)
+    except _errors() as err:
+        raise fail(str(err)) from None
+    if not rows:
+        raise fail(
+            f"no gapbench datasets{'' if version is None else f' of version {version}'} in "
+            f"{datasets.data_dir(data_dir)}; build them with `gapbench datasets build`"
+        )
+    problems = d4rl_grades.ordering_problems(rows)
+    if as_json:
+        print_json({"rows": rows, "ordering_problems": problems})
+    elif markdown:
+        print(d4rl_grades.markdown(rows))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("id", "episodes", "return", "normalized", "D4RL v2 return", "D4RL v2 norm.")
+        for r in rows:
+            approx = "≈" if r["d4rl_derived"] else ""
+            table.add_row(
+                r["id"],
+                _fmt(r["episodes"]),
+                f"{_fmt(r['return_mean'])} ± {_fmt(r['return_std'])}",
+                _fmt(r["normalized_score"]),
+                approx + _fmt(r["d4rl_return_mean"]),
+                approx + _fmt(r["d4rl_normalized_score"]),
+            )
+        Console().print(table)
+    if problems:
+        raise fail("grades out of order: " + "; ".join(problems))
+    return None
