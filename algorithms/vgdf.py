@@ -178,8 +178,9 @@ def not_done(rule: str, next_obs: Tensor, sim_done: Tensor) -> Tensor:
 
     ``sim``: the sim transition's own flag. The task rules are the authors'
     (``env/env_utils.py``, ODRL's copy the same) on gymnasium's observation layout
-    (height at 0, torso angle at 1); their hopper rule bounds |s[1:]| from above only
-    (``np.abs(s[..., 1:] < 100)``), kept as written."""
+    (height at 0, torso angle at 1). Their hopper rule writes ``abs(s[..., 1:] < 100)``,
+    the absolute value of a boolean, which PyTorch rejects; here it is |s[1:]| < 100,
+    gym's healthy-state range."""
     k, b = next_obs.shape[:2]
     if rule == "sim":
         return (1.0 - sim_done).expand(k, b)
@@ -188,7 +189,7 @@ def not_done(rule: str, next_obs: Tensor, sim_done: Tensor) -> Tensor:
     z, angle = next_obs[..., 0], next_obs[..., 1]
     finite = torch.isfinite(next_obs).all(-1)
     if rule == "hopper":
-        ok = finite & (next_obs[..., 1:] < 100).all(-1) & (z > 0.7) & (angle.abs() < 0.2)
+        ok = finite & (next_obs[..., 1:].abs() < 100).all(-1) & (z > 0.7) & (angle.abs() < 0.2)
     elif rule == "walker2d":
         ok = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0)
     else:  # ant
