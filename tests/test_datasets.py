@@ -623,6 +623,36 @@ def test_shipped_snapshots_are_ordered_random_medium_expert(task):
     assert scores["random"] < scores["medium"] < scores["expert"], scores
 
 
+# Expert-level publications (dataset_version >= 1) must score in their bands: the issue's
+# targets (normalized, mean of >= 10 deterministic episodes) and D4RL's medium band.
+EXPERT_TARGET = {"halfcheetah": 70.0, "hopper": 80.0, "walker2d": 80.0, "ant": 80.0}
+PUBLISHED = [t for t in SHIPPED if _has_shipped(t) and policies.dataset_version(t) >= 1]
+
+
+@pytest.mark.parametrize("task", PUBLISHED)
+def test_published_expert_and_medium_are_in_their_bands(task):
+    """From the published records (20 fresh deterministic episodes at publication)."""
+    rec = {r["label"]: r for r in policies.list_snapshots(task)}
+    expert, medium = rec["expert"]["normalized_score"], rec["medium"]["normalized_score"]
+    assert expert >= EXPERT_TARGET[task], rec["expert"]
+    assert expert / 3 <= medium <= expert / 2, (medium, expert)
+    assert rec["expert"]["eval_episodes"] >= 10 and rec["expert"]["return_std"] is not None
+
+
+@pytest.mark.parametrize("task", PUBLISHED)
+def test_small_builds_from_the_published_policies_are_graded_in_order(task, tmp_path):
+    """Every quality, 10 episodes' worth each, rolled out from the shipped snapshots: the
+    mean returns keep D4RL's order (gapbench datasets compare's check)."""
+    from gapbench.gap_envs import d4rl_grades
+
+    size = 10 * gap_envs.get_task(task).max_episode_steps
+    for quality in ds.QUALITIES:
+        dsb.build(task, quality, size=size, seed=5, data_dir=tmp_path, progress=False)
+    rows = d4rl_grades.grade_table(ds.list_datasets(tmp_path))
+    assert [r["quality"] for r in rows] == list(d4rl_grades.GRADE_ORDER)
+    assert d4rl_grades.ordering_problems(rows) == []
+
+
 def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, monkeypatch):
     """Kill the behaviour training after its first checkpoint, resume it: the curve rows and
     the saved snapshots equal an uninterrupted training's."""
