@@ -283,3 +283,10 @@ def test_h2o_paper_optional_vgdf_line_adds_135_hybrid_runs(tmp_path):
     runs = [r for r in m.runs if r.label == "vgdf"]
     assert len(runs) == 135
     assert {r.spec.resolved().regime for r in runs} == {"hybrid"}
+
+
+def test_search_space_is_valid():
+    from gapbench.benchmark.tuning import declared_space, parse_space
+
+    space = parse_space(declared_space("vgdf"), "vgdf")
+    assert {"filter_quantile", "actor_lr", "critic_lr"} <= set(space)
