@@ -28,9 +28,19 @@ default used here). ODRL (OffDynamicsRL/off-dynamics-rl, ``algo/online_online/vg
 online-online; it has no online-source / offline-target VGDF (its "Online-Offline"
 methods are H2O, PAR_BC, SAC_BC, SAC_CQL, SAC_MCQ) and its offline-source variant
 (``offline_online/bc_vgdf.py``, the authors' ``vgdf_bc.py``) adds a BC term on the
-*source* data, which does not apply here. The two differ only in bookkeeping: ODRL counts
-the filter's start and the model's training cadence in updates (``training_count``), the
-authors in environment steps; at one update per step these are the same.
+*source* data, which does not apply here. Where ODRL's VGDF departs from the authors'
+(gapbench follows the authors in each):
+- evaluation: ODRL's ``select_action`` takes the *optimistic* actor's mean whenever
+  ``optimistic: True`` (its default), the authors evaluate the main policy's mean;
+- exploration: ODRL's training loop adds N(0, 0.2^2) noise to the optimistic actor's
+  sample (clipped to the action bounds), the authors use the sample as it is;
+- policy delay: ODRL counts updates from 1 before its test, so its actors step on
+  updates 2, 4, ...; the authors' on 1, 3, ...;
+- the model's data: ODRL resamples its target buffer with replacement (``sample(size)``),
+  the authors take every transition once (``sample_all``); ODRL's input normaliser uses
+  the unbiased std, the authors' the population std;
+- the filter's start and the model's cadence count updates in ODRL, environment steps in
+  the authors' code (the same at one update per step).
 
 Adapted to gapbench's hybrid regime (sim online, real data fixed), which neither the
 authors nor ODRL run, and the one real change: the target domain is the fixed real
@@ -43,6 +53,10 @@ dataset instead of a buffer that grows by one real step per 10 sim steps. So
   data that does not change, the authors' schedule (a round of epochs over the whole
   target buffer every 250 steps, restarted each round) becomes one long round, and it
   keeps the per-update cost bounded on a 1M-transition dataset;
+- the model's minibatches are drawn with replacement from the training split (the
+  authors': one permutation per member per epoch), its holdout is capped at 10k
+  transitions, and the 5 "elite" members the authors rank are left out (their value
+  expansion uses all 7);
 - whether an imagined real next state ends the episode (the authors' hand-written
   termination rule per task) is, by default, the sim transition's own ``done``
   (``termination="sim"``; algorithms do not know the task); the authors' rules are
@@ -51,8 +65,11 @@ dataset instead of a buffer that grows by one real step per 10 sim steps. So
 Where the code departs from the paper's evident intent it is the default and the
 alternative an option: each model "sample" is mean + variance (``_value_expansion``:
 ``mean + ones_like(var) * var``), ``model_sample="gaussian"`` draws mean + std * N(0, 1).
-Network details that differ in form only: gapbench's shared nets (critic output gain 1e-2,
-PyTorch default init elsewhere; the authors use xavier/He init), its exact tanh
+Their likelihood is a float32 density, which underflows to 0 when the members agree closely
+relative to the value gap (every score 0 keeps no sim transition; the quantile of mostly
+zeros keeps fewer than 25 %); ``filter_score="log_likelihood"`` ranks the same way without
+underflow. Network details that differ in form only: gapbench's shared nets (critic output
+gain 1e-2, PyTorch default init elsewhere; the authors use xavier/He init), its exact tanh
 log-det (the authors' log(1 - tanh^2 + 1e-6)).
 
 Read top to bottom: the model's training (``model_step``), the fictitious values and
