@@ -1,62 +1,14 @@
 """Benchmark matrices: a YAML file that expands to many RunSpecs, validated up front.
 
-A matrix file::
+The file format and its semantics (keys, regime-aware pairing over spec.REGIME_AXES,
+dataset templates, exclude / include, ``OUT/matrix.json``, what is validated) are written
+once, in the CLI's help: ``gapbench matrix --help`` (:data:`gapbench.benchmark.cli.matrix.DOCS`).
 
-    name: demo                   # optional, default: the file's stem
-    out: results/demo            # output folder (``--out`` overrides)
-    preset: mini                 # budget preset (smoke, mini, paper)
-    budget: {updates: 2000}      # optional: override fields of the preset's budget
-    device: cpu                  # optional: cpu | cuda | cuda:N for every run
-    tasks: [halfcheetah]
-    sim_gaps: ["gravity=2.0"]    # the simulator's gap (online / hybrid); default [""]
-    real_gaps: [""]              # the real system's gap; default [""] (nominal)
-    datasets: [gapbench/{task}/medium-replay-v0]   # offline / hybrid; {task} is substituted
-    algorithms:                  # label -> {algorithm, regime, hparams, budget}, all optional
-      h2o: {}
-      sac: {}                                        # online: trained in the simulator
-      sac-oracle: {algorithm: sac, regime: oracle}   # trained on the real system
-      cql: {hparams: {cql_min_q_weight: 5.0}}
-    seeds: [0, 1, 2]             # or an int n: seeds 0..n-1
-    max_runs: 10000              # optional: refuse to expand to more runs (default 10000)
-    exclude: [{task: hopper, algorithm: darc}]
-    include: [{task: hopper, algorithm: sac, gap: "friction=0.3", seed: 7}]
-
-Regime-aware pairing. Each algorithm label runs in its regime (the algorithm's own
-unless ``regime:`` says otherwise) and is crossed only with the axes that regime uses::
-
-    offline  tasks x datasets x real_gaps            x seeds   (sim gap "")
-    online   tasks x sim_gaps x real_gaps            x seeds   (no dataset)
-    oracle   tasks x real_gaps                       x seeds   (sim gap "", no dataset)
-    hybrid   tasks x sim_gaps x datasets x real_gaps x seeds
-
-In a dataset, ``{task}`` is replaced by each task and ``{real}`` by the task plus the real
-gap's slug, as gapbench names datasets gathered on a shifted real system
-(``gapbench/{real}/medium-v0`` -> ``gapbench/hopper-mass_1p5/medium-v0`` for real gap
-``mass=1.5``, ``gapbench/hopper/medium-v0`` for the nominal one). A ``gapbench/<task>...``
-dataset is crossed only with its own task, so a list can also name one dataset per task.
-
-``exclude`` rules drop every expanded run whose fields all match the rule; a rule's keys
-are any of task, gap (or sim_gap), real_gap, dataset, algorithm (the *label*, i.e. the key
-under ``algorithms:``), regime, seed; gaps compare canonically. ``include`` adds explicit
-runs (not subject to ``exclude``): task and algorithm (a label or a registered name) are
-required; seed (default 0), gap, real_gap, dataset, regime, hparams (merged over the
-label's), budget and label are optional. Runs with the same run id collapse to one (the
-first label wins).
-
-Every run keeps its label (``sac`` vs ``sac-oracle``) in ``OUT/matrix.json``, written
-atomically before anything runs and merged with what an earlier matrix wrote there::
-
-    {"runs": {"<run_id>": {"label", "algorithm", "regime", "task", "gap", "real_gap",
-                           "dataset", "seed", "matrix"}}, "matrices": {...}}
-
-The runs are counted before they are built: a matrix that would expand to more than
-``max_runs`` (default :data:`MAX_RUNS`) is refused, so a typo such as ``seeds: 100000000``
-is one clear error instead of minutes of expansion and a MemoryError.
-
-Validation happens before anything is written: an unknown task, algorithm, regime, gap
-key, body name (``mass.<body>`` against every task's model), preset, budget key,
-hyper-parameter, a missing dataset or a malformed entry gives one
-:class:`MatrixError` that lists every problem.
+Here: :func:`load` reads, validates and expands a file (or a mapping) into a
+:class:`Matrix` of :class:`MatrixRun` (a label and a resolved spec), raising one
+:class:`MatrixError` that lists every problem; :func:`write_manifest` / :func:`read_manifest`
+keep ``OUT/matrix.json``; :func:`status` reports each run's state (from
+:mod:`gapbench.benchmark.runstate`). Running them is :mod:`gapbench.benchmark.executors`.
 """
 
 from __future__ import annotations

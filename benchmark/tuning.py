@@ -1,84 +1,16 @@
 """Hyper-parameter tuning on top of the single-run harness (Optuna): ``gapbench tune``.
 
-A study tunes one algorithm on one task/gap/dataset setup. Each Optuna trial samples
-hyper-parameters from the algorithm's search space, trains ``seeds`` ordinary runs with them
-(seeds ``seed_start .. seed_start + seeds - 1``, one after the other) through
-:func:`gapbench.benchmark.harness.run`, and scores them.
+A study tunes one algorithm on one task/gap/dataset setup; each trial trains ordinary runs
+through :func:`gapbench.benchmark.harness.run`. The manual (objective, the protocol warning,
+pruning, search spaces, storage, records and outputs) is written once, in the CLI's help:
+``gapbench tune --help`` (:data:`gapbench.benchmark.cli.tune.DOCS`).
 
-Objective. The mean over the trial's seeds of the mean normalized score of each run's last
-``last_k`` evaluations (all of them when a run has fewer), maximized. Evaluations happen on
-the runs' *real* system: the nominal task, or ``objective_gap`` when given.
-
-.. warning:: Tuning against the real system you report on is an **optimistic** protocol:
-   the hyper-parameters are selected on the very system (and seeds) the final comparison
-   scores, which a real sim-to-real user could not do, and the selection bias inflates the
-   reported score. Say so when you report tuned numbers, tune every compared method with
-   the same budget, or use a held-out protocol: ``objective_gap`` evaluates the trials on a
-   *different* real system (the trials' ``real_gap``) than the one of the final comparison,
-   and ``seed_start`` (e.g. 1000) tunes on seeds the comparison never uses.
-
-Pruning. Every evaluation is reported to Optuna (``trial.report``) and ``trial.should_prune()``
-is asked right away; a pruned run stops (the harness records it with ``status: pruned``) and
-the trial is marked PRUNED. Seeds run one after the other, so intermediate steps are laid
-end to end: the evaluation at update ``u`` of the ``i``-th seed is reported at step
-``i * budget.updates + u``, with the value the running mean, at update ``u``, over seeds
-``0..i`` (the earlier seeds are complete). All trials share seeds and budget, so the pruner
-always compares trials at the same (seed, update). The median pruner starts after 5 complete
-trials and never prunes before a quarter of the first seed's updates; Hyperband uses
-``eval_every`` as its minimum and ``seeds * updates`` as its maximum resource.
-
-Search spaces. Each algorithm class declares ``search_space`` next to its ``Config``: a dict
-hyper-parameter name -> definition, one of::
-
-    {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}     # optional "step"
-    {"type": "int", "low": 1, "high": 10}                          # optional "step", "log"
-    {"type": "categorical", "choices": [1.0, 5.0, 10.0]}            # None/bool/int/float/str
-
-A list is short for categorical choices; a list choice (e.g. ``[64, 64]`` for ``hidden``) is
-passed as the string ``"64,64"`` and coerced to the field's type. A YAML file (``space``,
-``--space FILE``) overrides it: the same mapping, optionally under the algorithm's name (one
-file for several algorithms); its entries are merged over the declared space (a new name adds
-a parameter, a known one is replaced, ``null`` drops one) unless it sets ``_inherit: false``,
-in which case the file is the whole space. Fixed hyper-parameters (``hparams``, ``--set``)
-are never tuned: they are dropped from the space. Every problem (unknown name, low >= high,
-log with low <= 0, empty choices, unknown type, a value the field cannot take) is reported
-together by :class:`TuningError` before any trial starts.
-
-Storage. ``storage`` is ``None`` (an SQLite file ``OUT/optuna.db``), any SQLAlchemy URL
-(``sqlite:///PATH``, ``postgresql://...``, ``mysql+pymysql://...``: many machines on one
-study; RDB storages get a heartbeat, so a trial whose process died is marked FAIL when a
-later worker starts), or ``journal:PATH`` (Optuna's JournalStorage on a file; safest for many
-processes on one machine or a shared file system). Re-running with the same study name and
-storage continues the study and adds ``trials`` more trials. The default study name is
-``<algorithm>-<task>-<hash of the setup>``; a study remembers its setup (task, gaps, dataset,
-budget, seeds, last_k, fixed hyper-parameters) and refuses to continue with a different one.
-``workers`` > 1 starts that many trial processes (multiprocessing ``spawn``), each loading the
-study from the shared storage and running its share of the trials; every trial process
-(the caller's when ``workers`` is 1) uses ``threads`` torch threads, 1 by default.
-
-Records. Every seed of every trial is a normal run record in ``OUT/trials/<run_id>/``
-(spec.json, curve.csv, summary.json), so the analysis code reads trials like any run. The run
-id depends only on the spec, so a trial that samples hyper-parameters already run reuses their
-record (pruned records are re-run). A trial's user attributes hold ``trial_number``,
-``run_id`` (first seed), ``run_ids`` (all seeds), ``hparams`` (fixed + sampled, resolved)
-and ``seed_scores``.
-
-Outputs in ``OUT`` after each invocation:
-
-* ``best.yaml``: the best trial's hyper-parameters (fixed + tuned) as a matrix snippet,
-  ``{algorithms: {<label>: {hparams: {...}}}}`` (the label is the algorithm's name; a
-  non-default regime adds ``algorithm``/``regime`` and the label ``<algorithm>-<regime>``),
-  with the study, objective and protocol in comments. Merge its ``algorithms`` into a
-  matrix file's.
-* ``plots/``: optimization history, intermediate values, parameter importances (with >= 2
-  parameters and >= 4 complete trials) and parallel coordinates, PNG via
-  ``optuna.visualization.matplotlib``; a plot that cannot be made is skipped with a note.
-* ``trials.csv``: Optuna's trials table (params, values, states, user attributes).
-* ``optuna.db`` (default storage); ``trials/`` (run records); ``.locks/`` (one lock file per
-  run id so two workers never train the same run at once).
-
-One ``OUT`` holds the outputs of one study (``best.yaml`` and ``plots/`` are rewritten by
-every invocation); the storage and ``trials/`` can be shared.
+Here: :class:`TuneConfig` (the CLI's options as fields), :func:`prepare` (validate everything
+and create or load the study; nothing trained), :func:`run_prepared` / :func:`tune` (run the
+trials, then :func:`export` best.yaml, plots and trials.csv), :class:`Objective` (one trial),
+and the search-space helpers (:func:`declared_space`, :func:`read_space_file`,
+:func:`merge_space`, :func:`parse_space`; an algorithm declares ``search_space`` next to
+its ``Config``, in the YAML form of ``--space`` as a Python dict).
 """
 
 from __future__ import annotations
@@ -349,7 +281,7 @@ def _numeric(name, kind, definition, field_kind, where) -> tuple[Param | None, l
 # -- configuration -----------------------------------------------------------------------------
 @dataclass
 class TuneConfig:
-    """Everything ``gapbench tune`` takes (see the module docstring)."""
+    """Everything ``gapbench tune`` takes: its options as fields (see ``gapbench tune --help``)."""
 
     algorithm: str
     task: str

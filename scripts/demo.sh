@@ -4,7 +4,7 @@
 #   2. build the real dataset (medium-replay, from the shipped behaviour snapshots)
 #   3. run the demo matrix: H2O, DARC, SAC (sim only), SAC oracle, IQL x 2 seeds
 #   4. write the report: statistics with CIs, figures, tables -> results/demo/report
-# About 15 minutes on 2 CPU cores. Re-running resumes: finished runs are skipped.
+# Its measured time: README "Quick start". Re-running resumes: finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gb=.venv/bin/gapbench

@@ -122,3 +122,33 @@ def test_hyper_parameters_become_a_config_in_one_place():
     ]
     assert not bad, "call gapbench.benchmark.spec.algorithm_config instead in: " + ", ".join(bad)
 
+
+# -- one copy of each manual: the CLI help ------------------------------------------------------
+def test_the_matrix_help_pairs_the_axes_of_the_spec_table():
+    """The pairing table in `gapbench matrix --help` (kept in the CLI so --help does not import
+    torch) says what spec.REGIME_AXES says."""
+    from gapbench.benchmark.cli.matrix import DOCS
+    from gapbench.benchmark.spec import REGIME_AXES
+
+    axes = {"sim_gaps": "sim_gap", "datasets": "dataset"}
+    rows = {}
+    for line in DOCS.splitlines():
+        words = line.split()
+        if words and words[0] in REGIME_AXES and "seeds" in words:
+            rows[words[0]] = {axes[w] for w in words if w in axes}
+    assert rows == {regime: set(used) for regime, used in REGIME_AXES.items()}
+
+
+def test_the_readme_and_the_docstrings_point_to_the_manuals():
+    import yaml
+
+    from gapbench.benchmark import matrix, tuning
+    from gapbench.benchmark.matrix import load
+
+    readme = (ROOT / "README.md").read_text()
+    for command, module in (("matrix", matrix), ("tune", tuning)):
+        assert f"`gapbench {command} --help`" in readme, command
+        assert f"gapbench {command} --help" in module.__doc__, module.__name__
+    section = readme.split("## Many runs")[1].split("\n## ")[0]
+    example = section.split("```yaml\n")[1].split("```")[0]  # the README's short example
+    assert len(load(yaml.safe_load(example), out=ROOT / "unused", check_datasets=False)) == 9

@@ -1,4 +1,4 @@
-"""``gapbench matrix run|status``: many runs from one YAML file (see gapbench.benchmark.matrix)."""
+"""``gapbench matrix run|status``: many runs from one YAML file; :data:`DOCS` is the manual."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from gapbench.benchmark.cli.common import (
     use_tensorboard,
 )
 
-# Kept here (not imported from gapbench.benchmark.matrix) so ``--help`` does not import torch.
+# The matrix manual: its one copy (the module docstring of gapbench.benchmark.matrix and the
+# README point here). Kept in the CLI, not imported from the library, so ``--help`` does not
+# import torch; tests check that its YAML parses and its pairing table is spec.REGIME_AXES.
 DOCS = unwrap_help("""Run a benchmark matrix: a YAML file that expands to many runs.
 
 Matrix file (every key but tasks and algorithms is optional):
@@ -56,22 +58,38 @@ otherwise) and is crossed only with the axes that regime uses:
     oracle   tasks x real_gaps                       x seeds
     hybrid   tasks x sim_gaps x datasets x real_gaps x seeds
 
-Offline and oracle runs have no sim gap, online and oracle runs no dataset. In a dataset,
-"{task}" is replaced by each task and "{real}" by the task plus the real gap's slug (the
-gapbench id of data gathered on that real system, e.g. hopper-mass_1p5); a gapbench/TASK...
-dataset pairs only with its own task.
-exclude drops the runs whose fields all match a rule (keys: task, gap, real_gap, dataset,
-algorithm = the label, regime, seed); include adds explicit runs (task and algorithm required;
-seed, gap, real_gap, dataset, regime, hparams, budget, label optional). Runs with the same run
-id collapse to one. OUT/matrix.json maps every run id to its label and cell (task, gap,
-real_gap, dataset, algorithm, regime, seed) for analysis.
+Offline and oracle runs have no sim gap, online and oracle runs no dataset. A label's budget
+overrides fields of the file's budget, its hparams the algorithm's defaults.
 
-Everything is validated before anything is written: one error lists every unknown task,
-algorithm, regime, gap key, preset, budget key, hyper-parameter and missing dataset.
+Datasets: "{task}" is replaced by each task and "{real}" by the task plus the real gap's
+slug, as gapbench names data gathered on a shifted real system (gapbench/{real}/medium-v0 is
+gapbench/hopper-mass_1p5/medium-v0 for real gap mass=1.5, gapbench/hopper/medium-v0 for the
+nominal one). A gapbench/TASK... dataset pairs only with its own task, so a list can also
+name one dataset per task.
+
+exclude drops every expanded run whose fields all match a rule; a rule's keys are any of
+task, gap (or sim_gap), real_gap, dataset, algorithm (the label, i.e. the key under
+algorithms:), regime, seed; gaps compare canonically. include adds explicit runs, not
+subject to exclude: task and algorithm (a label or a registered name) required; seed
+(default 0), gap, real_gap, dataset, regime, hparams (merged over the label's), budget and
+label optional. Runs with the same run id collapse to one (the first label wins).
+
+OUT/matrix.json, written before anything runs and merged with what earlier matrices wrote
+there, maps every run id to its label and cell (task, gap, real_gap, dataset, algorithm,
+regime, seed, matrix) for analysis.
+
+Everything is validated before anything is written: one error lists every unknown key, task,
+algorithm, regime, gap key, mass.BODY body (against every task it is crossed with), preset,
+budget key or value, hyper-parameter name, type or range, device name and missing dataset,
+and a malformed entry. The runs are counted before they are built: a matrix that would
+expand to more than max_runs (default 10000) is refused, so a typo such as
+seeds: 100000000 is one clear error.
 
 Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
-failed ones unless --retry-failed (the old summary is kept as summary.failed-N.json). A
-per-run lock, OUT/RUN_ID/.lock, stops two processes running the same id.
+failed ones unless --retry-failed or they failed on another device (the old summary is kept
+as summary.failed-N.json); a done run whose dataset's content changed since runs again (kept
+as summary.stale-N.json). A per-run lock, OUT/RUN_ID/.lock, stops two processes running the
+same id.
 """)
 
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]

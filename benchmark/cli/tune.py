@@ -1,5 +1,5 @@
-"""``gapbench tune``: hyper-parameter tuning with Optuna on top of the harness (see
-gapbench.benchmark.tuning)."""
+"""``gapbench tune``: hyper-parameter tuning with Optuna on top of the harness; :data:`DOCS`
+is the manual."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ from gapbench.benchmark.cli.common import (
     unwrap_help,
 )
 
-# Kept here (not imported from gapbench.benchmark.tuning) so ``--help`` does not import torch.
+# The tuning manual: its one copy (the module docstring of gapbench.benchmark.tuning and the
+# README point here). Kept in the CLI, not imported from the library, so ``--help`` does not
+# import torch. The library's TuneConfig fields are these options without the dashes.
 DOCS = unwrap_help(
     """Tune an algorithm's hyper-parameters with Optuna: each trial is K ordinary runs
-(one per seed) recorded under OUT/trials/.
+(--seeds K, seeds --seed-start .. --seed-start + K - 1, one after the other) recorded under
+OUT/trials/, so the analysis code reads trials like any run.
 
 Objective: the normalized score on the trials' real system, the mean over the K seeds of the
-mean of each run's last --last-k evaluations (maximized). Every evaluation is reported to
-Optuna so --pruner stops bad trials early (the run is recorded with status pruned). Seeds run
-one after the other; seed i's evaluation at update u is reported at step i * updates + u as
-the running mean over seeds 0..i at update u.
+mean of each run's last --last-k evaluations (all of them when a run has fewer), maximized.
 
 WARNING, protocol: tuning on the same real system (and seeds) that the final comparison
 reports is OPTIMISTIC: it selects hyper-parameters on the test system, which a sim-to-real
@@ -37,10 +37,18 @@ user cannot do. Tune every compared method with the same budget and say so, or h
 --objective-gap SPEC evaluates trials on a different real gap than the comparison's (the
 trials' real_gap), and --seed-start 1000 tunes on seeds the comparison never uses.
 
+Pruning: every evaluation is reported to Optuna, so --pruner stops bad trials early (the run
+is recorded with status pruned, the trial marked PRUNED). Seed i's evaluation at update u is
+reported at step i * updates + u as the running mean over seeds 0..i at update u, so trials
+are always compared at the same (seed, update). median starts after 5 complete trials and
+never prunes before a quarter of the first seed's updates; hyperband's resources run from
+eval_every to K * updates.
+
 Search space: each algorithm declares one (gapbench algos list; the search_space attribute).
---space FILE (YAML) merges over it, optionally under the algorithm's name; null drops a
-parameter, "_inherit: false" makes the file the whole space. --set fixes a hyper-parameter
-(never tuned):
+--space FILE (YAML) merges over it, optionally under the algorithm's name (one file for
+several algorithms): a new name adds a parameter, a known one is replaced, null drops one,
+and "_inherit: false" makes the file the whole space. --set fixes a hyper-parameter (it is
+removed from the space, never tuned):
 
     penalty_weight: {type: float, low: 0.001, high: 1.0, log: true}
     u_n_next_states: {type: int, low: 5, high: 20, step: 5}
@@ -48,19 +56,37 @@ parameter, "_inherit: false" makes the file the whole space. --set fixes a hyper
     hidden: [[256, 256], [64, 64]]      # a list = categorical choices
     critic_lr: null                     # not tuned
 
+float and int take low, high and optionally log and step; categorical takes choices (null,
+bool, number or string; a list choice such as [64, 64] is passed as "64,64" and coerced to
+the field's type).
+
 Storage: default sqlite:///OUT/optuna.db; any SQLAlchemy URL (postgresql://..., mysql://...)
-to share a study between machines; journal:PATH for Optuna's journal file storage. Re-running
-with the same --study (default: ALGO-TASK-HASH of the setup) and storage continues the study
-with --trials more trials. --workers N runs N trial processes on this machine against the
-shared storage.
+to share a study between machines (SQL storages keep a heartbeat: a trial whose process died
+is marked FAIL when a later worker starts); journal:PATH for Optuna's journal file storage,
+safest for many processes on one machine or a shared file system. Re-running with the same --study
+(default: ALGO-TASK-HASH of the setup) and storage continues the study with --trials more
+trials; a study remembers its setup (task, gaps, dataset, budget, seeds, --last-k, --set) and
+refuses to continue with a different one. --workers N runs N trial processes on this machine
+against the shared storage, each with --threads torch threads.
 
-Outputs in OUT (default results/tune/ALGO-TASK): best.yaml, the best hyper-parameters as a
-matrix snippet {algorithms: {ALGO: {hparams: {...}}}} to merge into a matrix file;
-plots/*.png (optimization history, intermediate values, parameter importances, parallel
-coordinates); trials.csv; trials/RUN_ID/ run records. Open the study with
-optuna-dashboard STORAGE (pip install optuna-dashboard).
+Records: a run id depends only on its spec, so a trial that samples hyper-parameters already
+run reuses their record (a pruned one is run again); a lock in OUT/.locks/ stops two workers
+training the same run. Each trial's user attributes hold its run ids, its hyper-parameters
+(fixed and sampled, resolved) and its per-seed scores.
 
-Bad search spaces, storages, samplers, pruners, tasks, gaps or hyper-parameters are
+After each trial one line on stderr shows the trials done of --trials, the trial's state,
+value and parameters, and the study's best so far.
+
+Outputs in OUT (default results/tune/ALGO-TASK; one OUT per study, as best.yaml, plots/ and
+trials.csv are rewritten by every invocation; storage and trials/ can be shared): best.yaml,
+the best hyper-parameters as a matrix snippet {algorithms: {ALGO: {hparams: {...}}}} to merge
+into a matrix file (another regime than the algorithm's adds algorithm and regime, under the
+label ALGO-REGIME), with the study, objective and protocol in comments; plots/*.png
+(optimization history, intermediate values, parameter importances, parallel coordinates; a
+plot that cannot be made yet is skipped with a note); trials.csv; trials/RUN_ID/ run records.
+Open the study with optuna-dashboard STORAGE (pip install optuna-dashboard).
+
+Bad search spaces, storages, samplers, pruners, tasks, gaps, datasets or hyper-parameters are
 reported (exit 2) before any trial starts.
 """
 )
