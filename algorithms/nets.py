@@ -7,9 +7,11 @@ of twin-Q SAC/CQL/H2O and on a GPU it fills the device better.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -81,6 +83,87 @@ class _ThinEnsembleLinear(torch.autograd.Function):
         return dx, dw, db
 
 
+class _SeedEnsembleLinear(torch.autograd.Function):
+    """An ensemble layer's product while seeds are batched (algorithms/seeds.py). Its vmap
+    rule folds the vmapped seed dim into the member dim, K seeds of n members being K * n
+    members, and runs one :class:`_FoldedEnsembleLinear` on them: the same products as a
+    single seed, K times as many at once, on contiguous tensors (vmap's generic rule for
+    baddbmm is a bmm and a broadcast add over strided tensors, and an in-place ReLU on
+    its output makes autograd copy whole activations back)."""
+
+    @staticmethod
+    def forward(x: Tensor, w: Tensor, b: Tensor, thin: bool) -> Tensor:
+        x, w, b = (t.unsqueeze(0) for t in (x, w, b))
+        return _FoldedEnsembleLinear.forward(x, w, b, thin)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        raise RuntimeError("seed-batched ensemble layers run under torch.func.vmap only")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None, None]:
+        raise RuntimeError("seed-batched ensemble layers run under torch.func.vmap only")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, w: Tensor, b: Tensor, thin: bool):
+        k = info.batch_size
+        x, w, b = (
+            t.unsqueeze(0).expand(k, *t.shape) if d is None else t.movedim(d, 0)
+            for t, d in zip((x, w, b), in_dims[:3], strict=True)
+        )
+        return _FoldedEnsembleLinear.apply(x, w, b, thin), 0
+
+
+class _FoldedEnsembleLinear(torch.autograd.Function):
+    """(K, n, B, in) @ (K, n, in, out) + (K, n, 1, out) as K * n members: per-member ``mm``
+    for thin outputs (see :class:`_ThinEnsembleLinear`), else one ``baddbmm``."""
+
+    @staticmethod
+    def forward(x: Tensor, w: Tensor, b: Tensor, thin: bool) -> Tensor:
+        k, n = w.shape[:2]
+        x, w, b = (t.reshape(k * n, *t.shape[2:]) for t in (x, w, b))
+        out = x.new_empty(k, n, x.shape[1], w.shape[2])  # not a view: ReLU works in place
+        members = out.view(k * n, *out.shape[2:])
+        if thin:
+            for i in range(k * n):
+                torch.addmm(b[i], x[i], w[i], out=members[i])
+        else:
+            torch.baddbmm(b, x, w, out=members)
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, w, _, thin = inputs
+        ctx.save_for_backward(x, w)
+        ctx.thin = thin
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        x4, w4 = ctx.saved_tensors
+        k, n = w4.shape[:2]
+        x, w, grad = (t.reshape(k * n, *t.shape[2:]) for t in (x4, w4, grad))
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            if ctx.thin:
+                dx = grad.new_empty(x.shape)
+                for i in range(w.shape[0]):
+                    torch.mm(grad[i], w[i].T, out=dx[i])
+            else:
+                dx = torch.bmm(grad, w.transpose(1, 2))
+            dx = dx.view(x4.shape)
+        if ctx.needs_input_grad[1]:
+            if ctx.thin:
+                dw = grad.new_empty(w.shape)
+                for i in range(w.shape[0]):
+                    torch.mm(x[i].T, grad[i], out=dw[i])
+            else:
+                dw = torch.bmm(x.transpose(1, 2), grad)
+            dw = dw.view(w4.shape)
+        if ctx.needs_input_grad[2]:
+            db = grad.sum(1, keepdim=True).view(k, n, 1, -1)
+        return dx, dw, db, None
+
+
 class EnsembleLinear(nn.Module):
     """``n`` independent linear layers applied as one batched matmul: (n, B, in) -> (n, B, out)."""
 
@@ -103,7 +186,10 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:  # shared input: broadcast to every member without a copy
             x = x.unsqueeze(0).expand(self.n, -1, -1)
-        if self.out_dim <= self.THIN and x.device.type == "cpu":
+        thin = self.out_dim <= self.THIN and x.device.type == "cpu"
+        if _SEEDS.batched:  # under a vmap over seeds (algorithms/seeds.py)
+            return _SeedEnsembleLinear.apply(x, self.weight, self.bias, thin)
+        if thin:
             return _ThinEnsembleLinear.apply(x, self.weight, self.bias)
         return torch.baddbmm(self.bias, x, self.weight)
 
@@ -192,7 +278,7 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """A reparametrised action and its log-probability (summed over action dims)."""
         mean, log_std = self.dist_params(obs)
-        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        u = mean if deterministic else mean + log_std.exp() * gaussian_noise(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
     @torch.no_grad()
@@ -201,6 +287,35 @@ class TanhGaussianActor(nn.Module):
             return torch.tanh(self.net(obs)[..., : self.act_dim])
         mean, log_std = self.dist_params(obs)
         return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+
+
+class _SeedBatching(threading.local):
+    """This thread's seed-batching state (algorithms/seeds.py); default: none."""
+
+    batched = False  # inside a vmap over seeds: ensemble layers fold seeds into members
+    supply: Callable[[Tensor], Tensor] | None = None  # each seed's own Gaussian draws
+
+
+_SEEDS = _SeedBatching()
+
+
+def gaussian_noise(like: Tensor) -> Tensor:
+    """Standard normal noise shaped like ``like``: ``torch.randn_like(like)``, unless a batch
+    of seeds (algorithms/seeds.py) supplies each seed's own draws from its own stream."""
+    supply = _SEEDS.supply
+    return torch.randn_like(like) if supply is None else supply(like)
+
+
+@contextlib.contextmanager
+def seed_batched(supply: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """In this thread, for the duration: the code runs under a vmap over seeds, and
+    :func:`gaussian_noise` comes from ``supply``."""
+    previous = _SEEDS.batched, _SEEDS.supply
+    _SEEDS.batched, _SEEDS.supply = True, supply
+    try:
+        yield
+    finally:
+        _SEEDS.batched, _SEEDS.supply = previous
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:

@@ -149,7 +149,7 @@ class SAC(Algorithm):
             loss = loss + out["alpha_loss"]
         for opt in (self.actor_opt, self.critic_opt, self.alpha_opt):
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # a no-op sum here; seeds trained as a batch sum theirs (seeds.py)
         self.actor_opt.step()
         self.critic_opt.step()
         if self.config.auto_alpha:

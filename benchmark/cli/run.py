@@ -34,6 +34,10 @@ def run(
         str | None, typer.Option(help="offline|online|oracle|hybrid (default: the algorithm's)")
     ] = None,
     seed: int = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Several seeds (e.g. 0,1,2) trained as one batch in one process"),
+    ] = None,
     preset: Annotated[str, typer.Option(help="Budget preset: smoke, mini or paper")] = "smoke",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value")
@@ -83,25 +87,44 @@ def run(
 
     torch.set_num_threads(threads)
     try:  # under the run's lock, as in `matrix run`: one id is never trained twice at once
-        summary, recorded = run_locked(spec, out_dir, retry_failed, progress=None)
+        if seeds is None:
+            results = [(spec, *run_locked(spec, out_dir, retry_failed, progress=None))]
+        else:  # every seed under its own lock, trained as one batch (benchmark/seedgroup.py)
+            from gapbench.benchmark.seedgroup import parse_seeds, run_group_locked, seed_specs
+
+            try:
+                specs = seed_specs(spec, parse_seeds(seeds))
+            except ValueError as e:
+                raise fail(str(e)) from None
+            results = [
+                (s, *result)
+                for s, result in zip(
+                    specs, run_group_locked(specs, out_dir, retry_failed), strict=True
+                )
+            ]
     except RunBusy as busy:
         raise fail(f"run {spec.run_id} is being trained by another process ({busy})") from None
-    path = out_dir / spec.run_id
-    if as_json:  # failed runs too: a script reads the status and error from it
-        print_json({"run_id": spec.run_id, "path": str(path), "recorded": recorded, **summary})
-    if summary["status"] != "ok":
-        hint = " (recorded earlier: --retry-failed runs it again)" if recorded else ""
-        err_console.print(
-            f"[bold red]run {spec.run_id} {summary['status']}:[/] "
-            f"{escape(str(summary.get('error')))}{hint}",
-            soft_wrap=True,
+    shown = []
+    for spec, summary, recorded in results:
+        path = out_dir / spec.run_id
+        shown.append({"run_id": spec.run_id, "path": str(path), "recorded": recorded, **summary})
+        if summary["status"] != "ok":
+            hint = " (recorded earlier: --retry-failed runs it again)" if recorded else ""
+            err_console.print(
+                f"[bold red]run {spec.run_id} {summary['status']}:[/] "
+                f"{escape(str(summary.get('error')))}{hint}",
+                soft_wrap=True,
+            )
+            continue
+        (err_console if as_json else out_console).print(
+            f"[green]done[/] {spec.run_id}: final normalized score "
+            f"{summary['final_normalized_score']:.1f} (return {summary['final_return']:.1f}), "
+            f"{summary['updates_per_s']:.1f} updates/s -> {path}"
         )
+    if as_json:  # failed runs too: a script reads the status and error from it
+        print_json(shown if seeds is not None else shown[0])
+    if any(summary["status"] != "ok" for _, summary, _ in results):
         raise typer.Exit(1)
-    (err_console if as_json else out_console).print(
-        f"[green]done[/] {spec.run_id}: final normalized score "
-        f"{summary['final_normalized_score']:.1f} (return {summary['final_return']:.1f}), "
-        f"{summary['updates_per_s']:.1f} updates/s -> {path}"
-    )
 
 
 __all__ = ["run"]

@@ -1,0 +1,364 @@
+"""K seeds of one algorithm trained as one batched computation.
+
+Every benchmark cell runs several seeds of small (256-256) networks: one seed's update
+leaves most of a CPU core's matrix throughput, and nearly all of a GPU, to per-operation
+overhead. :class:`SeedBatch` trains K seeds of the same algorithm and config in lockstep,
+every matrix product K times taller, while each seed's numbers stay those of a separate
+run of it (to float tolerance; tested per algorithm in tests/test_seeds.py).
+
+Where the seed dimension lives (the algorithm file still reads as single-seed code):
+
+* **Parameters**: K ordinary instances are built (each seeds torch in its constructor,
+  so they start exactly as K separate runs), then every parameter is stacked into one
+  leaf with a leading seed dim, held by a *template* instance. Each member instance keeps
+  views of its slices, so it acts, evaluates and writes its own checkpoint as a single
+  run does (:meth:`SeedBatch.member_state_dict` gives the single-run checkpoint format).
+* **Optimizers**: one optimizer per member optimizer, over the stacked parameters, with
+  the same hyper-parameters. Adam is element-wise, so one step over stacked parameters is
+  K separate steps.
+* **Losses**: the template's ``losses(batch)`` runs under ``torch.func.vmap`` over the
+  seed dim, with each seed's parameter slices swapped into the modules
+  (``torch.func.functional_call``); the ensemble layers' custom kernel has a vmap rule
+  (nets.py) that folds seeds into ensemble members. Everything else in the algorithm's
+  ``update`` (sampling, backward, optimizer steps, target updates) is shape-agnostic and
+  runs once for all seeds: the per-seed losses come back as a (K,) tensor whose sum's
+  gradient is each seed's own gradient (the seeds share no parameters).
+* **Random streams**: replay sampling uses each seed's own buffer and generator
+  (:class:`StackedBuffers`). The policy's Gaussian noise, which a single run draws from
+  torch's global generator, is drawn before the vmapped call for each seed from that
+  seed's own copy of the global generator state (:class:`SeedRNG`), in the order and
+  shapes the single-seed update draws it (found once by a probe), and handed in through
+  :func:`~gapbench.algorithms.nets.seed_batched`. Any other draw from the global
+  generator inside the update fails loudly (vmap's ``randomness="error"``, and a check
+  that the global generator is untouched after each block).
+
+An algorithm joins :data:`BATCHABLE` once its equality test passes; any other falls
+back to separate runs (:func:`batchable` says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.optim.lr_scheduler import LRScheduler
+
+from gapbench.algorithms.base import Algorithm, accumulate
+from gapbench.algorithms.buffer import Batch, TensorBuffer
+from gapbench.algorithms.nets import seed_batched
+
+#: Algorithms whose batched seeds are tested equal to separate runs (tests/test_seeds.py).
+BATCHABLE = frozenset({"sac"})
+
+
+def batchable(cls: type[Algorithm]) -> str | None:
+    """Why ``cls`` cannot train seeds as a batch (None when it can)."""
+    if getattr(cls, "name", None) not in BATCHABLE:
+        return (
+            f"{getattr(cls, 'name', cls.__name__)} has no seed-batched path yet "
+            f"(batched: {', '.join(sorted(BATCHABLE))})"
+        )
+    return None
+
+
+class SeedRNG:
+    """Each seed's own copy of torch's global generator state (CPU, and the device's when
+    it is a GPU): ``with rng.use(k):`` makes global draws come from seed k's stream."""
+
+    def __init__(self, states: Sequence[Any], device: torch.device):
+        self.states = list(states)
+        self.device = device
+
+    @staticmethod
+    def capture(device: torch.device) -> Any:
+        """The global generator state(s) now."""
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return (torch.get_rng_state(), cuda)
+
+    def _restore(self, state: Any) -> None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+
+    @contextlib.contextmanager
+    def use(self, k: int) -> Iterator[None]:
+        outer = self.capture(self.device)
+        self._restore(self.states[k])
+        try:
+            yield
+        finally:
+            self.states[k] = self.capture(self.device)
+            self._restore(outer)
+
+
+class StackedBuffers:
+    """K buffers sampled as one: ``sample(n)`` draws n transitions from each seed's buffer
+    with its own generator and stacks them, (K, n, ...)."""
+
+    def __init__(self, buffers: Sequence[TensorBuffer]):
+        self.buffers = list(buffers)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        if generator is not None:
+            raise ValueError("a stack of seed buffers samples with each seed's own generator")
+        batches = [b.sample(batch_size) for b in self.buffers]
+        return Batch(*(torch.stack(parts) for parts in zip(*batches, strict=True)))
+
+    def __len__(self) -> int:
+        return min(len(b) for b in self.buffers)
+
+
+def _dotted_set(module: nn.Module, name: str, value: Tensor, buffer: bool = False) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    (owner._buffers if buffer else owner._parameters)[leaf] = value
+
+
+class _Holder(nn.Module):
+    """The template's modules under one root, so one ``functional_call`` swaps every
+    seed-sliced parameter in; free tensors (SAC's log-temperature) are set as attributes."""
+
+    def __init__(self, template: Algorithm, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+        object.__setattr__(self, "template", template)
+
+    def forward(self, free: dict[str, Tensor], fn: Any, *args: Any) -> Any:
+        saved = {key: getattr(self.template, key) for key in free}
+        for key, value in free.items():
+            setattr(self.template, key, value)
+        try:
+            return fn(*args)
+        finally:
+            for key, value in saved.items():
+                setattr(self.template, key, value)
+
+
+class SeedBatch:
+    """K instances of one algorithm (same class and config, different seeds) trained as
+    one batched computation; see the module docstring.
+
+    ``members``: freshly built (or checkpoint-restored) instances, in seed order.
+    ``rng_states``: each seed's global torch generator state at the point its separate run
+    would start training (:meth:`SeedRNG.capture` right after building and setting up the
+    member). After construction the members' own optimizers are stale: train through
+    :meth:`update_many`, checkpoint through :meth:`member_state_dict`.
+    """
+
+    def __init__(self, members: Sequence[Algorithm], rng_states: Sequence[Any]):
+        if not members:
+            raise ValueError("a seed batch needs at least one member")
+        cls = type(members[0])
+        if why := batchable(cls):
+            raise ValueError(why)
+        if any(type(m) is not cls or m.config != members[0].config for m in members):
+            raise ValueError("the seeds of a batch must share the algorithm and its config")
+        self.members = list(members)
+        self.k = len(members)
+        self.device = members[0].device
+        self.rng = SeedRNG(rng_states, self.device)
+        self.template = copy.deepcopy(members[0])
+        self._params: dict[str, Tensor] = {}  # holder name -> stacked leaf (what vmap slices)
+        self._free: dict[str, Tensor] = {}  # free tensor attribute -> stacked leaf
+        stacked_of: dict[int, Tensor] = {}  # id(member 0's parameter) -> its stacked leaf
+        modules: dict[str, nn.Module] = {}
+        comps = [m.components() for m in self.members]
+        for key, value in comps[0].items():
+            if isinstance(value, LRScheduler):
+                raise ValueError(f"{cls.name}: learning-rate schedulers are not batched yet")
+            if isinstance(value, nn.Module):
+                modules[key] = getattr(self.template, key)
+                self._stack_module(key, [c[key] for c in comps], stacked_of)
+            elif isinstance(value, Tensor):
+                leaf = torch.stack([c[key].detach() for c in comps]).requires_grad_()
+                stacked_of[id(value)] = leaf
+                self._free[key] = leaf
+                setattr(self.template, key, leaf)
+                for k, member in enumerate(self.members):
+                    setattr(member, key, nn.Parameter(leaf.data[k]))
+        for key, value in comps[0].items():
+            if isinstance(value, torch.optim.Optimizer):
+                opt = self._stack_optimizer(value, [c[key] for c in comps], stacked_of)
+                setattr(self.template, key, opt)
+        self._opt_keys = [k for k, v in comps[0].items() if isinstance(v, torch.optim.Optimizer)]
+        self._holder = _Holder(self.template, modules)
+        self._noise_shapes: list[torch.Size] | None = None
+        self.template.losses = self._losses  # the one vmapped step; update() is unchanged
+
+    # -- building the stack -----------------------------------------------------------------
+    def _stack_module(self, key: str, mods: list[nn.Module], stacked_of: dict) -> None:
+        template = getattr(self.template, key)
+        if any(type(m).get_extra_state is not nn.Module.get_extra_state for m in mods[0].modules()):
+            raise ValueError(f"{key}: modules with extra state are not batched yet")
+        for name, p in mods[0].named_parameters():
+            leaf = nn.Parameter(
+                torch.stack([m.get_parameter(name).detach() for m in mods]),
+                requires_grad=p.requires_grad,
+            )
+            stacked_of[id(p)] = leaf
+            _dotted_set(template, name, leaf)
+            self._params[f"parts.{key}.{name}"] = leaf
+            for k, m in enumerate(mods):  # member k sees its slice, updated in place
+                _dotted_set(m, name, nn.Parameter(leaf.data[k], requires_grad=p.requires_grad))
+        for name, _ in mods[0].named_buffers():
+            leaf = torch.stack([m.get_buffer(name) for m in mods])
+            _dotted_set(template, name, leaf, buffer=True)
+            self._params[f"parts.{key}.{name}"] = leaf
+            for k, m in enumerate(mods):
+                _dotted_set(m, name, leaf[k], buffer=True)
+
+    def _stack_optimizer(self, opt0, opts, stacked_of: dict) -> torch.optim.Optimizer:
+        groups = []
+        for group in opt0.param_groups:
+            groups.append(
+                {
+                    **{k: v for k, v in group.items() if k != "params"},
+                    "params": [stacked_of[id(p)] for p in group["params"]],
+                }
+            )
+        new = type(opt0)(groups, **opt0.defaults)
+        # moments of restored members: stacked member by member (a fresh optimizer has none)
+        for gi, group in enumerate(opt0.param_groups):
+            for pi in range(len(group["params"])):
+                states = [o.state.get(o.param_groups[gi]["params"][pi]) for o in opts]
+                if not states[0]:
+                    continue
+                leaf = new.param_groups[gi]["params"][pi]
+                new.state[leaf] = {
+                    name: value.clone()
+                    if name == "step"
+                    else torch.stack([s[name] for s in states])
+                    for name, value in states[0].items()
+                }
+        return new
+
+    # -- the batched step -------------------------------------------------------------------
+    def _losses(self, batch: Batch) -> dict[str, Tensor]:
+        """The algorithm's own ``losses`` for every seed at once: (K,) per loss/metric."""
+        losses = type(self.template).losses
+        if self._noise_shapes is None:
+            self._noise_shapes = self._probe(losses, batch)
+        noise = self._draw_noise()
+
+        def one(params, free, batch, noise):
+            supply = _Supply(noise)
+            with seed_batched(supply):
+                out = functional_call(self._holder, params, (free, losses, self.template, batch))
+            supply.check_used()
+            return out
+
+        return vmap(one, randomness="error")(self._params, self._free, batch, noise)
+
+    def _probe(self, losses, batch: Batch) -> list[torch.Size]:
+        """The shapes of the Gaussian noise one seed's step draws, in order."""
+        shapes: list[torch.Size] = []
+
+        def record(like: Tensor) -> Tensor:
+            shapes.append(like.shape)
+            return torch.zeros_like(like)
+
+        def one(params, free, batch):
+            with seed_batched(record):
+                return functional_call(self._holder, params, (free, losses, self.template, batch))
+
+        with torch.no_grad():
+            vmap(one, randomness="error")(self._params, self._free, batch)
+        return shapes
+
+    def _draw_noise(self) -> list[Tensor]:
+        per_seed = []
+        for k in range(self.k):
+            with self.rng.use(k):  # as the single run draws them: torch.randn_like
+                per_seed.append([torch.randn(s, device=self.device) for s in self._noise_shapes])
+        return [torch.stack(draws) for draws in zip(*per_seed, strict=True)]
+
+    def update_many(
+        self,
+        n: int,
+        dataset: Sequence[TensorBuffer] | None = None,
+        replay: Sequence[TensorBuffer] | None = None,
+    ) -> dict[str, Tensor]:
+        """``n`` updates of every seed, each on its own buffers; each metric summed over the
+        updates, as a (K,) tensor (seed k's sum at index k)."""
+        sources = {}
+        if dataset is not None:
+            sources["dataset"] = StackedBuffers(dataset)
+        if replay is not None:
+            sources["replay"] = StackedBuffers(replay)
+        before = SeedRNG.capture(self.device)
+        sums: dict[str, Tensor] = {}
+        for _ in range(n):
+            accumulate(sums, self.template.update(**sources))
+        after = SeedRNG.capture(self.device)
+        if not all(_same(a, b) for a, b in zip(before, after, strict=True)):
+            raise RuntimeError(
+                f"{type(self.template).name}'s update drew from torch's global generator "
+                "outside its Gaussian noise: its seeds cannot be batched exactly"
+            )
+        return sums
+
+    # -- per-seed views ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def member_rng(self, k: int) -> Iterator[None]:
+        """Seed k's own global generator, for the draws its separate run makes between
+        updates (the exploration noise of ``act(obs, deterministic=False)``)."""
+        with self.rng.use(k):
+            yield
+
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Seed k's algorithm state in the format of a single run's ``state_dict``: a batched
+        group's checkpoint is a separate run's checkpoint, and the other way round."""
+        member = self.members[k]
+        state: dict[str, Any] = {}
+        for key, value in member.components().items():
+            if isinstance(value, torch.optim.Optimizer):
+                state[key] = _slice_optimizer(getattr(self.template, key).state_dict(), k)
+            elif isinstance(value, Tensor):
+                state[key] = value.detach()
+            else:
+                state[key] = value.state_dict()
+        return copy.deepcopy(state)
+
+
+class _Supply:
+    """Hands out pre-drawn noise in order, checking each shape (inside vmap: per seed)."""
+
+    def __init__(self, noise: Sequence[Tensor]):
+        self.noise, self.used = list(noise), 0
+
+    def __call__(self, like: Tensor) -> Tensor:
+        if self.used >= len(self.noise) or self.noise[self.used].shape != like.shape:
+            raise RuntimeError(
+                "the update drew Gaussian noise in other shapes or order than its first "
+                "update did: its seeds cannot be batched exactly"
+            )
+        self.used += 1
+        return self.noise[self.used - 1]
+
+    def check_used(self) -> None:
+        if self.used != len(self.noise):
+            raise RuntimeError("the update drew less Gaussian noise than its first update did")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+
+def _slice_optimizer(state: dict[str, Any], k: int) -> dict[str, Any]:
+    """Seed k's part of a stacked optimizer's state_dict (shared step counts kept)."""
+    return {
+        "state": {
+            idx: {
+                name: value if name == "step" or value.dim() == 0 else value[k]
+                for name, value in per_param.items()
+            }
+            for idx, per_param in state["state"].items()
+        },
+        "param_groups": state["param_groups"],
+    }

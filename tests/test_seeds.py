@@ -1,0 +1,160 @@
+"""Seeds trained as one batch (algorithms/seeds.py) give each seed the numbers of its own
+separate run: same losses, same parameters, same optimizer state, to float tolerance.
+
+The batched products run as bmm over K seeds where a separate run uses mm, so the last
+bits differ; Adam turns bit-level differences of near-zero gradients into steps of up to
+its learning rate, so parameters are compared with a tolerance of a few learning rates
+(and most of them far closer), losses with a relative one. A wrong stream (noise or replay
+of another seed, a shared optimizer state) moves losses by percents from the first update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gapbench import algorithms
+from gapbench.algorithms.seeds import BATCHABLE, SeedBatch, SeedRNG, batchable
+from gapbench.benchmark.speed import random_buffer
+
+OBS, ACT = 11, 3
+SMALL = {"hidden": (64, 64), "batch_size": 64}
+UPDATES = 300
+
+
+def _buffer(seed: int):
+    return random_buffer(2_000, OBS, ACT, seed=100 + seed)
+
+
+def _build(name: str, seed: int, overrides: dict):
+    cls = algorithms.get(name)
+    return cls(OBS, ACT, cls.make_config({**SMALL, **overrides}), seed=seed)
+
+
+def _separate(name: str, seed: int, overrides: dict, updates: int):
+    algo = _build(name, seed, overrides)
+    buf = _buffer(seed)
+    metrics = [algo.update(replay=buf) for _ in range(updates)]
+    return algo, metrics
+
+
+def _batched(name: str, seeds: list[int], overrides: dict, updates: int):
+    members, states = [], []
+    for seed in seeds:  # as the group harness builds them: each seeds torch itself
+        members.append(_build(name, seed, overrides))
+        states.append(SeedRNG.capture(torch.device("cpu")))
+    batch = SeedBatch(members, states)
+    buffers = [_buffer(seed) for seed in seeds]
+    metrics = [batch.update_many(1, replay=buffers) for _ in range(updates)]
+    return batch, buffers, metrics
+
+
+def _max_param_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(
+        (p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"backup_entropy": False, "auto_alpha": False, "n_critics": 3}]
+)
+def test_batched_sac_equals_separate_runs(overrides):
+    seeds = [0, 1, 5]
+    separate = [_separate("sac", s, overrides, UPDATES) for s in seeds]
+    batch, _, batched = _batched("sac", seeds, overrides, UPDATES)
+    lr = 3e-4
+    for k, (algo, metrics) in enumerate(separate):
+        first = {key: v.item() for key, v in metrics[0].items()}
+        for key, value in first.items():  # the first update: every stream is the seed's own
+            assert batched[0][key][k].item() == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        for t in range(UPDATES):
+            for key, value in metrics[t].items():
+                got = batched[t][key][k].item()
+                assert got == pytest.approx(value.item(), rel=1e-3, abs=1e-4), (key, t)
+        member = batch.members[k]
+        for part in ("actor", "critic", "target_critic"):
+            gap = _max_param_gap(getattr(algo, part), getattr(member, part))
+            assert gap < 10 * lr, (part, gap)
+        assert member.log_alpha.item() == pytest.approx(algo.log_alpha.item(), abs=10 * lr)
+        # the seeds differ from each other far more than from their separate runs
+        if k:
+            assert _max_param_gap(member.actor, batch.members[0].actor) > 100 * lr
+
+
+def test_member_checkpoint_is_a_separate_runs_checkpoint():
+    """A seed's state from the batch has the single-run format and values: a batch can be
+    resumed from separate runs' checkpoints and the other way round."""
+    seeds, n = [2, 3], 40
+    separate = [_separate("sac", s, {}, n) for s in seeds]
+    batch, buffers, _ = _batched("sac", seeds, {}, n)
+    for k, (algo, _) in enumerate(separate):
+        mine, theirs = batch.member_state_dict(k), algo.state_dict()
+        assert mine.keys() == theirs.keys()
+        for key in ("actor_opt", "critic_opt", "alpha_opt"):
+            a, b = mine[key], theirs[key]
+            assert a["param_groups"] == b["param_groups"]
+            for idx, state in b["state"].items():
+                for name, value in state.items():
+                    torch.testing.assert_close(a["state"][idx][name], value, atol=1e-5, rtol=1e-3)
+        for key in ("actor", "critic", "target_critic"):
+            for name, value in theirs[key].items():
+                torch.testing.assert_close(mine[key][name], value, atol=1e-4, rtol=1e-3)
+    # resume: fresh members loaded from the batch's checkpoints, re-stacked, go on exactly
+    # as the batch itself goes on
+    states = [batch.member_state_dict(k) for k in range(len(seeds))]
+    rng = list(batch.rng.states)
+    resumed = []
+    for k, seed in enumerate(seeds):
+        member = _build("sac", seed, {})
+        member.load_state_dict(states[k])
+        resumed.append(member)
+    again = SeedBatch(resumed, rng)
+    replay_rng = [b.generator.get_state() for b in buffers]
+    going = [batch.update_many(1, replay=buffers) for _ in range(5)]
+    for b, state in zip(buffers, replay_rng, strict=True):
+        b.generator.set_state(state)
+    back = [again.update_many(1, replay=buffers) for _ in range(5)]
+    for a, b in zip(going, back, strict=True):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+
+
+def test_exploration_noise_comes_from_each_seeds_stream():
+    """Between updates a run draws exploration noise from torch's global generator:
+    member_rng(k) gives seed k exactly the draws its separate run makes."""
+    seeds = [0, 4]
+    obs = np.zeros(OBS, dtype=np.float32)
+    expected = []
+    for seed in seeds:
+        algo = _build("sac", seed, {})
+        expected.append([algo.act(obs, deterministic=False) for _ in range(3)])
+    batch, _, _ = _batched("sac", seeds, {}, 0)
+    torch.manual_seed(999)  # the group's own global stream is nobody's
+    for k in range(len(seeds)):
+        for want in expected[k]:
+            with batch.member_rng(k):
+                got = batch.members[k].act(obs, deterministic=False)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_only_tested_algorithms_batch():
+    assert batchable(algorithms.get("sac")) is None
+    for name in algorithms.names():
+        if name not in BATCHABLE:
+            assert "no seed-batched path" in batchable(algorithms.get(name))
+    with pytest.raises(ValueError, match="no seed-batched path"):
+        SeedBatch([algorithms.get("iql")(OBS, ACT)], [SeedRNG.capture(torch.device("cpu"))])
+
+
+def test_an_update_that_draws_from_the_global_generator_fails_loudly(monkeypatch):
+    batch, buffers, _ = _batched("sac", [0, 1], {}, 0)
+    update = type(batch.template).update
+
+    def leaky(self, dataset=None, replay=None):
+        torch.rand(1)  # a draw the batch cannot give each seed
+        return update(self, dataset, replay)
+
+    monkeypatch.setattr(type(batch.template), "update", leaky)
+    with pytest.raises(RuntimeError, match="global generator"):
+        batch.update_many(1, replay=buffers)
