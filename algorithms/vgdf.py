@@ -67,10 +67,11 @@ alternative an option: each model "sample" is mean + variance (``_value_expansio
 ``mean + ones_like(var) * var``), ``model_sample="gaussian"`` draws mean + std * N(0, 1).
 Their likelihood is a float32 density, which underflows to 0 when the members agree closely
 relative to the value gap (every score 0 keeps no sim transition; the quantile of mostly
-zeros keeps fewer than 25 %); ``filter_score="log_likelihood"`` ranks the same way without
-underflow. Network details that differ in form only: gapbench's shared nets (critic output
-gain 1e-2, PyTorch default init elsewhere; the authors use xavier/He init), its exact tanh
-log-det (the authors' log(1 - tanh^2 + 1e-6)).
+zeros keeps fewer than 25 %); gapbench ranks by the log-likelihood (``filter_score``), the
+same order without underflow (``"likelihood"`` is theirs). Network details that differ in
+form only: gapbench's shared nets (critic output gain 1e-2, PyTorch default init elsewhere;
+the authors use xavier/He init), its exact tanh log-det (the authors' log(1 - tanh^2 +
+1e-6)).
 
 Read top to bottom: the model's training (``model_step``), the fictitious values and
 the filter (``filter_sim``), the losses and the update (``update``).
@@ -162,7 +163,9 @@ class VGDFConfig:
     # the filter
     filter_quantile: float = 0.75
     filter_start: int = 100_000  # updates before the filter acts (all sim data used)
-    filter_score: str = "likelihood"  # or "log_likelihood": same ranking, no underflow
+    # The authors rank by the density itself ("likelihood"); its log ranks identically and
+    # cannot underflow to a batch of zeros that keeps no sim data, so it is the default.
+    filter_score: str = "log_likelihood"
     likelihood_eps: float = 1e-8
     model_sample: str = "mean_plus_var"  # the authors' code; "gaussian": the paper
     termination: str = "sim"

@@ -57,7 +57,7 @@ def test_filter_keeps_the_sim_transitions_whose_target_the_real_model_agrees_wit
     """Hand-made fictitious values, the same ensemble spread for every transition: the
     likelihood then ranks by the value difference |mean_k V_k - y|, and the gate keeps
     the quarter with the smallest difference."""
-    algo = make(filter_start=0)
+    algo = make(filter_start=0, filter_score="likelihood")  # the authors' score
     b, k = 16, 3
     gap = torch.linspace(0.0, 3.0, b)[torch.randperm(b)]  # value difference per transition
     y = torch.randn(b)
@@ -70,8 +70,9 @@ def test_filter_keeps_the_sim_transitions_whose_target_the_real_model_agrees_wit
     expected = torch.exp(-0.5 * gap.pow(2)) / math.sqrt(2 * math.pi)  # N(y; y + gap, 1)
     assert torch.allclose(out["score"], expected, atol=1e-6)
     assert torch.equal(out["gate"].bool(), gap <= gap.sort().values[3])  # the 4 smallest
-    # log-likelihood scores rank the same way
+    # log-likelihood scores (the default) rank the same way
     algo.config.filter_score = "log_likelihood"
+    assert torch.allclose(algo.filter_sim(None, y)["score"], expected.log(), atol=1e-5)
     assert torch.equal(algo.filter_sim(None, y)["gate"], out["gate"])
     # before filter_start every sim transition counts
     algo.config.filter_start = 10
