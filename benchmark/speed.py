@@ -206,3 +206,82 @@ def bench_rows(
             "device": device,
             "threads": torch.get_num_threads(),
         }
+
+
+def make_seed_batch(
+    name: str, k: int, task: str = "halfcheetah", device: str = "cpu", n: int = 100_000
+):
+    """K seeds (0..K-1) of an algorithm at its published sizes as one batch
+    (:class:`gapbench.algorithms.seeds.SeedBatch`), and each seed's buffers by source."""
+    from gapbench.algorithms.seeds import SeedBatch, SeedRNG
+
+    keep_freed_memory()
+    t = gap_envs.get_task(task)
+    cls = algorithms.get(name)
+    sources = SOURCES[cls.regime]
+    buffers = {
+        src: [random_buffer(n, t.obs_dim, t.act_dim, device, seed=10 * s + i) for s in range(k)]
+        for i, src in enumerate(sources)
+    }
+    members, states = [], []
+    for seed in range(k):
+        algo = cls(t.obs_dim, t.act_dim, algorithm_config(name), seed=seed, device=device)
+        algo.setup(buffers["dataset"][seed] if "dataset" in buffers else None)
+        members.append(algo)
+        states.append(SeedRNG.capture(torch.device(device)))
+    return SeedBatch(members, states), buffers
+
+
+def seed_batch_rows(
+    name: str,
+    ks: list[int],
+    seconds: float,
+    device: str = "cpu",
+    task: str = "halfcheetah",
+    rounds: int = 3,
+) -> list[dict[str, Any]]:
+    """Seed-updates/s of K seeds trained as one batch, for each K in ``ks``, side by side
+    with one seed's ordinary update and the matmul throughput: ``rounds`` rounds, each
+    timing every configuration for ``seconds / rounds``, medians reported, so that all
+    figures see the same load (on a shared machine the load changes from minute to
+    minute). The FLOP bound per seed-update is the single update's (the batch does the
+    same products, K times taller)."""
+    plain, plain_buffers = make_workload(name, task, device, n=10_000)
+    batches = {k: make_seed_batch(name, k, task, device, n=10_000) for k in ks}
+    slot = seconds / rounds
+
+    def timed(step: Any, per_call: int) -> float:
+        step()  # warm (and the batch's first call probes its noise shapes)
+        _sync(device)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < slot:
+            step()
+            calls += 1
+            _sync(device)
+        return calls * per_call / (time.perf_counter() - start)
+
+    samples: dict[Any, list[float]] = {"plain": [], "matmul": [], **{k: [] for k in ks}}
+    for _ in range(rounds):
+        samples["matmul"].append(matmul_flops_per_second(slot / 2, device))
+        samples["plain"].append(timed(lambda: plain.update_many(10, **plain_buffers), 10))
+        for k, (batch, buffers) in batches.items():
+            samples[k].append(timed(lambda b=batch, f=buffers: b.update_many(10, **f), 10 * k))
+    median = {key: float(np.median(values)) for key, values in samples.items()}
+    bound = median["matmul"] / update_flops(name, task, device)
+    return [
+        {
+            "algo": name,
+            "seeds": k,
+            "seed_updates_per_s": median[k],
+            "single_updates_per_s": median["plain"],
+            "speedup": median[k] / median["plain"],
+            "flop_bound_updates_per_s": bound,
+            "fraction_of_bound": median[k] / bound,
+            "single_fraction_of_bound": median["plain"] / bound,
+            "matmul_gflop_per_s": median["matmul"] / 1e9,
+            "task": task,
+            "device": device,
+            "threads": torch.get_num_threads(),
+        }
+        for k in ks
+    ]

@@ -27,9 +27,11 @@ import pytest
 import torch
 
 from gapbench import algorithms
+from gapbench.algorithms.seeds import BATCHABLE
 from gapbench.benchmark.speed import (
     env_steps_per_second,
     evaluation_speedup,
+    make_seed_batch,
     make_workload,
     matmul_flops_per_second,
     update_flops,
@@ -55,6 +57,22 @@ def test_update(benchmark, name, matmul_rate):
     bound = matmul_rate / update_flops(name)
     benchmark.extra_info.update(updates_per_s=rate, flop_bound_updates_per_s=bound)
     print(f"\n{name}: {rate:.1f} updates/s, FLOP bound {bound:.1f} ({rate / bound:.0%})")
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("name", sorted(BATCHABLE))
+def test_seed_batch(benchmark, name, k, matmul_rate):
+    """K seeds trained as one batch (algorithms/seeds.py): seed-updates/s and the fraction
+    of the single update's FLOP bound per seed-update. ``gapbench bench --seeds 1,2,4,8``
+    times the same beside one seed's ordinary update, interleaved (fairer on a busy box)."""
+    batch, buffers = make_seed_batch(name, k, n=10_000)
+    batch.update_many(5, **buffers)
+    benchmark.pedantic(lambda: batch.update_many(10, **buffers), rounds=5, warmup_rounds=1)
+    rate = 10 * k / benchmark.stats.stats.mean
+    bound = matmul_rate / update_flops(name)
+    benchmark.extra_info.update(seed_updates_per_s=rate, flop_bound_updates_per_s=bound)
+    share = rate / bound
+    print(f"\n{name} x{k} seeds: {rate:.1f} seed-updates/s, FLOP bound {bound:.1f} ({share:.0%})")
 
 
 @pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])

@@ -27,6 +27,13 @@ def bench(
     profile: Annotated[
         bool, typer.Option(help="Also profile where each update's time goes")
     ] = False,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead: seed-updates/s of K seeds trained as one batch, for each K listed "
+            "(e.g. 1,2,4,8), beside one seed's ordinary update (algorithms with a batched path)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time each algorithm's update at its published sizes on random data (updates/s),
@@ -49,6 +56,9 @@ def bench(
         raise fail(str(e)) from None
     if problem := device_problem(device):
         raise fail(problem)
+    if seeds is not None:
+        _bench_seeds(names, seeds, seconds, device, task, as_json)
+        return
     matmul = matmul_flops_per_second(device=device)
     if not as_json:
         out_console.print(
@@ -68,6 +78,41 @@ def bench(
             if shares := row.get("time_shares"):
                 text += "   {matmul:.0%} / {optimizer:.0%} / {other:.0%}".format(**shares)
             out_console.print(text)
+    if as_json:
+        print_json(rows)
+
+
+def _bench_seeds(names: list[str], seeds: str, seconds: float, device, task, as_json) -> None:
+    from gapbench import algorithms
+    from gapbench.algorithms.seeds import batchable
+    from gapbench.benchmark.seedgroup import parse_seeds
+    from gapbench.benchmark.speed import seed_batch_rows
+
+    try:
+        ks = parse_seeds(seeds)
+    except ValueError as e:
+        raise fail(str(e).replace("--seeds", "bench --seeds")) from None
+    if any(k < 1 for k in ks):
+        raise fail(f"bench --seeds needs seed counts >= 1, got {seeds!r}")
+    rows = []
+    if not as_json:
+        out_console.print(
+            f"{'algo':>6} {'seeds':>5} {'seed-upd/s':>11} {'1 seed upd/s':>13} {'speed-up':>9} "
+            f"{'bound':>8} {'of bound':>9}"
+        )
+    for name in names:
+        if why := batchable(algorithms.get(name)):
+            if not as_json:
+                out_console.print(f"{name:>6} skipped: {why}")
+            continue
+        for row in seed_batch_rows(name, ks, seconds, device, task):
+            rows.append(row)
+            if not as_json:
+                out_console.print(
+                    f"{name:>6} {row['seeds']:5d} {row['seed_updates_per_s']:11.1f} "
+                    f"{row['single_updates_per_s']:13.1f} {row['speedup']:8.2f}x "
+                    f"{row['flop_bound_updates_per_s']:8.1f} {row['fraction_of_bound']:9.0%}"
+                )
     if as_json:
         print_json(rows)
 
