@@ -101,7 +101,7 @@ def execute_run(
     """Run one spec under its lock (see the module docstring); return a small result."""
     from gapbench.benchmark.spec import RunSpec
 
-    spec = RunSpec.from_dict(spec_dict)
+    spec = RunSpec.from_dict(spec_dict).resolved()  # plain data in; resolved once, here
     _current_run.prefix = f"{label or spec.algorithm} {spec.run_id}"
     try:
         summary, recorded = run_locked(spec, out, retry_failed)

@@ -212,18 +212,20 @@ def algorithm_config(algorithm: str, hparams: Mapping[str, Any] | None = None) -
     return algorithms.get(algorithm).make_config(dict(hparams or {}))
 
 
-def run_problem(spec: RunSpec) -> str | None:
+def run_problem(spec: RunSpec, options: Mapping[str, str] | None = None) -> str | None:
     """Why a resolved ``spec`` cannot run here, found before anything is written (so
-    ``gapbench run`` refuses it cleanly instead of leaving a failed record): a
-    ``mass.<body>`` its task lacks, or a dataset that is missing or not for its task.
-    None when it can run."""
+    ``gapbench run`` and ``gapbench tune`` refuse it cleanly instead of leaving failed
+    records): a ``mass.<body>`` its task lacks, or a dataset that is missing or not for its
+    task. None when it can run. ``options`` names the option a gap came from where it is
+    not ``--gap`` / ``--real-gap`` (tune's real gap is ``--objective-gap``)."""
     from gapbench.benchmark.matrix import dataset_problem  # matrix imports this module
     from gapbench.gap_envs import gap_problem
 
+    names = {"gap": "--gap", "real_gap": "--real-gap", **(options or {})}
     for key in ("gap", "real_gap"):
         problem = gap_problem(spec.task, getattr(spec, key)) if getattr(spec, key) else None
         if problem:
-            return f"--{key.replace('_', '-')}: {problem}"
+            return f"{names[key]}: {problem}"
     return dataset_problem(spec.dataset, spec.task) if spec.dataset else None
 
 

@@ -36,8 +36,15 @@ import yaml
 
 from gapbench import algorithms
 from gapbench.algorithms.base import ConfigError
-from gapbench.benchmark import matrix, runstate
-from gapbench.benchmark.spec import Budget, RunSpec, SpecError, algorithm_config
+from gapbench.benchmark import runstate
+from gapbench.benchmark.spec import (
+    Budget,
+    RunSpec,
+    SpecError,
+    algorithm_config,
+    device_problem,
+    run_problem,
+)
 
 PARAM_TYPES = ("float", "int", "categorical")
 PARAM_KEYS = {
@@ -443,10 +450,10 @@ def prepare(config: TuneConfig) -> Prepared:
         budget=config.budget,
         device=config.device,
     ).resolved()  # SpecError / ConfigError / KeyError name the bad value
-    if base.dataset:
-        problem = matrix.dataset_problem(base.dataset, base.task)
-        if problem:
-            raise SpecError(problem)
+    # what `gapbench run` checks too: the device here, mass.<body> names, the dataset
+    problem = device_problem(base.device) or run_problem(base, {"real_gap": "--objective-gap"})
+    if problem:
+        raise SpecError(problem)
 
     raw = declared_space(config.algorithm)
     override = config.space

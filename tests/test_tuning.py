@@ -255,6 +255,10 @@ def test_a_bad_storage_is_an_error_before_any_trial(tmp_path, storage, fragment)
         (["--pruner", "asha"], "unknown pruner 'asha'; valid: median, hyperband, none"),
         (["--set", "lr=1"], "unknown hyper-parameter.*'lr'"),
         (["--space", "SPACE"], "unknown hyper-parameter 'actor_lrr'"),
+        # what `gapbench run` refuses (spec.device_problem, spec.run_problem), named by flag
+        (["--gap", "mass.wing=2"], "--gap: gap mass.wing: no such body in task 'hopper'"),
+        (["--objective-gap", "mass.wing=2"], "--objective-gap: gap mass.wing: no such body"),
+        (["--device", "cuda:7"], "device 'cuda:7'"),
     ],
 )
 def test_cli_errors_exit_2_before_any_trial(tmp_path, extra, fragment):
