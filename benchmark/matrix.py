@@ -40,6 +40,7 @@ from gapbench.benchmark.spec import (
     uses_sim_gap,
 )
 from gapbench.gap_envs import TASKS, GapSpec, gap_problem
+from gapbench.gap_envs.tasks import task_problem
 
 log = logging.getLogger("gapbench.matrix")
 
@@ -389,10 +390,10 @@ class _Expander:
 
         tasks = []
         for t in self._list("tasks"):
-            if t in TASKS:
-                tasks.append(t)
+            if problem := task_problem(t):
+                self.problem(f"tasks: {problem}")
             else:
-                self.problem(f"tasks: unknown task {t!r}; valid tasks: {', '.join(TASKS)}")
+                tasks.append(t)
         if "tasks" not in d:
             self.problem("tasks: missing (a list of task names)")
         tasks = list(dict.fromkeys(tasks))
@@ -574,10 +575,10 @@ class _Expander:
                 except ValueError as err:
                     self.problem(f"{owner}: {err}")
                     return None
-            elif key == "task" and value not in TASKS:
-                self.problem(f"{owner}: unknown task {value!r}; valid tasks: {', '.join(TASKS)}")
+            elif key == "task" and (problem := task_problem(value)):
+                self.problem(f"{owner}: {problem}")
                 return None
-            elif key == "algorithm" and value not in labels:
+            elif key == "algorithm" and not (isinstance(value, str) and value in labels):
                 declared = ", ".join(labels) or "none"
                 self.problem(
                     f"{owner}: algorithm {value!r} is not a label under algorithms: ({declared})"
@@ -632,8 +633,8 @@ class _Expander:
                 self.problem(f"{owner}: missing {', '.join(missing)}")
                 continue
             task = entry["task"]
-            if task not in TASKS:
-                self.problem(f"{owner}: unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+            if problem := task_problem(task):
+                self.problem(f"{owner}: {problem}")
                 continue
             name = str(entry["algorithm"])
             base = labels.get(name)

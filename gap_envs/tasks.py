@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,17 @@ class UnknownTaskError(ValueError):
     pass
 
 
+def task_problem(name: Any) -> str | None:
+    """Why ``name`` is not a task, or None: the one wording (get_task, matrix files)."""
+    if isinstance(name, str) and name in TASKS:
+        return None
+    return f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}"
+
+
 def get_task(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+    if problem := task_problem(name):
+        raise UnknownTaskError(problem)
+    return TASKS[name]
 
 
 def normalized_score(task: str, returns: float | np.ndarray) -> float | np.ndarray:

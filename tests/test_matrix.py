@@ -211,6 +211,29 @@ def test_a_bad_regime_reads_the_same_in_a_rule_and_an_algorithm_entry():
     assert info.value.problems == [f"algorithms.sac: {wording}", f"exclude[0]: {wording}"]
 
 
+def test_a_malformed_task_or_rule_value_is_a_listed_problem_not_a_crash():
+    from gapbench.gap_envs import UnknownTaskError, get_task
+
+    with pytest.raises(UnknownTaskError) as unknown:
+        get_task("cheetah")
+    with pytest.raises(MatrixError) as info:
+        load(
+            grid(
+                tasks=["hopper", "cheetah", ["hopper"]],
+                algorithms={"sac": {}},
+                exclude=[{"task": ["x"]}, {"algorithm": ["sac"]}],
+                include=[{"task": {"a": 1}, "algorithm": "sac"}],
+            ),
+            check_datasets=False,
+        )
+    problems = info.value.problems
+    assert f"tasks: {unknown.value}" in problems  # get_task's wording
+    assert any(p.startswith("tasks: unknown task ['hopper']") for p in problems)
+    assert any(p.startswith("exclude[0]: unknown task ['x']") for p in problems)
+    assert any(p.startswith("exclude[1]: algorithm ['sac'] is not a label") for p in problems)
+    assert any(p.startswith("include[0]: unknown task {'a': 1}") for p in problems)
+
+
 def test_missing_dataset_and_unknown_task_are_reported(monkeypatch, tmp_path):
     problem = mx.dataset_problem
     assert "not of the form gapbench/" in problem("gapbench/medium", "hopper")
