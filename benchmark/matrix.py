@@ -137,11 +137,14 @@ def load(
     source: str | Path | Mapping[str, Any],
     out: str | Path | None = None,
     check_datasets: bool = True,
+    only: Mapping[str, Any] | None = None,
 ) -> Matrix:
     """Read, validate and expand a matrix (a YAML path or an already-loaded mapping).
 
     ``out`` overrides the file's ``out``. ``check_datasets=False`` skips the check that
-    each dataset exists locally (``status`` on a machine without the data).
+    each dataset exists locally (``status`` on a machine without the data). ``only`` keeps
+    the runs whose fields match it (an exclude-style rule, e.g. ``{"task": "walker2d"}``):
+    a slice of a matrix runs, and its datasets are checked, without the rest.
     Raises :class:`MatrixError` listing every problem.
     """
     if isinstance(source, Mapping):
@@ -164,7 +167,7 @@ def load(
             raise MatrixError([f"invalid YAML: {err}{hint}"], where) from None
         if not isinstance(data, Mapping):
             raise MatrixError(["a matrix file must be a YAML mapping"], where)
-    return _Expander(dict(data), where, stem, out, check_datasets).expand()
+    return _Expander(dict(data), where, stem, out, check_datasets, only).expand()
 
 
 class _DuplicateKeyError(yaml.YAMLError):
@@ -261,9 +264,9 @@ def _canonical_gap(value: Any) -> str:
 class _Expander:
     """Collects problems while reading a matrix, then expands it if there are none."""
 
-    def __init__(self, data, where, stem, out, check_datasets):
+    def __init__(self, data, where, stem, out, check_datasets, only=None):
         self.data, self.where, self.stem = data, where, stem
-        self.out_override, self.check_datasets = out, check_datasets
+        self.out_override, self.check_datasets, self.only = out, check_datasets, only
         self.problems: list[str] = []
         self.max_runs = MAX_RUNS
 
@@ -406,6 +409,10 @@ class _Expander:
         cells = self._cross(tasks, sim_gaps, real_gaps, datasets, seeds, labels)
         cells = self._apply_exclude(cells, labels)
         cells += self._includes(labels, budget)
+        if self.only is not None and (rule := self._rule("--only", self.only, labels)):
+            cells = [(label, kw) for label, kw in cells if self._matches(label, kw, rule)]
+            if not cells:
+                self.problem(f"--only {rule} matches no run of the matrix")
 
         runs: list[MatrixRun] = []
         seen: set[str] = set()
@@ -597,25 +604,28 @@ class _Expander:
             if rule is not None:
                 rules.append(rule)
 
-        def matches(label: str, kw: dict[str, Any], rule: dict[str, Any]) -> bool:
-            for key, want in rule.items():
-                if key == "algorithm":
-                    have = label
-                elif key == "dataset":
-                    have = kw["dataset"]
-                    with contextlib.suppress(ImportError, ValueError):
-                        want = fill_dataset(str(want), kw["task"], kw["real_gap"])
-                else:
-                    have = kw[key]
-                if have != want:
-                    return False
-            return True
-
+        matches = self._matches
         kept = [(label, kw) for label, kw in cells if not any(matches(label, kw, r) for r in rules)]
         for rule in rules:
             if not any(matches(label, kw, rule) for label, kw in cells):
                 log.warning("exclude rule %s matches no run", rule)
         return kept
+
+    @staticmethod
+    def _matches(label: str, kw: dict[str, Any], rule: dict[str, Any]) -> bool:
+        """Whether an expanded run (its label and fields) has every field of ``rule``."""
+        for key, want in rule.items():
+            if key == "algorithm":
+                have = label
+            elif key == "dataset":
+                have = kw["dataset"]
+                with contextlib.suppress(ImportError, ValueError):
+                    want = fill_dataset(str(want), kw["task"], kw["real_gap"])
+            else:
+                have = kw[key]
+            if have != want:
+                return False
+        return True
 
     def _includes(self, labels, budget):
         cells = []

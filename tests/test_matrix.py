@@ -166,6 +166,35 @@ def test_exclude_include_and_duplicates_collapse():
     assert not [r for r in m.runs if r.label == "sac-again"]  # the first label wins
 
 
+def test_only_runs_a_slice_and_checks_only_its_datasets(tmp_path):
+    data = grid(datasets=["gapbench/{task}/medium-v0"])
+    whole = load(data, check_datasets=False)
+    part = load(data, check_datasets=False, only={"task": "hopper", "seed": 1})
+    assert [r.run_id for r in part.runs] == [
+        r.run_id for r in whole.runs if r.spec.task == "hopper" and r.spec.seed == 1
+    ]
+    assert {r.label for r in part.runs} == {"sac", "cql", "sac-oracle"}
+    # the other task's missing dataset does not stop the slice; its own does
+    with pytest.raises(MatrixError, match="halfcheetah/medium-v0"):
+        load(data, only={"task": "halfcheetah"})
+    with pytest.raises(MatrixError, match="--only .* matches no run"):
+        load(data, check_datasets=False, only={"task": "walker2d"})
+    with pytest.raises(MatrixError, match="unknown key 'size'"):
+        load(data, check_datasets=False, only={"size": 3})
+    # the CLI flag: KEY=VALUE pairs that must all match
+    file = tmp_path / "m.yaml"
+    file.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+    res = runner.invoke(
+        cli_app, ["matrix", "status", str(file), "--only", "task=hopper", "--only", "seed=1",
+                  "--json", "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)["runs"]) == len(part.runs)
+    res = runner.invoke(cli_app, ["matrix", "status", str(file), "--only", "size=3"])
+    assert res.exit_code == 2 and "KEY one of task" in res.output
+
+
 def test_validation_lists_every_problem_and_writes_nothing(tmp_path):
     bad = grid(
         algorithms={

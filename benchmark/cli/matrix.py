@@ -73,6 +73,8 @@ algorithms:), regime, seed; gaps compare canonically. include adds explicit runs
 subject to exclude: task and algorithm (a label or a registered name) required; seed
 (default 0), gap, real_gap, dataset, regime, hparams (merged over the label's), budget and
 label optional. Runs with the same run id collapse to one (the first label wins).
+--only KEY=VALUE (run, status; repeatable, all must match) keeps a slice of the
+matrix, e.g. one cell whose dataset is not built yet: --only task=walker2d.
 
 OUT/matrix.json, written before anything runs and merged with what earlier matrices wrote
 there, maps every run id to its label and cell (task, gap, real_gap, dataset, algorithm,
@@ -98,11 +100,42 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
-def _load(file: Path, out: Path | None, check_datasets: bool = True):
+Only = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="Keep only the runs with this field, KEY=VALUE (repeat for several: all must "
+        "match), e.g. --only task=walker2d; keys as in exclude rules",
+    ),
+]
+
+
+def _only_rule(only: list[str] | None) -> dict[str, object] | None:
+    """``--only task=walker2d --only seed=1`` -> {"task": "walker2d", "seed": 1}."""
+    from gapbench.benchmark.matrix import RULE_KEYS
+
+    if not only:
+        return None
+    rule: dict[str, object] = {}
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep or key not in RULE_KEYS:
+            valid = ", ".join(RULE_KEYS)
+            raise fail(f"--only {item!r}: expected KEY=VALUE with KEY one of {valid}")
+        if key == "seed":
+            if not value.lstrip("-").isdigit():
+                raise fail(f"--only {item!r}: a seed is an integer")
+            rule[key] = int(value)
+        else:
+            rule[key] = value
+    return rule
+
+
+def _load(file: Path, out: Path | None, check_datasets: bool = True, only=None):
     from gapbench.benchmark.matrix import MatrixError, load
 
     try:
-        return load(file, out=out, check_datasets=check_datasets)
+        return load(file, out=out, check_datasets=check_datasets, only=_only_rule(only))
     except MatrixError as e:
         raise fail(str(e)) from None  # fail() escapes rich markup itself
 
@@ -170,13 +203,14 @@ def run(
         typer.Option("--json", help="Print the runs and their status as JSON on stdout (only it)"),
     ] = False,
     tensorboard: TensorBoard = None,
+    only: Only = None,
 ) -> None:
     from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
     from gapbench.benchmark.matrix import status as matrix_status
 
     if executor not in EXECUTORS:
         raise fail(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    matrix = _load(file, out, check_datasets=not dry_run)
+    matrix = _load(file, out, check_datasets=not dry_run, only=only)
     out_dir = Path(out or matrix.out)
     if not dry_run and (problem := out_dir_problem(out_dir)):
         raise fail(problem)
@@ -326,6 +360,7 @@ def status(
         Path | None, typer.Option("--out", help="Output folder (overrides out:)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    only: Only = None,
 ) -> None:
     """Done / failed / running / interrupted / missing runs of a matrix, and which ids;
     for each unfinished run, the updates and score of its last evaluation.
@@ -334,7 +369,7 @@ def status(
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
     from gapbench.benchmark.matrix import status as matrix_status
 
-    matrix = _load(file, out, check_datasets=False)
+    matrix = _load(file, out, check_datasets=False, only=only)
     report = matrix_status(matrix, out or matrix.out)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
