@@ -196,22 +196,23 @@ class IQL(Algorithm):
 
         value_loss, v_old = self.value_loss(batch, q_t)
         self.value_opt.zero_grad(set_to_none=True)
-        value_loss.backward()
+        value_loss.sum().backward()  # a no-op sum here; seeds trained as a batch sum theirs
         self.value_opt.step()
 
-        with torch.no_grad():
-            v, next_v = self.v(torch.cat([batch.obs, batch.next_obs])).split(batch.obs.shape[0])
+        with torch.no_grad():  # dims counted from the end: batched seeds come first (seeds.py)
+            obs_pair = torch.cat([batch.obs, batch.next_obs], dim=-2)
+            v, next_v = self.v(obs_pair).split(batch.obs.shape[-2], dim=-1)
         out = self.actor_critic_losses(batch, q_t, v, next_v)
         for group in self.actor_opt.param_groups:
             group["lr"] = c.actor_lr * cosine_decay(self.steps.count, self.decay_steps)
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        (out["actor_loss"] + out["critic_loss"]).backward()
+        (out["actor_loss"] + out["critic_loss"]).sum().backward()
         self.actor_opt.step()
         self.critic_opt.step()
         soft_update(self.target_critic, self.critic, c.tau)
         self.steps.count += 1
-        metrics = {"value_loss": value_loss, **out, "v_mean": v_old.mean()}
+        metrics = {"value_loss": value_loss, **out, "v_mean": v_old.mean(-1)}
         return {k: t.detach() for k, t in metrics.items()}
 
 

@@ -47,13 +47,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.optim.lr_scheduler import LRScheduler
+from torch.utils._pytree import tree_map
 
 from gapbench.algorithms.base import Algorithm, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.nets import seed_batched
 
-#: Algorithms whose batched seeds are tested equal to separate runs (tests/test_seeds.py).
-BATCHABLE = frozenset({"sac"})
+#: Algorithms whose batched seeds are tested equal to separate runs (tests/test_seeds.py),
+#: each with the methods its ``update`` calls that compute with parameters: they run under
+#: vmap over seeds; the rest of ``update`` runs once for all seeds.
+PURE_METHODS: dict[str, tuple[str, ...]] = {
+    "sac": ("losses",),
+    "iql": ("target_q", "value_loss", "v", "actor_critic_losses"),
+}
+BATCHABLE = frozenset(PURE_METHODS)
 
 
 def batchable(cls: type[Algorithm]) -> str | None:
@@ -159,11 +166,14 @@ class SeedBatch:
             raise ValueError(why)
         if any(type(m) is not cls or m.config != members[0].config for m in members):
             raise ValueError("the seeds of a batch must share the algorithm and its config")
+        if why := _differing_state(members):
+            raise ValueError(why)
         self.members = list(members)
         self.k = len(members)
         self.device = members[0].device
         self.rng = SeedRNG(rng_states, self.device)
         self.template = copy.deepcopy(members[0])
+        self._shared: set[str] = set()  # parameter-free modules the template keeps for all
         self._params: dict[str, Tensor] = {}  # holder name -> stacked leaf (what vmap slices)
         self._free: dict[str, Tensor] = {}  # free tensor attribute -> stacked leaf
         stacked_of: dict[int, Tensor] = {}  # id(member 0's parameter) -> its stacked leaf
@@ -188,14 +198,21 @@ class SeedBatch:
                 setattr(self.template, key, opt)
         self._opt_keys = [k for k, v in comps[0].items() if isinstance(v, torch.optim.Optimizer)]
         self._holder = _Holder(self.template, modules)
-        self._noise_shapes: list[torch.Size] | None = None
-        self.template.losses = self._losses  # the one vmapped step; update() is unchanged
+        self._noise_shapes: dict[str, list[torch.Size]] = {}
+        self._inside = False  # within a vmapped method
+        for name in PURE_METHODS[cls.name]:  # vmapped over seeds; update() is unchanged
+            setattr(self.template, name, self._vmapped(name))
 
     # -- building the stack -----------------------------------------------------------------
     def _stack_module(self, key: str, mods: list[nn.Module], stacked_of: dict) -> None:
         template = getattr(self.template, key)
         if any(type(m).get_extra_state is not nn.Module.get_extra_state for m in mods[0].modules()):
-            raise ValueError(f"{key}: modules with extra state are not batched yet")
+            if any(True for _ in mods[0].parameters()) or any(True for _ in mods[0].buffers()):
+                raise ValueError(f"{key}: modules with parameters and extra state do not batch")
+            # parameter-free state (a step counter): the template's, shared by the seeds,
+            # which advance in lockstep (member_state_dict reads it)
+            self._shared.add(key)
+            return
         for name, p in mods[0].named_parameters():
             leaf = nn.Parameter(
                 torch.stack([m.get_parameter(name).detach() for m in mods]),
@@ -239,43 +256,66 @@ class SeedBatch:
         return new
 
     # -- the batched step -------------------------------------------------------------------
-    def _losses(self, batch: Batch) -> dict[str, Tensor]:
-        """The algorithm's own ``losses`` for every seed at once: (K,) per loss/metric."""
-        losses = type(self.template).losses
-        if self._noise_shapes is None:
-            self._noise_shapes = self._probe(losses, batch)
-        noise = self._draw_noise()
+    def _vmapped(self, name: str):
+        """The algorithm's own method ``name`` for every seed at once: tensor arguments and
+        results carry the seed dim first, e.g. SAC's ``losses`` gives (K,) per loss."""
+        method = getattr(type(self.template), name)
 
-        def one(params, free, batch, noise):
-            supply = _Supply(noise)
-            with seed_batched(supply):
-                out = functional_call(self._holder, params, (free, losses, self.template, batch))
-            supply.check_used()
-            return out
+        def call(*args: Any) -> Any:
+            if self._inside:  # called by another vmapped method (IQL's value_loss calls v)
+                return method(self.template, *args)
+            dims = tuple(_tensor_dims(a) for a in args)
+            if name not in self._noise_shapes:
+                self._noise_shapes[name] = self._probe(method, args, dims)
+            noise = self._draw_noise(self._noise_shapes[name])
 
-        return vmap(one, randomness="error")(self._params, self._free, batch, noise)
+            def one(params, free, noise, *args):
+                supply = _Supply(noise)
+                with seed_batched(supply):
+                    out = functional_call(
+                        self._holder, params, (free, method, self.template, *args)
+                    )
+                supply.check_used()
+                return out
 
-    def _probe(self, losses, batch: Batch) -> list[torch.Size]:
-        """The shapes of the Gaussian noise one seed's step draws, in order."""
+            run = vmap(one, in_dims=(0, 0, 0, *dims), randomness="error")
+            self._inside = True
+            try:
+                return run(self._params, self._free, noise, *args)
+            finally:
+                self._inside = False
+
+        return call
+
+    def _probe(self, method, args: tuple, dims: tuple) -> list[torch.Size]:
+        """The shapes of the Gaussian noise one seed's call draws, in order."""
         shapes: list[torch.Size] = []
 
         def record(like: Tensor) -> Tensor:
             shapes.append(like.shape)
             return torch.zeros_like(like)
 
-        def one(params, free, batch):
+        def one(params, free, *args):
             with seed_batched(record):
-                return functional_call(self._holder, params, (free, losses, self.template, batch))
+                return functional_call(self._holder, params, (free, method, self.template, *args))
 
-        with torch.no_grad():
-            vmap(one, randomness="error")(self._params, self._free, batch)
+        self._inside = True
+        try:
+            with torch.no_grad():
+                vmap(one, in_dims=(0, 0, *dims), randomness="error")(
+                    self._params, self._free, *args
+                )
+        finally:
+            self._inside = False
         return shapes
 
-    def _draw_noise(self) -> list[Tensor]:
+    def _draw_noise(self, shapes: list[torch.Size]) -> list[Tensor]:
+        if not shapes:
+            return []
         per_seed = []
         for k in range(self.k):
             with self.rng.use(k):  # as the single run draws them: torch.randn_like
-                per_seed.append([torch.randn(s, device=self.device) for s in self._noise_shapes])
+                per_seed.append([torch.randn(s, device=self.device) for s in shapes])
         return [torch.stack(draws) for draws in zip(*per_seed, strict=True)]
 
     def update_many(
@@ -319,6 +359,8 @@ class SeedBatch:
         for key, value in member.components().items():
             if isinstance(value, torch.optim.Optimizer):
                 state[key] = _slice_optimizer(getattr(self.template, key).state_dict(), k)
+            elif key in self._shared:
+                state[key] = getattr(self.template, key).state_dict()
             elif isinstance(value, Tensor):
                 state[key] = value.detach()
             else:
@@ -344,6 +386,33 @@ class _Supply:
     def check_used(self) -> None:
         if self.used != len(self.noise):
             raise RuntimeError("the update drew less Gaussian noise than its first update did")
+
+
+def _differing_state(members: Sequence[Algorithm]) -> str | None:
+    """The batched step runs the template's (member 0's) code with every seed's parameters:
+    anything else an update reads (IQL's reward scale from its dataset) must agree."""
+    first = vars(members[0])
+    stateful = set(members[0].components())
+    for member in members[1:]:
+        for key, value in vars(member).items():
+            if key in stateful or key == "seed":
+                continue
+            other = first.get(key)
+            if isinstance(value, Tensor) or isinstance(other, Tensor):
+                same = isinstance(value, Tensor) and isinstance(other, Tensor)
+                same = same and value.shape == other.shape and bool(torch.equal(value, other))
+            elif isinstance(value, int | float | str | bool | tuple | type(None)):
+                same = value == other
+            else:
+                continue
+            if not same:
+                return f"the seeds differ in {key!r} ({other!r} vs {value!r}): not batchable"
+    return None
+
+
+def _tensor_dims(arg: Any) -> Any:
+    """vmap in_dims for one argument: 0 for each tensor in it (they carry the seed dim)."""
+    return tree_map(lambda leaf: 0 if isinstance(leaf, Tensor) else None, arg)
 
 
 def _same(a: Any, b: Any) -> bool:

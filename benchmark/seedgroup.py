@@ -18,6 +18,7 @@ one through :func:`gapbench.benchmark.harness.run`, with a log line saying so.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -143,7 +144,22 @@ class _Seed:
         self.eval_env: Any = None
 
 
-def _build(spec: RunSpec, run_dir: Path, start: float):
+def _dataset(spec: RunSpec, shared: dict[str, TensorBuffer]) -> TensorBuffer:
+    """The seed's dataset buffer: the group's one copy of the data (the seeds learn from the
+    same dataset) with the seed's own sampling generator, as its separate run seeds it."""
+    if "dataset" not in shared:
+        from gapbench.gap_envs.datasets import load
+
+        data = load(spec.dataset, task=spec.task)
+        shared["dataset"] = h.dataset_buffer(data, spec.device, seed=spec.seed + 1)
+        return shared["dataset"]
+    buffer = copy.copy(shared["dataset"])  # the same tensors, a generator of its own
+    buffer.generator = torch.Generator(device=buffer.device)
+    buffer.generator.manual_seed(spec.seed + 1)
+    return buffer
+
+
+def _build(spec: RunSpec, run_dir: Path, start: float, shared: dict[str, TensorBuffer]):
     """Seed ``spec``'s algorithm, buffers and envs, built in the order its separate run
     builds them (so every random stream starts where that run's does), restored from its
     checkpoint if it has one; returns (seed, algorithm, global torch generator state)."""
@@ -158,10 +174,7 @@ def _build(spec: RunSpec, run_dir: Path, start: float):
     seed.start = start
     sources = SOURCES[RUN_REGIMES[spec.regime]]
     if "dataset" in sources:
-        from gapbench.gap_envs.datasets import load
-
-        data = load(spec.dataset, task=spec.task)
-        seed.dataset = h.dataset_buffer(data, spec.device, seed=spec.seed + 1)
+        seed.dataset = _dataset(spec, shared)
     algo.setup(seed.dataset)
     if "replay" in sources:
         steps = budget.updates * budget.steps_per_update + budget.warmup_steps
@@ -203,7 +216,8 @@ def _train_group(specs: list[RunSpec], dirs: list[Path], progress, start: float)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise h.RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
     keep_freed_memory()
-    built = [_build(s, d, start) for s, d in zip(specs, dirs, strict=True)]
+    shared: dict[str, TensorBuffer] = {}
+    built = [_build(s, d, start, shared) for s, d in zip(specs, dirs, strict=True)]
     seeds = [b[0] for b in built]
     done_updates = built[0][3]
     batch = SeedBatch([b[1] for b in built], [b[2] for b in built])

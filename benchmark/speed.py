@@ -3,6 +3,7 @@ published sizes on random data, env steps/s, and the vector-evaluation speed-up.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -223,6 +224,12 @@ def make_seed_batch(
         src: [random_buffer(n, t.obs_dim, t.act_dim, device, seed=10 * s + i) for s in range(k)]
         for i, src in enumerate(sources)
     }
+    if "dataset" in buffers:  # one dataset for every seed (as a group run), own generators
+        first = buffers["dataset"][0]
+        buffers["dataset"] = [first, *(copy.copy(first) for _ in range(k - 1))]
+        for s, buf in enumerate(buffers["dataset"]):
+            buf.generator = torch.Generator(device=device)
+            buf.generator.manual_seed(10 * s)
     members, states = [], []
     for seed in range(k):
         algo = cls(t.obs_dim, t.act_dim, algorithm_config(name), seed=seed, device=device)

@@ -23,30 +23,45 @@ SMALL = {"hidden": (64, 64), "batch_size": 64}
 UPDATES = 300
 
 
-def _buffer(seed: int):
-    return random_buffer(2_000, OBS, ACT, seed=100 + seed)
+def _buffer(seed: int, name: str = "sac"):
+    """Seed ``seed``'s buffer: its own replay online; offline, the one dataset every seed
+    learns from, sampled with the seed's own generator."""
+    if _source(name) == "replay":
+        return random_buffer(2_000, OBS, ACT, seed=100 + seed)
+    buf = random_buffer(2_000, OBS, ACT, seed=100)
+    buf.generator.manual_seed(1_000 + seed)
+    return buf
 
 
-def _build(name: str, seed: int, overrides: dict):
+def _source(name: str) -> str:
+    return "dataset" if algorithms.get(name).regime == "offline" else "replay"
+
+
+def _build(name: str, seed: int, overrides: dict, buffer=None):
+    """As the harness builds a run's algorithm: construct (it seeds torch), set the run's
+    length, set up on the dataset (an offline algorithm's reward scale)."""
     cls = algorithms.get(name)
-    return cls(OBS, ACT, cls.make_config({**SMALL, **overrides}), seed=seed)
+    algo = cls(OBS, ACT, cls.make_config({**SMALL, **overrides}), seed=seed)
+    algo.set_total_updates(UPDATES)
+    algo.setup(buffer if _source(name) == "dataset" else None)
+    return algo
 
 
 def _separate(name: str, seed: int, overrides: dict, updates: int):
-    algo = _build(name, seed, overrides)
-    buf = _buffer(seed)
-    metrics = [algo.update(replay=buf) for _ in range(updates)]
+    buf = _buffer(seed, name)
+    algo = _build(name, seed, overrides, buf)
+    metrics = [algo.update(**{_source(name): buf}) for _ in range(updates)]
     return algo, metrics
 
 
 def _batched(name: str, seeds: list[int], overrides: dict, updates: int):
     members, states = [], []
-    for seed in seeds:  # as the group harness builds them: each seeds torch itself
-        members.append(_build(name, seed, overrides))
+    buffers = [_buffer(seed, name) for seed in seeds]
+    for seed, buf in zip(seeds, buffers, strict=True):  # each seeds torch itself
+        members.append(_build(name, seed, overrides, buf))
         states.append(SeedRNG.capture(torch.device("cpu")))
     batch = SeedBatch(members, states)
-    buffers = [_buffer(seed) for seed in seeds]
-    metrics = [batch.update_many(1, replay=buffers) for _ in range(updates)]
+    metrics = [batch.update_many(1, **{_source(name): buffers}) for _ in range(updates)]
     return batch, buffers, metrics
 
 
@@ -80,6 +95,34 @@ def test_batched_sac_equals_separate_runs(overrides):
         # the seeds differ from each other far more than from their separate runs
         if k:
             assert _max_param_gap(member.actor, batch.members[0].actor) > 100 * lr
+
+
+def test_batched_iql_equals_separate_runs():
+    """IQL (offline): four vmapped methods per update, the value step before the others,
+    the actor's cosine learning-rate decay and the step counter shared by the seeds."""
+    seeds, n = [0, 2], 200
+    separate = [_separate("iql", s, {}, n) for s in seeds]
+    batch, _, batched = _batched("iql", seeds, {}, n)
+    for k, (algo, metrics) in enumerate(separate):
+        for key, value in metrics[0].items():
+            assert batched[0][key][k].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6)
+        for t in range(n):
+            for key, value in metrics[t].items():
+                got = batched[t][key][k].item()
+                assert got == pytest.approx(value.item(), rel=1e-3, abs=1e-4), (key, t)
+        member = batch.members[k]
+        for part in ("actor", "critic", "target_critic", "value"):
+            gap = _max_param_gap(getattr(algo, part), getattr(member, part))
+            assert gap < 10 * 3e-4, (part, gap)
+        state = batch.member_state_dict(k)
+        assert state["steps"] == algo.state_dict()["steps"]
+        lr = batch.template.actor_opt.param_groups[0]["lr"]
+        assert lr == algo.actor_opt.param_groups[0]["lr"] < 3e-4
+    # seeds that would need different non-parameter state (reward scales of different
+    # datasets) are refused, not silently given seed 0's
+    members = [_build("iql", s, {}, random_buffer(2_000, OBS, ACT, seed=s)) for s in seeds]
+    with pytest.raises(ValueError, match="reward_scale"):
+        SeedBatch(members, [SeedRNG.capture(torch.device("cpu"))] * 2)
 
 
 def test_member_checkpoint_is_a_separate_runs_checkpoint():
@@ -139,12 +182,12 @@ def test_exploration_noise_comes_from_each_seeds_stream():
 
 
 def test_only_tested_algorithms_batch():
-    assert batchable(algorithms.get("sac")) is None
+    assert batchable(algorithms.get("sac")) is batchable(algorithms.get("iql")) is None
     for name in algorithms.names():
         if name not in BATCHABLE:
             assert "no seed-batched path" in batchable(algorithms.get(name))
     with pytest.raises(ValueError, match="no seed-batched path"):
-        SeedBatch([algorithms.get("iql")(OBS, ACT)], [SeedRNG.capture(torch.device("cpu"))])
+        SeedBatch([algorithms.get("cql")(OBS, ACT)], [SeedRNG.capture(torch.device("cpu"))])
 
 
 def test_an_update_that_draws_from_the_global_generator_fails_loudly(monkeypatch):
