@@ -126,3 +126,28 @@ def test_an_offline_group_writes_each_seeds_separate_record(tmp_path, monkeypatc
         for a, b in zip(rows, rows_alone, strict=True):
             for key in a.keys() - WALL:
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
+
+
+def test_the_cli_trains_seeds_as_one_batch(tmp_path):
+    from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli import app
+
+    runner = CliRunner()
+    base = ["run", "--task", "hopper", "--algo", "sac", "--set", "hidden=32,32", "--out"]
+    budget = ["--budget", "updates=20", "--budget", "eval_every=10", "--budget", "warmup_steps=50"]
+    result = runner.invoke(app, [*base, str(tmp_path), *budget, "--seeds", "0,1", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["seed_group"] for r in rows] == [[0, 1], [0, 1]]
+    assert {p.name for p in tmp_path.iterdir()} == {r["run_id"] for r in rows}
+    again = runner.invoke(app, [*base, str(tmp_path), *budget, "--seeds", "0,1", "--json"])
+    assert [r["recorded"] for r in json.loads(again.stdout)] == [True, True]
+    bad = runner.invoke(app, [*base, str(tmp_path), "--seeds", "0,x"])
+    assert bad.exit_code == 2 and "--seeds" in bad.stderr
+    bench = runner.invoke(
+        app, ["bench", "--algo", "sac", "--seeds", "1,2", "--seconds", "0.3", "--json"]
+    )
+    assert bench.exit_code == 0, bench.output
+    assert [(r["algo"], r["seeds"]) for r in json.loads(bench.stdout)] == [("sac", 1), ("sac", 2)]
