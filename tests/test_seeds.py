@@ -201,3 +201,33 @@ def test_an_update_that_draws_from_the_global_generator_fails_loudly(monkeypatch
     monkeypatch.setattr(type(batch.template), "update", leaky)
     with pytest.raises(RuntimeError, match="global generator"):
         batch.update_many(1, replay=buffers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_sac_equals_separate_runs_on_cuda():
+    """The same path on a GPU: parameters, buffers and each seed's noise stream (the CUDA
+    generator's state, swapped per seed) on the device."""
+    dev, seeds, n = torch.device("cuda"), [0, 1, 2], 100
+    cls = algorithms.get("sac")
+    config = cls.make_config(SMALL)
+
+    def buf(seed):
+        return random_buffer(2_000, OBS, ACT, device=dev, seed=100 + seed)
+
+    separate = []
+    for seed in seeds:
+        algo, b = cls(OBS, ACT, config, seed=seed, device=dev), buf(seed)
+        separate.append((algo, [algo.update(replay=b) for _ in range(n)]))
+    members, states = [], []
+    for seed in seeds:
+        members.append(cls(OBS, ACT, config, seed=seed, device=dev))
+        states.append(SeedRNG.capture(dev))
+    batch = SeedBatch(members, states)
+    buffers = [buf(seed) for seed in seeds]
+    batched = [batch.update_many(1, replay=buffers) for _ in range(n)]
+    for k, (algo, metrics) in enumerate(separate):
+        for t in range(n):
+            for key, value in metrics[t].items():
+                got = batched[t][key][k].item()
+                assert got == pytest.approx(value.item(), rel=1e-3, abs=1e-4), (key, t)
+        assert _max_param_gap(algo.actor, batch.members[k].actor) < 10 * 3e-4
