@@ -151,3 +151,25 @@ def test_the_cli_trains_seeds_as_one_batch(tmp_path):
     )
     assert bench.exit_code == 0, bench.output
     assert [(r["algo"], r["seeds"]) for r in json.loads(bench.stdout)] == [("sac", 1), ("sac", 2)]
+
+
+def test_a_seed_that_turns_nan_fails_alone(tmp_path, monkeypatch):
+    """As its separate run would, a seed whose numbers turn non-finite is recorded failed
+    with the reason; the other seeds of its group go on and finish."""
+    from gapbench.benchmark import seedgroup
+
+    specs = seed_specs(_spec(), [0, 1])
+    evaluate_row = harness._evaluate_row
+
+    def poisoned(spec, *args):
+        row = evaluate_row(spec, *args)
+        if spec.seed == 1:
+            row["actor_loss"] = float("nan")
+        return row
+
+    monkeypatch.setattr(seedgroup.h, "_evaluate_row", poisoned)
+    ok, failed = run_group(specs, tmp_path)
+    assert ok["status"] == "ok" and ok["updates"] == BUDGET.updates
+    assert failed["status"] == "failed" and "non-finite values at update 20" in failed["error"]
+    assert failed["run_id"] == specs[1].run_id
+    assert not (tmp_path / specs[1].run_id / records.CHECKPOINT).exists()
