@@ -110,7 +110,9 @@ def test_run_and_matrix_run_log_to_tensorboard_when_asked(tmp_path, monkeypatch)
     pytest.importorskip("tensorboard")
     from gapbench.benchmark.harness import TENSORBOARD_ENV
 
-    monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
+    # --tensorboard sets the variable in this process (for a matrix's workers): setenv makes
+    # monkeypatch put back its absence afterwards, so no later test logs to TensorBoard
+    monkeypatch.setenv(TENSORBOARD_ENV, "")
     board = tmp_path / "tb"
     res = CliRunner().invoke(
         app,
