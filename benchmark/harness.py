@@ -374,8 +374,21 @@ def _train(
                         },
                     )
     eval_env.close()
+    env_steps = collector.steps if collector is not None else 0
+    return summary_record(curve, done_updates, env_steps, update_time, start, resumes)
+
+
+def summary_record(
+    curve: list[dict[str, Any]],
+    updates: int,
+    env_steps: int,
+    update_time: float,
+    start: float,
+    resumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A finished run's summary.json from its evaluation rows (one definition, also for
+    seeds trained as a group)."""
     scores = [r["normalized_score"] for r in curve]
-    wall = time.perf_counter() - start
     tail = curve[-FINAL_LAST_K:]
     return {
         "status": "ok",
@@ -385,10 +398,10 @@ def _train(
         "final_last_k": len(tail),
         "last_normalized_score": scores[-1],
         "best_normalized_score": max(scores),
-        "updates": done_updates,
-        "env_steps": collector.steps if collector is not None else 0,
-        "updates_per_s": done_updates / max(update_time, 1e-9),
-        "wall_time_s": wall,
+        "updates": updates,
+        "env_steps": env_steps,
+        "updates_per_s": updates / max(update_time, 1e-9),
+        "wall_time_s": time.perf_counter() - start,
         "torch_threads": torch.get_num_threads(),  # updates_per_s depends on it
         # where it was resumed and whether each resume reproduced the run exactly
         **({"resumed": resumes} if resumes else {}),

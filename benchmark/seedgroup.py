@@ -334,24 +334,9 @@ def _checkpoint(seed: _Seed, batch: SeedBatch, k: int, updates: int) -> None:
 
 
 def _summary(seed: _Seed, updates: int, update_time: float, group: list[int]) -> dict[str, Any]:
-    curve = seed.curve
-    scores = [r["normalized_score"] for r in curve]
-    tail = curve[-h.FINAL_LAST_K :]
-    return {
-        "status": "ok",
-        "final_normalized_score": sum(r["normalized_score"] for r in tail) / len(tail),
-        "final_return": sum(r["return_mean"] for r in tail) / len(tail),
-        "final_last_k": len(tail),
-        "last_normalized_score": scores[-1],
-        "best_normalized_score": max(scores),
-        "updates": updates,
-        "env_steps": seed.collector.steps if seed.collector is not None else 0,
-        "updates_per_s": updates / max(update_time, 1e-9),
-        "wall_time_s": time.perf_counter() - seed.start,
-        "torch_threads": torch.get_num_threads(),
-        **({"resumed": seed.resumes} if seed.resumes else {}),
-        "seed_group": group,
-    }
+    env_steps = seed.collector.steps if seed.collector is not None else 0
+    record = h.summary_record(seed.curve, updates, env_steps, update_time, seed.start, seed.resumes)
+    return {**record, "seed_group": group}
 
 
 def run_group_locked(
