@@ -50,7 +50,12 @@ def test_h2o_paper_optional_offline_block_adds_bc_and_td3bc(tmp_path):
 
 def test_reference_matrix_is_its_two_cells_with_every_method():
     m = matrix.load(CONFIGS / "reference.yaml", check_datasets=False)
-    assert labels(m) == dict.fromkeys(("h2o", "darc", "sac", "sac-oracle", "cql", "iql"), 6)
+    assert labels(m) == {
+        **dict.fromkeys(("h2o", "darc", "sac", "sac-oracle", "cql", "iql"), 6),
+        **dict.fromkeys(("bc", "td3bc", "vgdf", "par"), 3),  # the later methods: walker2d
+    }
+    later = {(r.spec.task, r.spec.gap, r.spec.dataset) for r in m.runs if r.label == "vgdf"}
+    assert later == {("walker2d", "friction=0.3", "gapbench/walker2d/medium-v1")}
     cells = {(r.spec.task, r.spec.gap, r.spec.dataset) for r in m.runs if r.label == "h2o"}
     assert cells == {
         ("halfcheetah", "gravity=2.0", "gapbench/halfcheetah/medium-replay-v1"),
