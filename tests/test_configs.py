@@ -33,19 +33,22 @@ def test_h2o_paper_grid_is_the_papers():
     assert {r.spec.preset for r in m.runs} == {"paper"}
 
 
-def test_h2o_paper_optional_offline_block_adds_bc_and_td3bc(tmp_path):
-    """The commented-out BC / TD3+BC lines of h2o-paper.yaml, uncommented, are valid and
-    add 45 offline runs each (3 tasks x 3 datasets x 5 seeds)."""
+def test_h2o_paper_optional_lines_add_the_later_methods(tmp_path):
+    """The commented-out BC / TD3+BC / PAR / VGDF lines of h2o-paper.yaml, uncommented, are
+    valid: 45 offline runs each (3 tasks x 3 datasets x 5 seeds) for BC and TD3+BC, 135
+    hybrid runs each (x 3 gaps) for PAR and VGDF."""
     text = (CONFIGS / "h2o-paper.yaml").read_text()
-    optional = ("  # bc: {}", "  # td3bc: {}")
+    optional = ("  # bc: {}", "  # td3bc: {}", "  # par: {}", "  # vgdf: {}")
     assert all(line in text.splitlines() for line in optional)
     for line in optional:
         text = text.replace(line, line.replace("# ", "", 1))
     (tmp_path / "h2o-paper.yaml").write_text(text)
     m = matrix.load(tmp_path / "h2o-paper.yaml", check_datasets=False)
-    counts = {"h2o": 135, "darc": 135, "sac": 45, "cql": 45, "iql": 45, "bc": 45, "td3bc": 45}
-    assert labels(m) == counts
-    assert {r.spec.resolved().regime for r in m.runs if r.label in ("bc", "td3bc")} == {"offline"}
+    counts = {"h2o": 135, "darc": 135, "sac": 45, "cql": 45, "iql": 45}
+    assert labels(m) == {**counts, "bc": 45, "td3bc": 45, "par": 135, "vgdf": 135}
+    regimes = {r.label: r.spec.resolved().regime for r in m.runs}
+    assert {regimes[k] for k in ("bc", "td3bc")} == {"offline"}
+    assert {regimes[k] for k in ("par", "vgdf", "h2o")} == {"hybrid"}
 
 
 def test_reference_matrix_is_its_two_cells_with_every_method():

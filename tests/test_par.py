@@ -4,8 +4,6 @@ schedule and data (real transitions, every k-th update), the BC term, learning, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +12,6 @@ from gapbench import algorithms
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.nets import adam
 from gapbench.algorithms.par import PAR, PARConfig, RepresentationEncoder, avg_l1_norm
-from gapbench.benchmark import matrix
 
 OBS, ACT = 3, 2
 
@@ -302,16 +299,3 @@ def test_registered_with_its_regime_and_bad_values_are_clear_errors():
         cls.make_config({"encoder_update_every": 0})
     with pytest.raises(ValueError, match="hybrid"):
         PAR(OBS, ACT, PARConfig()).setup(None)
-
-
-def test_h2o_paper_optional_par_line_adds_135_hybrid_runs(tmp_path):
-    """The commented-out ``par`` line of h2o-paper.yaml, uncommented, is valid and adds
-    3 tasks x 3 gaps x 3 datasets x 5 seeds hybrid runs."""
-    path = Path(__file__).resolve().parents[1] / "benchmark" / "configs" / "h2o-paper.yaml"
-    text = path.read_text()
-    assert "  # par: {}" in text.splitlines()
-    (tmp_path / "h2o-paper.yaml").write_text(text.replace("  # par: {}", "  par: {}"))
-    m = matrix.load(tmp_path / "h2o-paper.yaml", check_datasets=False)
-    runs = [r for r in m.runs if r.label == "par"]
-    assert len(runs) == 135
-    assert {r.spec.resolved().regime for r in runs} == {"hybrid"}

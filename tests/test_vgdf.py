@@ -269,22 +269,6 @@ def test_the_real_dataset_is_required():
         make().setup(None)
 
 
-def test_h2o_paper_optional_vgdf_line_adds_135_hybrid_runs(tmp_path):
-    """The commented-out ``vgdf`` line of h2o-paper.yaml, uncommented, is valid and adds
-    3 tasks x 3 gaps x 3 datasets x 5 seeds hybrid runs."""
-    from pathlib import Path
-
-    from gapbench.benchmark import matrix
-
-    path = Path(__file__).resolve().parents[1] / "benchmark" / "configs" / "h2o-paper.yaml"
-    text = path.read_text()
-    assert "  # vgdf: {}" in text.splitlines()
-    (tmp_path / "h2o-paper.yaml").write_text(text.replace("  # vgdf: {}", "  vgdf: {}"))
-    m = matrix.load(tmp_path / "h2o-paper.yaml", check_datasets=False)
-    runs = [r for r in m.runs if r.label == "vgdf"]
-    assert len(runs) == 135
-    assert {r.spec.resolved().regime for r in runs} == {"hybrid"}
-
 
 def test_search_space_is_valid():
     from gapbench.benchmark.tuning import declared_space, parse_space
