@@ -160,12 +160,14 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def _resolve_data_dir(path: str | os.PathLike | None) -> Path:
+    # Absolute: Minari joins a relative $MINARI_DATASETS_PATH onto paths it already
+    # built from it (a relative --data-dir once doubled the staging path).
     if path:
-        return Path(path).expanduser()
+        return Path(path).expanduser().absolute()
     for var in (DATA_DIR_ENV, MINARI_ENV):
         value = os.environ.get(var)
         if value:
-            return Path(value).expanduser()
+            return Path(value).expanduser().absolute()
     return Path.home() / ".minari" / "datasets"
 
 

@@ -450,6 +450,19 @@ def test_minari_normalized_score_agrees(hopper_random):
     assert info["return_min"] <= info["return_mean"] <= info["return_max"]
 
 
+def test_cli_build_into_relative_data_dir(tmp_path, monkeypatch):
+    # Minari once joined a relative $MINARI_DATASETS_PATH twice: the build failed at the end.
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(
+        app,
+        ["build", "--task", "hopper", "--quality", "random", "--size", "300",
+         "--data-dir", "rel/data", "--workers", "1", "--no-progress"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    tr = ds.load("gapbench/hopper/random-v0", data_dir=tmp_path / "rel" / "data")
+    assert len(tr.rewards) == 300
+
+
 def test_cli_build_list_info(tmp_path):
     runner = CliRunner()
     res = runner.invoke(
