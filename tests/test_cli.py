@@ -41,11 +41,30 @@ def test_envs_describe_table_and_list():
     assert result.exit_code == 0 and "torso" in result.stdout
 
 
+def test_envs_transfer_measures_the_gap_on_the_shipped_expert():
+    from gapbench.benchmark.behavior import reevaluate
+
+    result = runner.invoke(
+        app, ["envs", "transfer", "walker2d", "--gap", "gravity=2.0", "--episodes", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    real, sim = json.loads(result.stdout)["systems"]
+    assert (real["gap"], sim["gap"]) == ("", "gravity=2.0")
+    again = reevaluate("walker2d", "expert", None, "", 2)  # the same initial states
+    assert real["return_mean"] == pytest.approx(again["return_mean"])
+    # the expert walks on the real system and collapses under doubled gravity (-92% measured)
+    assert real["normalized_score"] > 60 and sim["return_mean"] < 0.5 * real["return_mean"]
+    assert sim["change"] == pytest.approx(sim["return_mean"] / real["return_mean"] - 1)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["envs", "describe", "hoper"], "unknown task 'hoper'"),
         (["envs", "describe", "hopper", "--gap", "gravity=-1"], "must be > 0"),
+        (["envs", "transfer", "walker2d", "--gap", "frction=0.3"], "unknown gap key 'frction'"),
+        (["envs", "transfer", "walker2d", "--gap", "gravity=2", "--policy", "best"],
+         "no snapshot 'best'"),
         (["run", "--task", "hopper", "--algo", "ppo"], "unknown algorithm 'ppo'"),
         (
             ["run", "--task", "hopper", "--algo", "sac", "--set", "nope=1"],

@@ -1,4 +1,4 @@
-"""``gapbench envs list|describe``: the tasks and their shifted simulators."""
+"""``gapbench envs list|describe|transfer``: the tasks and their shifted simulators."""
 
 from __future__ import annotations
 
@@ -73,6 +73,58 @@ def envs_describe(
     ):
         table.add_row(f"  friction {geom}", fmt(nom), fmt(new))
     table.add_row("joint noise std", "0", f"{info['joint_noise']:g}")
+    out_console.print(table)
+
+
+@app.command("transfer")
+def envs_transfer(
+    task: str,
+    gap: Annotated[
+        list[str],
+        typer.Option(help="Gap spec of a simulator, e.g. friction=0.3; repeat to compare several"),
+    ],
+    policy: Annotated[
+        str, typer.Option(help="Shipped behaviour snapshot: expert, medium, or a step label")
+    ] = "expert",
+    episodes: Annotated[int, typer.Option(min=1, help="Deterministic episodes per system")] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The gap's size, measured: a shipped behaviour policy (trained on the real system)
+    run on the real system and in each shifted simulator, from the same initial states."""
+    from gapbench.benchmark import policies
+    from gapbench.benchmark.behavior import reevaluate
+    from gapbench.gap_envs import describe
+
+    if not all(gap):
+        raise fail("--gap is empty: give the simulator's shift, e.g. --gap friction=0.3")
+    try:
+        for g in gap:  # the task and every gap spec, checked before any episode
+            describe(task, g)
+        rows = [
+            {"system": "real" if not g else "simulator", "gap": g,
+             **reevaluate(task, policy, None, g, episodes)}
+            for g in ["", *gap]
+        ]  # fmt: skip
+    except (ValueError, policies.SnapshotError) as e:
+        raise fail(str(e)) from None
+    real = rows[0]["return_mean"]
+    for r in rows:
+        r["change"] = (r["return_mean"] - real) / abs(real) if real else None
+    if as_json:
+        return print_json({"task": task, "policy": policy, "systems": rows})
+    out_console.print(
+        f"[bold]{task}[/]: behaviour snapshot [cyan]{policy}[/], {episodes} deterministic "
+        "episodes on each system, the same initial states"
+    )
+    table = Table("system", "gap", "return", "normalized", "vs real")
+    for r in rows:
+        table.add_row(
+            r["system"],
+            r["gap"] or "nominal",
+            f"{r['return_mean']:.0f} ± {r['return_std']:.0f}",
+            f"{r['normalized_score']:.1f}",
+            "" if r["change"] is None or not r["gap"] else f"{100 * r['change']:+.0f}%",
+        )
     out_console.print(table)
 
 
