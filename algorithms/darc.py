@@ -147,14 +147,23 @@ class DARC(Algorithm):
             "q": q.detach(),
         }
 
+    def policy_terms(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """SAC's actor loss, temperature loss and log pi on the sim states (the critics
+        detached)."""
+        return sac_policy_terms(self.actor, self.critic, self.log_alpha, obs, self.target_entropy)
+
+    def temperature_loss(self, obs: Tensor) -> Tensor:
+        """-E[log alpha (log pi(a|s) + H_target)], a a fresh sample from the actor."""
+        with torch.no_grad():
+            _, log_pi = self.actor(obs)
+        return -(self.log_alpha * (log_pi + self.target_entropy)).mean()
+
     def losses(self, sim: Batch) -> dict[str, Tensor]:
         """Every loss of one step, all from the current parameters (``update`` steps them
         in TF-Agents' sequence, so its actor and temperature losses see updated critics
         and actor)."""
         out = self.critic_terms(sim)
-        actor_loss, alpha_loss, log_pi = sac_policy_terms(
-            self.actor, self.critic, self.log_alpha, sim.obs, self.target_entropy
-        )
+        actor_loss, alpha_loss, log_pi = self.policy_terms(sim.obs)
         out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, log_pi=log_pi.detach())
         return out
 
@@ -162,29 +171,27 @@ class DARC(Algorithm):
         c = self.config
         sim = replay.sample(c.batch_size)
         real = dataset.sample(c.batch_size)
+        # (Each loss's .sum() is a no-op here; seeds trained as a batch sum theirs, and the
+        # metrics reduce over the last dims: batched seeds come first, algorithms/seeds.py.)
 
         # 1. Critics, with the reward corrected by the pre-step classifiers.
         crit = self.critic_terms(sim)
         self.critic_opt.zero_grad(set_to_none=True)
-        crit["critic_loss"].backward()
+        crit["critic_loss"].sum().backward()
         self.critic_opt.step()
 
         # 2. Actor against the updated critics (alpha from before its own step).
-        actor_loss, _, log_pi = sac_policy_terms(
-            self.actor, self.critic, self.log_alpha, sim.obs, self.target_entropy
-        )
+        actor_loss, _, log_pi = self.policy_terms(sim.obs)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_opt.step()
 
         # 3. Temperature on a fresh sample from the updated actor.
         alpha = self.log_alpha.detach().exp()  # the value this step's losses used
-        with torch.no_grad():
-            _, new_log_pi = self.actor(sim.obs)
-        alpha_loss = -(self.log_alpha * (new_log_pi + self.target_entropy)).mean()
+        alpha_loss = self.temperature_loss(sim.obs)
         if c.auto_alpha:
             self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            alpha_loss.sum().backward()
             self.alpha_opt.step()
         soft_update(self.target_critic, self.critic, c.tau)
 
@@ -196,9 +203,9 @@ class DARC(Algorithm):
             "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(),
             "alpha": alpha,
-            "log_pi": log_pi.detach().mean(),
-            "q_mean": crit["q"].mean(),
-            "delta_r_mean": delta_r.mean(),
-            "delta_r_std": delta_r.std(),
+            "log_pi": log_pi.detach().mean(-1),
+            "q_mean": crit["q"].mean((-2, -1)),
+            "delta_r_mean": delta_r.mean(-1),
+            "delta_r_std": delta_r.std(-1),
             **disc_metrics,
         }

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gapbench.algorithms.buffer import Batch
-from gapbench.algorithms.nets import adam, mlp
+from gapbench.algorithms.nets import adam, gaussian_noise, mlp
 
 REAL, SIM = 0, 1
 
@@ -125,8 +125,7 @@ class DomainClassifiers(nn.Module):
     def _noisy(self, x: Tensor) -> Tensor:
         if self.noise_std <= 0:
             return x
-        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
-        return x + self.noise_std * noise
+        return x + self.noise_std * gaussian_noise(x, self.generator)
 
     def loss(self, real: Batch, sim: Batch) -> dict[str, Tensor]:
         """Cross-entropy of both classifiers on noisy inputs.
@@ -164,7 +163,7 @@ class DomainClassifiers(nn.Module):
         """One Adam step on both classifiers; returns detached 0-dim metrics."""
         out = self.loss(real, sim)
         self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        out["loss"].sum().backward()  # a no-op sum here; seeds trained as a batch sum theirs
         self.optimizer.step()
         self.num_updates.add_(1)
         return {

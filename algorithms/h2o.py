@@ -37,7 +37,7 @@ from torch import Tensor
 from gapbench.algorithms.base import Algorithm, ConfigError, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
 from gapbench.algorithms.discriminators import DomainClassifiers
-from gapbench.algorithms.nets import SeededGenerator, soft_update
+from gapbench.algorithms.nets import SeededGenerator, gaussian_noise, soft_update
 from gapbench.algorithms.overlap import Overlap
 from gapbench.algorithms.registry import register
 from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
@@ -184,9 +184,9 @@ class H2O(Algorithm):
         if self.state_std is None:
             raise RuntimeError("H2O.setup(dataset) must run before the first update")
         b, n = sim.obs.shape[0], c.u_n_next_states
-        if u_noise is None:
-            u_noise = torch.randn(
-                b, n, self.obs_dim, generator=self.disc_rng.generator, device=sim.obs.device
+        if u_noise is None:  # (B, N, obs_dim) draws from the classifiers' generator
+            u_noise = gaussian_noise(
+                sim.next_obs.unsqueeze(1).expand(b, n, -1), self.disc_rng.generator
             )
         # u(s,a) = E_{s'}[log P_sim(s'|s,a) - log P_real(s'|s,a)], s' = observed next state
         # + N(0, (scale * state_std)^2) noise, N = 10 draws (sim2real_sac.py l.422-439).
@@ -314,13 +314,14 @@ class H2O(Algorithm):
             loss = loss + out["alpha_loss"]
         for opt in (self.actor_opt, self.critic_opt, self.alpha_opt):
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # a no-op sum here; seeds trained as a batch sum theirs
         self.actor_opt.step()
         self.critic_opt.step()
         if c.auto_alpha:
             self.alpha_opt.step()
         soft_update(self.target_critic, self.critic, c.tau)
 
+        # metrics reduce over the last dims: batched seeds come first (algorithms/seeds.py)
         omega = out["omega"]
         return {
             "actor_loss": out["actor_loss"].detach(),
@@ -328,15 +329,15 @@ class H2O(Algorithm):
             "alpha_loss": out["alpha_loss"].detach(),
             "alpha": out["alpha"],
             "log_pi": out["log_pi"],
-            "td_real": out["td_real"].mean(),
-            "td_sim": out["td_sim"].mean(),
-            "penalty": out["penalty"].mean(),
-            "q_real_mean": out["q_real"].mean(),
-            "q_sim_mean": out["q_sim"].mean(),
-            "dynamics_ratio_mean": out["w"].mean(),
-            "u_mean": out["u"].mean(),
-            "omega_mean": omega.mean(),
-            "omega_std": omega.std(),
+            "td_real": out["td_real"].mean(-1),
+            "td_sim": out["td_sim"].mean(-1),
+            "penalty": out["penalty"].mean(-1),
+            "q_real_mean": out["q_real"].mean((-2, -1)),
+            "q_sim_mean": out["q_sim"].mean((-2, -1)),
+            "dynamics_ratio_mean": out["w"].mean(-1),
+            "u_mean": out["u"].mean(-1),
+            "omega_mean": omega.mean(-1),
+            "omega_std": omega.std(-1),
         }
 
     def update(self, dataset: TensorBuffer | None = None, replay: TensorBuffer | None = None):
@@ -351,7 +352,8 @@ class H2O(Algorithm):
         Update t+1's classifier step depends on nothing update t's RL step changes, so
         with two or more CPU threads it runs on a second thread meanwhile (``Overlap``).
         Each chain draws from its own generators in the same order either way, so the
-        numbers are those of n updates one after another."""
+        numbers are those of n updates one after another. (Seeds trained as a batch,
+        algorithms/seeds.py, call ``update``: the one-chain path, one update at a time.)"""
         c = self.config
         if self.state_std is None:
             self.setup(dataset)

@@ -289,25 +289,33 @@ class TanhGaussianActor(nn.Module):
         return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
 
 
+Noise = Callable[[Tensor, "torch.Generator | None"], Tensor]  # (like, generator) -> draws
+
+
 class _SeedBatching(threading.local):
     """This thread's seed-batching state (algorithms/seeds.py); default: none."""
 
     batched = False  # inside a vmap over seeds: ensemble layers fold seeds into members
-    supply: Callable[[Tensor], Tensor] | None = None  # each seed's own Gaussian draws
+    supply: Noise | None = None  # each seed's own Gaussian draws
 
 
 _SEEDS = _SeedBatching()
 
 
-def gaussian_noise(like: Tensor) -> Tensor:
-    """Standard normal noise shaped like ``like``: ``torch.randn_like(like)``, unless a batch
-    of seeds (algorithms/seeds.py) supplies each seed's own draws from its own stream."""
+def gaussian_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``like``, from ``generator`` (default: torch's global
+    one), unless a batch of seeds (algorithms/seeds.py) supplies each seed's own draws from
+    its own stream (its global one, or its copy of ``generator``)."""
     supply = _SEEDS.supply
-    return torch.randn_like(like) if supply is None else supply(like)
+    if supply is not None:
+        return supply(like, generator)
+    if generator is None:
+        return torch.randn_like(like)
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
 @contextlib.contextmanager
-def seed_batched(supply: Callable[[Tensor], Tensor]) -> Iterator[None]:
+def seed_batched(supply: Noise) -> Iterator[None]:
     """In this thread, for the duration: the code runs under a vmap over seeds, and
     :func:`gaussian_noise` comes from ``supply``."""
     previous = _SEEDS.batched, _SEEDS.supply

@@ -28,9 +28,16 @@ Where the seed dimension lives (the algorithm file still reads as single-seed co
   torch's global generator, is drawn before the vmapped call for each seed from that
   seed's own copy of the global generator state (:class:`SeedRNG`), in the order and
   shapes the single-seed update draws it (found once by a probe), and handed in through
-  :func:`~gapbench.algorithms.nets.seed_batched`. Any other draw from the global
-  generator inside the update fails loudly (vmap's ``randomness="error"``, and a check
-  that the global generator is untouched after each block).
+  :func:`~gapbench.algorithms.nets.seed_batched`. An algorithm's own generators
+  (:class:`~gapbench.algorithms.nets.SeededGenerator`, H2O's classifier stream) stay per
+  seed: each member keeps its own, and the noise or replay batches the single-seed code
+  draws from the template's generator are drawn from each member's instead. Any other
+  draw from the global generator, or from the template's own generators, inside the update
+  fails loudly (vmap's ``randomness="error"``, and a check that those generators are
+  untouched after each block).
+* **Parameter methods of parts**: a dotted name in :data:`PURE_METHODS`
+  (``"classifiers.loss"``) vmaps a method of one of the algorithm's modules, so a shared
+  part's own ``update`` (the domain classifiers' step) runs batched unchanged.
 
 An algorithm joins :data:`BATCHABLE` once its equality test passes; any other falls
 back to separate runs (:func:`batchable` says why).
@@ -41,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -51,7 +59,7 @@ from torch.utils._pytree import tree_map
 
 from gapbench.algorithms.base import Algorithm, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
-from gapbench.algorithms.nets import seed_batched
+from gapbench.algorithms.nets import SeededGenerator, seed_batched
 
 #: Algorithms whose batched seeds are tested equal to separate runs (tests/test_seeds.py),
 #: each with the methods its ``update`` calls that compute with parameters: they run under
@@ -59,7 +67,13 @@ from gapbench.algorithms.nets import seed_batched
 PURE_METHODS: dict[str, tuple[str, ...]] = {
     "sac": ("losses",),
     "iql": ("target_q", "value_loss", "v", "actor_critic_losses"),
+    "darc": ("critic_terms", "policy_terms", "temperature_loss", "classifiers.loss"),
+    "h2o": ("dynamics_terms", "losses", "disc.loss"),
 }
+# Not listed (they train seed by seed): CQL, whose update also draws uniform random actions
+# from the global generator (a draw the batch does not supply per seed yet) and whose
+# products are already B x (1 + 3 n) rows tall, so batching seeds pays least there; and
+# BC, TD3+BC, PAR and VGDF, whose batched paths are not written or tested yet.
 BATCHABLE = frozenset(PURE_METHODS)
 
 
@@ -106,15 +120,26 @@ class SeedRNG:
 
 class StackedBuffers:
     """K buffers sampled as one: ``sample(n)`` draws n transitions from each seed's buffer
-    with its own generator and stacks them, (K, n, ...)."""
+    with its own generator and stacks them, (K, n, ...). ``sample(n, generator)`` with a
+    generator of the batch's template draws with each seed's own copy of that generator
+    (``generators``: id of the template's generator -> the seeds' generators)."""
 
-    def __init__(self, buffers: Sequence[TensorBuffer]):
+    def __init__(
+        self,
+        buffers: Sequence[TensorBuffer],
+        generators: dict[int, list[torch.Generator]] | None = None,
+    ):
         self.buffers = list(buffers)
+        self.generators = generators or {}
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
-        if generator is not None:
+        if generator is None:
+            batches = [b.sample(batch_size) for b in self.buffers]
+        elif id(generator) in self.generators:
+            gens = self.generators[id(generator)]
+            batches = [b.sample(batch_size, g) for b, g in zip(self.buffers, gens, strict=True)]
+        else:
             raise ValueError("a stack of seed buffers samples with each seed's own generator")
-        batches = [b.sample(batch_size) for b in self.buffers]
         return Batch(*(torch.stack(parts) for parts in zip(*batches, strict=True)))
 
     def __len__(self) -> int:
@@ -136,12 +161,12 @@ class _Holder(nn.Module):
         self.parts = nn.ModuleDict(modules)
         object.__setattr__(self, "template", template)
 
-    def forward(self, free: dict[str, Tensor], fn: Any, *args: Any) -> Any:
+    def forward(self, free: dict[str, Tensor], fn: Any, owner: Any, args: tuple, kwargs: dict):
         saved = {key: getattr(self.template, key) for key in free}
         for key, value in free.items():
             setattr(self.template, key, value)
         try:
-            return fn(*args)
+            return fn(owner, *args, **kwargs)
         finally:
             for key, value in saved.items():
                 setattr(self.template, key, value)
@@ -176,6 +201,9 @@ class SeedBatch:
         self._shared: set[str] = set()  # parameter-free modules the template keeps for all
         self._params: dict[str, Tensor] = {}  # holder name -> stacked leaf (what vmap slices)
         self._free: dict[str, Tensor] = {}  # free tensor attribute -> stacked leaf
+        # id(a template generator) -> the members' own generators, in seed order
+        self._generators: dict[int, list[torch.Generator]] = {}
+        self._template_generators: list[torch.Generator] = []  # never drawn from
         stacked_of: dict[int, Tensor] = {}  # id(member 0's parameter) -> its stacked leaf
         modules: dict[str, nn.Module] = {}
         comps = [m.components() for m in self.members]
@@ -194,18 +222,30 @@ class SeedBatch:
                     setattr(member, key, nn.Parameter(leaf.data[k]))
         for key, value in comps[0].items():
             if isinstance(value, torch.optim.Optimizer):
+                old = getattr(self.template, key)
                 opt = self._stack_optimizer(value, [c[key] for c in comps], stacked_of)
                 setattr(self.template, key, opt)
+                for part in modules.values():  # a part stepping its own (the classifiers')
+                    for sub in part.modules():
+                        for name, attr in list(vars(sub).items()):
+                            if attr is old:
+                                setattr(sub, name, opt)
         self._opt_keys = [k for k, v in comps[0].items() if isinstance(v, torch.optim.Optimizer)]
         self._holder = _Holder(self.template, modules)
         self._noise_shapes: dict[str, list[torch.Size]] = {}
         self._inside = False  # within a vmapped method
         for name in PURE_METHODS[cls.name]:  # vmapped over seeds; update() is unchanged
-            setattr(self.template, name, self._vmapped(name))
+            owner_name, _, method = name.rpartition(".")
+            owner = attrgetter(owner_name)(self.template) if owner_name else self.template
+            object.__setattr__(owner, method, self._vmapped(owner, method))
 
     # -- building the stack -----------------------------------------------------------------
     def _stack_module(self, key: str, mods: list[nn.Module], stacked_of: dict) -> None:
         template = getattr(self.template, key)
+        if isinstance(template, SeededGenerator):  # a random stream per seed: the members'
+            self._generators[id(template.generator)] = [m.generator for m in mods]
+            self._template_generators.append(template.generator)
+            return
         if any(type(m).get_extra_state is not nn.Module.get_extra_state for m in mods[0].modules()):
             if any(True for _ in mods[0].parameters()) or any(True for _ in mods[0].buffers()):
                 raise ValueError(f"{key}: modules with parameters and extra state do not batch")
@@ -256,66 +296,78 @@ class SeedBatch:
         return new
 
     # -- the batched step -------------------------------------------------------------------
-    def _vmapped(self, name: str):
-        """The algorithm's own method ``name`` for every seed at once: tensor arguments and
-        results carry the seed dim first, e.g. SAC's ``losses`` gives (K,) per loss."""
-        method = getattr(type(self.template), name)
+    def _vmapped(self, owner: Any, name: str):
+        """The method ``name`` of ``owner`` (the template or one of its modules) for every
+        seed at once: tensor arguments and results carry the seed dim first, e.g. SAC's
+        ``losses`` gives (K,) per loss."""
+        method = getattr(type(owner), name)
+        key = f"{type(owner).__name__}.{name}"
 
-        def call(*args: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             if self._inside:  # called by another vmapped method (IQL's value_loss calls v)
-                return method(self.template, *args)
-            dims = tuple(_tensor_dims(a) for a in args)
-            if name not in self._noise_shapes:
-                self._noise_shapes[name] = self._probe(method, args, dims)
-            noise = self._draw_noise(self._noise_shapes[name])
+                return method(owner, *args, **kwargs)
+            dims = (_tensor_dims(args), _tensor_dims(kwargs))
+            if key not in self._noise_shapes:
+                self._noise_shapes[key] = self._probe(method, owner, args, kwargs, dims)
+            noise = self._draw_noise(self._noise_shapes[key])
 
-            def one(params, free, noise, *args):
-                supply = _Supply(noise)
+            def one(params, free, noise, args, kwargs):
+                supply = _Supply(noise, self._noise_shapes[key])
                 with seed_batched(supply):
-                    out = functional_call(
-                        self._holder, params, (free, method, self.template, *args)
-                    )
+                    out = functional_call(self._holder, params, (free, method, owner, args, kwargs))
                 supply.check_used()
                 return out
 
             run = vmap(one, in_dims=(0, 0, 0, *dims), randomness="error")
             self._inside = True
             try:
-                return run(self._params, self._free, noise, *args)
+                return run(self._params, self._free, noise, args, kwargs)
             finally:
                 self._inside = False
 
         return call
 
-    def _probe(self, method, args: tuple, dims: tuple) -> list[torch.Size]:
-        """The shapes of the Gaussian noise one seed's call draws, in order."""
-        shapes: list[torch.Size] = []
+    def _probe(self, method, owner, args: tuple, kwargs: dict, dims: tuple) -> list[tuple]:
+        """The Gaussian noise one seed's call draws, in order: (shape, dtype, id of the
+        generator or None for the global one)."""
+        shapes: list[tuple] = []
 
-        def record(like: Tensor) -> Tensor:
-            shapes.append(like.shape)
+        def record(like: Tensor, generator: torch.Generator | None) -> Tensor:
+            if generator is not None and id(generator) not in self._generators:
+                raise RuntimeError(
+                    "the update draws from a generator that is not one of the algorithm's "
+                    "SeededGenerator parts: its seeds cannot be batched exactly"
+                )
+            shapes.append((like.shape, like.dtype, None if generator is None else id(generator)))
             return torch.zeros_like(like)
 
-        def one(params, free, *args):
+        def one(params, free, args, kwargs):
             with seed_batched(record):
-                return functional_call(self._holder, params, (free, method, self.template, *args))
+                return functional_call(self._holder, params, (free, method, owner, args, kwargs))
 
         self._inside = True
         try:
             with torch.no_grad():
                 vmap(one, in_dims=(0, 0, *dims), randomness="error")(
-                    self._params, self._free, *args
+                    self._params, self._free, args, kwargs
                 )
         finally:
             self._inside = False
         return shapes
 
-    def _draw_noise(self, shapes: list[torch.Size]) -> list[Tensor]:
+    def _draw_noise(self, shapes: list[tuple]) -> list[Tensor]:
         if not shapes:
             return []
         per_seed = []
         for k in range(self.k):
-            with self.rng.use(k):  # as the single run draws them: torch.randn_like
-                per_seed.append([torch.randn(s, device=self.device) for s in shapes])
+            draws = []
+            with self.rng.use(k):  # as the single run draws them (nets.gaussian_noise)
+                for shape, dtype, gen in shapes:
+                    generator = None if gen is None else self._generators[gen][k]
+                    draws.append(
+                        torch.randn(shape, generator=generator, dtype=dtype, device=self.device)
+                    )
+            per_seed.append(draws)
         return [torch.stack(draws) for draws in zip(*per_seed, strict=True)]
 
     def update_many(
@@ -328,10 +380,11 @@ class SeedBatch:
         updates, as a (K,) tensor (seed k's sum at index k)."""
         sources = {}
         if dataset is not None:
-            sources["dataset"] = StackedBuffers(dataset)
+            sources["dataset"] = StackedBuffers(dataset, self._generators)
         if replay is not None:
-            sources["replay"] = StackedBuffers(replay)
+            sources["replay"] = StackedBuffers(replay, self._generators)
         before = SeedRNG.capture(self.device)
+        own = [g.get_state() for g in self._template_generators]
         sums: dict[str, Tensor] = {}
         for _ in range(n):
             accumulate(sums, self.template.update(**sources))
@@ -340,6 +393,12 @@ class SeedBatch:
             raise RuntimeError(
                 f"{type(self.template).name}'s update drew from torch's global generator "
                 "outside its Gaussian noise: its seeds cannot be batched exactly"
+            )
+        gens = zip(self._template_generators, own, strict=True)
+        if not all(_same(g.get_state(), state) for g, state in gens):
+            raise RuntimeError(
+                f"{type(self.template).name}'s update drew from its own generator outside "
+                "its Gaussian noise and replay sampling: its seeds cannot be batched exactly"
             )
         return sums
 
@@ -371,11 +430,12 @@ class SeedBatch:
 class _Supply:
     """Hands out pre-drawn noise in order, checking each shape (inside vmap: per seed)."""
 
-    def __init__(self, noise: Sequence[Tensor]):
-        self.noise, self.used = list(noise), 0
+    def __init__(self, noise: Sequence[Tensor], kinds: Sequence[tuple]):
+        self.noise, self.kinds, self.used = list(noise), list(kinds), 0
 
-    def __call__(self, like: Tensor) -> Tensor:
-        if self.used >= len(self.noise) or self.noise[self.used].shape != like.shape:
+    def __call__(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        kind = (like.shape, like.dtype, None if generator is None else id(generator))
+        if self.used >= len(self.noise) or self.kinds[self.used] != kind:
             raise RuntimeError(
                 "the update drew Gaussian noise in other shapes or order than its first "
                 "update did: its seeds cannot be batched exactly"

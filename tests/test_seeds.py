@@ -20,48 +20,59 @@ from gapbench.benchmark.speed import random_buffer
 
 OBS, ACT = 11, 3
 SMALL = {"hidden": (64, 64), "batch_size": 64}
+SMALLER = {  # the hybrid methods' own batch and classifier sizes
+    "darc": {**SMALL, "classifier_hidden": (32,)},
+    "h2o": {
+        "hidden": (64, 64),
+        "real_batch_size": 32,
+        "sim_batch_size": 32,
+        "disc_batch_size": 64,
+        "disc_hidden": (64, 64),
+    },
+}
 UPDATES = 300
 
 
-def _buffer(seed: int, name: str = "sac"):
-    """Seed ``seed``'s buffer: its own replay online; offline, the one dataset every seed
-    learns from, sampled with the seed's own generator."""
-    if _source(name) == "replay":
-        return random_buffer(2_000, OBS, ACT, seed=100 + seed)
-    buf = random_buffer(2_000, OBS, ACT, seed=100)
-    buf.generator.manual_seed(1_000 + seed)
-    return buf
+def _buffers(seed: int, name: str = "sac") -> dict:
+    """Seed ``seed``'s buffers by source: its own replay (online, hybrid); the one dataset
+    every seed learns from (offline, hybrid), sampled with the seed's own generator."""
+    regime = algorithms.get(name).regime
+    out = {}
+    if regime in ("offline", "hybrid"):
+        out["dataset"] = random_buffer(2_000, OBS, ACT, seed=100)
+        out["dataset"].generator.manual_seed(1_000 + seed)
+    if regime != "offline":
+        out["replay"] = random_buffer(2_000, OBS, ACT, seed=(200 if out else 100) + seed)
+    return out
 
 
-def _source(name: str) -> str:
-    return "dataset" if algorithms.get(name).regime == "offline" else "replay"
-
-
-def _build(name: str, seed: int, overrides: dict, buffer=None):
+def _build(name: str, seed: int, overrides: dict, buffers: dict | None = None):
     """As the harness builds a run's algorithm: construct (it seeds torch), set the run's
-    length, set up on the dataset (an offline algorithm's reward scale)."""
+    length, set up on the dataset (an offline algorithm's reward scale, H2O's state std)."""
     cls = algorithms.get(name)
-    algo = cls(OBS, ACT, cls.make_config({**SMALL, **overrides}), seed=seed)
+    small = SMALLER.get(name, SMALL)
+    algo = cls(OBS, ACT, cls.make_config({**small, **overrides}), seed=seed)
     algo.set_total_updates(UPDATES)
-    algo.setup(buffer if _source(name) == "dataset" else None)
+    algo.setup((buffers or _buffers(seed, name)).get("dataset"))
     return algo
 
 
 def _separate(name: str, seed: int, overrides: dict, updates: int):
-    buf = _buffer(seed, name)
-    algo = _build(name, seed, overrides, buf)
-    metrics = [algo.update(**{_source(name): buf}) for _ in range(updates)]
+    bufs = _buffers(seed, name)
+    algo = _build(name, seed, overrides, bufs)
+    metrics = [algo.update(**bufs) for _ in range(updates)]
     return algo, metrics
 
 
 def _batched(name: str, seeds: list[int], overrides: dict, updates: int):
     members, states = [], []
-    buffers = [_buffer(seed, name) for seed in seeds]
-    for seed, buf in zip(seeds, buffers, strict=True):  # each seeds torch itself
-        members.append(_build(name, seed, overrides, buf))
+    per_seed = [_buffers(seed, name) for seed in seeds]
+    for seed, bufs in zip(seeds, per_seed, strict=True):  # each seeds torch itself
+        members.append(_build(name, seed, overrides, bufs))
         states.append(SeedRNG.capture(torch.device("cpu")))
     batch = SeedBatch(members, states)
-    metrics = [batch.update_many(1, **{_source(name): buffers}) for _ in range(updates)]
+    buffers = {src: [b[src] for b in per_seed] for src in per_seed[0]}
+    metrics = [batch.update_many(1, **buffers) for _ in range(updates)]
     return batch, buffers, metrics
 
 
@@ -120,7 +131,9 @@ def test_batched_iql_equals_separate_runs():
         assert lr == algo.actor_opt.param_groups[0]["lr"] < 3e-4
     # seeds that would need different non-parameter state (reward scales of different
     # datasets) are refused, not silently given seed 0's
-    members = [_build("iql", s, {}, random_buffer(2_000, OBS, ACT, seed=s)) for s in seeds]
+    members = [
+        _build("iql", s, {}, {"dataset": random_buffer(2_000, OBS, ACT, seed=s)}) for s in seeds
+    ]
     with pytest.raises(ValueError, match="reward_scale"):
         SeedBatch(members, [SeedRNG.capture(torch.device("cpu"))] * 2)
 
@@ -131,6 +144,7 @@ def test_member_checkpoint_is_a_separate_runs_checkpoint():
     seeds, n = [2, 3], 40
     separate = [_separate("sac", s, {}, n) for s in seeds]
     batch, buffers, _ = _batched("sac", seeds, {}, n)
+    buffers = buffers["replay"]
     for k, (algo, _) in enumerate(separate):
         mine, theirs = batch.member_state_dict(k), algo.state_dict()
         assert mine.keys() == theirs.keys()
@@ -192,6 +206,7 @@ def test_only_tested_algorithms_batch():
 
 def test_an_update_that_draws_from_the_global_generator_fails_loudly(monkeypatch):
     batch, buffers, _ = _batched("sac", [0, 1], {}, 0)
+    buffers = buffers["replay"]
     update = type(batch.template).update
 
     def leaky(self, dataset=None, replay=None):
@@ -231,3 +246,52 @@ def test_batched_sac_equals_separate_runs_on_cuda():
                 got = batched[t][key][k].item()
                 assert got == pytest.approx(value.item(), rel=1e-3, abs=1e-4), (key, t)
         assert _max_param_gap(algo.actor, batch.members[k].actor) < 10 * 3e-4
+
+
+def _assert_batched_equals_separate(name, seeds, overrides, n, parts):
+    separate = [_separate(name, s, overrides, n) for s in seeds]
+    batch, _, batched = _batched(name, seeds, overrides, n)
+    for k, (algo, metrics) in enumerate(separate):
+        for key, value in metrics[0].items():  # the first update: every stream is the seed's own
+            got = batched[0][key][k].item()
+            assert got == pytest.approx(value.item(), rel=1e-5, abs=1e-6), key
+        for t in range(n):
+            for key, value in metrics[t].items():
+                got = batched[t][key][k].item()
+                assert got == pytest.approx(value.item(), rel=1e-3, abs=1e-4), (key, t)
+        member = batch.members[k]
+        for part in parts:
+            gap = _max_param_gap(getattr(algo, part), getattr(member, part))
+            assert gap < 10 * 3e-4, (part, gap)
+        assert member.log_alpha.item() == pytest.approx(algo.log_alpha.item(), abs=3e-3)
+        mine, theirs = batch.member_state_dict(k), algo.state_dict()
+        assert mine.keys() == theirs.keys()
+        if k:  # the seeds differ from each other far more than from their separate runs
+            assert _max_param_gap(member.actor, batch.members[0].actor) > 100 * 3e-4
+    return separate, batch
+
+
+def test_batched_darc_equals_separate_runs():
+    """DARC: four sequential steps per update (critics, actor against the stepped critics,
+    temperature on a fresh sample, classifiers), each a vmapped method; the classifiers'
+    input noise from each seed's global stream; the warm-up gate on each seed's counter."""
+    _, batch = _assert_batched_equals_separate(
+        "darc",
+        [0, 3],
+        {"warmup_steps": 60},
+        150,
+        ("actor", "critic", "target_critic", "classifiers"),
+    )
+    assert batch.members[1].classifiers.num_updates.item() == 150
+    assert batch.member_state_dict(1)["classifiers"]["num_updates"].item() == 150
+
+
+def test_batched_h2o_equals_separate_runs():
+    """H2O: the classifiers' own generator (their batches, input noise and the u
+    perturbation) is each seed's own; the one-chain update path; w, u and omega per seed."""
+    separate, batch = _assert_batched_equals_separate(
+        "h2o", [0, 3], {}, 150, ("actor", "critic", "target_critic", "disc")
+    )
+    for k, (algo, _) in enumerate(separate):  # each seed's classifier stream where its run's is
+        mine = batch.member_state_dict(k)["disc_rng"]
+        assert torch.equal(mine["_extra_state"]["state"], algo.disc_rng.generator.get_state())
