@@ -17,6 +17,16 @@ Both executors call the same worker function, :func:`execute_run`, which
 
 Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
+Seed groups (local executor): runs that differ only by seed, of an algorithm with a
+seed-batched path (:data:`gapbench.algorithms.seeds.BATCHABLE`), run as one seed group
+in one worker (:func:`gapbench.benchmark.seedgroup.run_group_locked`): the same steps 1 to 3
+for every seed, the updates batched across seeds, each seed's record the one its separate
+run writes (plus ``seed_group``). Only seeds that stand at the same update are grouped (no
+checkpoint, or checkpoints at the same update: a group resumes as a group); a seed with
+other partial state runs alone and resumes from its own checkpoint. ``seed_groups=False``
+(``gapbench matrix run --no-seed-groups``) runs every seed separately. Ray runs every seed
+as its own task.
+
 Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
 a script that calls :func:`run_matrix` needs the ``if __name__ == "__main__":`` guard);
 each worker sets ``torch.set_num_threads(cpus_per_run)``, by default 1 (see
@@ -36,6 +46,7 @@ Ray session is used as is.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import logging.handlers
 import multiprocessing
@@ -112,6 +123,64 @@ def execute_run(
     return result_of(spec.run_id, summary, skipped=recorded)
 
 
+def execute_group(
+    spec_dicts: list[dict[str, Any]], out: str, retry_failed: bool = False, label: str = ""
+) -> list[Result]:
+    """Run the seeds of one spec as one seed group under every seed's lock; return one
+    result per seed. If another process holds one of the seeds, each seed runs on its own
+    (:func:`execute_run`: the held one is reported running, the others run)."""
+    from gapbench.benchmark.seedgroup import run_group_locked
+    from gapbench.benchmark.spec import RunSpec
+
+    specs = [RunSpec.from_dict(d).resolved() for d in spec_dicts]
+    seeds = ",".join(str(s.seed) for s in specs)
+    _current_run.prefix = f"{label or specs[0].algorithm} seeds {seeds}"
+    try:
+        pairs = run_group_locked(specs, out, retry_failed)
+    except RunBusy:
+        pairs = None
+    finally:
+        _current_run.prefix = ""
+    if pairs is None:
+        return [execute_run(d, out, retry_failed, label) for d in spec_dicts]
+    return [
+        result_of(spec.run_id, summary, skipped=recorded)
+        for spec, (summary, recorded) in zip(specs, pairs, strict=True)
+    ]
+
+
+def seed_group_jobs(runs: list[Any], out: Path) -> list[tuple[Any, str]]:
+    """Jobs for the local executor: (spec_dict, label) per run, except that runs differing
+    only by seed, of a batchable algorithm and standing at the same update, become one job
+    (list of spec_dicts, label) each, in the order of their first run."""
+    from gapbench.benchmark.seedgroup import group_problem
+
+    groups: dict[tuple[str, str, int], list[Any]] = {}
+    for r in runs:
+        cell = json.dumps({**r.spec.to_dict(), "seed": 0}, sort_keys=True, default=str)
+        groups.setdefault((cell, r.label, _checkpoint_updates(out / r.run_id)), []).append(r)
+    jobs: list[tuple[Any, str]] = []
+    for (_, label, _), members in groups.items():
+        if len(members) > 1 and group_problem([r.spec for r in members]) is None:
+            jobs.append(([r.spec.to_dict() for r in members], label))
+        else:
+            jobs.extend((r.spec.to_dict(), r.label) for r in members)
+    return jobs
+
+
+def _checkpoint_updates(run_dir: Path) -> int:
+    """The update a run's checkpoint stands at (0 without one)."""
+    from gapbench.benchmark import records
+
+    path = run_dir / records.CHECKPOINT
+    return int(records.load_checkpoint(path)["updates"]) if path.exists() else 0
+
+
+def _job_specs(job: tuple[Any, str]) -> list[dict[str, Any]]:
+    spec_dicts = job[0]
+    return spec_dicts if isinstance(spec_dicts, list) else [spec_dicts]
+
+
 # -- local processes -----------------------------------------------------------------------
 class _Forward(logging.Handler):
     """In the parent: hand a worker's record to the logger it was logged with."""
@@ -158,7 +227,8 @@ def run_local(
     on_result: Callable[[Result], None],
     threads: int | None = None,
 ) -> None:
-    """Run (spec_dict, label) jobs in a pool of ``workers`` spawned processes, each with
+    """Run (spec_dict, label) jobs, and (list of spec_dicts, label) seed-group jobs
+    (:func:`seed_group_jobs`), in a pool of ``workers`` spawned processes, each with
     ``threads`` torch threads (default :func:`worker_threads`). A worker killed by the OS
     (out of memory) breaks the pool: only the run it held is reported "crashed", the
     others go on in a fresh pool (see :func:`_after_break`)."""
@@ -189,9 +259,10 @@ def _run_pool(pool, jobs, out, retry_failed, on_result) -> tuple[list[Any], dict
     the pool's worker processes (pid -> Process, their exit codes tell who died how)."""
     futures, broken = {}, []
     try:
-        for spec_dict, label in jobs:
-            fut = pool.submit(execute_run, spec_dict, str(out), retry_failed, label)
-            futures[fut] = (spec_dict, label)
+        for spec_dicts, label in jobs:
+            work = execute_group if isinstance(spec_dicts, list) else execute_run
+            fut = pool.submit(work, spec_dicts, str(out), retry_failed, label)
+            futures[fut] = (spec_dicts, label)
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -199,7 +270,8 @@ def _run_pool(pool, jobs, out, retry_failed, on_result) -> tuple[list[Any], dict
                 if isinstance(fut.exception(), BrokenProcessPool):
                     broken.append(futures[fut])
                 else:
-                    on_result(_future_result(fut, futures[fut][0]))
+                    for result in _future_results(fut, futures[fut]):
+                        on_result(result)
     except BaseException:
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             with contextlib.suppress(Exception):
@@ -212,33 +284,45 @@ def _run_pool(pool, jobs, out, retry_failed, on_result) -> tuple[list[Any], dict
 
 
 def _after_break(broken, workers, out, retry_failed, on_result, strikes) -> list[Any]:
-    """Sort the jobs a broken pool left: a run that finished anyway is reported; the run
-    whose worker died by itself (any end but the pool's own SIGTERM) is "crashed", its
-    checkpoint kept for the next ``matrix run``; the others are returned to run again. A run
-    in flight at three breaks is reported crashed too, so a loop always ends."""
-    from gapbench.benchmark.spec import RunSpec
-
+    """Sort the jobs a broken pool left, run by run: a run that finished anyway is reported;
+    the run whose worker died by itself (any end but the pool's own SIGTERM) is "crashed",
+    its checkpoint kept for the next ``matrix run``; the others are returned to run again
+    (a seed group's as a group). A run in flight at three breaks is reported crashed too,
+    so a loop always ends."""
     died = {pid: p.exitcode for pid, p in workers.items() if p.exitcode not in (0, -signal.SIGTERM)}
     again = []
-    for spec_dict, label in broken:
-        spec = RunSpec.from_dict(spec_dict)
-        run_dir = Path(out) / spec.run_id
-        summary = read_summary(run_dir)
-        if summary is not None and rerun_reason(run_dir, spec, retry_failed) is None:
-            on_result(result_of(spec.run_id, summary))  # finished; only its answer was lost
-            continue
-        holder = (read_lock(run_dir) or {}).get("pid")
-        strikes[spec.run_id] = strikes.get(spec.run_id, 0) + (holder in workers)
-        if holder in died or strikes[spec.run_id] >= 3:
-            error = _death(holder, died.get(holder))
-            on_result(
-                {"run_id": spec.run_id, "status": "crashed", "error": error, "skipped": False}
-            )
-        else:
-            again.append((spec_dict, label))
+    for job in broken:
+        left = [
+            spec_dict
+            for spec_dict in _job_specs(job)
+            if _unfinished(spec_dict, workers, died, out, retry_failed, on_result, strikes)
+        ]
+        if len(left) > 1:
+            again.append((left, job[1]))
+        elif left:
+            again.append((left[0], job[1]))
     if again:
-        log.warning("a worker process died; %d unfinished run(s) go on in a new pool", len(again))
+        log.warning("a worker process died; %d unfinished job(s) go on in a new pool", len(again))
     return again
+
+
+def _unfinished(spec_dict, workers, died, out, retry_failed, on_result, strikes) -> bool:
+    """One run of a broken pool's job: True if it is to run again, else reported here."""
+    from gapbench.benchmark.spec import RunSpec
+
+    spec = RunSpec.from_dict(spec_dict)
+    run_dir = Path(out) / spec.run_id
+    summary = read_summary(run_dir)
+    if summary is not None and rerun_reason(run_dir, spec, retry_failed) is None:
+        on_result(result_of(spec.run_id, summary))  # finished; only its answer was lost
+        return False
+    holder = (read_lock(run_dir) or {}).get("pid")
+    strikes[spec.run_id] = strikes.get(spec.run_id, 0) + (holder in workers)
+    if holder in died or strikes[spec.run_id] >= 3:
+        error = _death(holder, died.get(holder))
+        on_result({"run_id": spec.run_id, "status": "crashed", "error": error, "skipped": False})
+        return False
+    return True
 
 
 def _death(pid: int | None, code: int | None) -> str:
@@ -255,19 +339,25 @@ def _death(pid: int | None, code: int | None) -> str:
     )
 
 
-def _future_result(fut, spec_dict: dict[str, Any]) -> Result:
+def _future_results(fut, job: tuple[Any, str]) -> list[Result]:
+    """A finished job's results (one per run; a group's in seed order)."""
     try:
-        return fut.result()
+        result = fut.result()
     except Exception as err:  # noqa: BLE001 - reported per run, the matrix goes on
         error = f"{type(err).__name__}: {err}"
+    else:
+        return result if isinstance(result, list) else [result]
     from gapbench.benchmark.spec import RunSpec
 
-    return {
-        "run_id": RunSpec.from_dict(spec_dict).run_id,
-        "status": "crashed",
-        "error": error,
-        "skipped": False,
-    }
+    return [
+        {
+            "run_id": RunSpec.from_dict(spec_dict).run_id,
+            "status": "crashed",
+            "error": error,
+            "skipped": False,
+        }
+        for spec_dict in _job_specs(job)
+    ]
 
 
 # -- Ray -----------------------------------------------------------------------------------
@@ -420,9 +510,11 @@ def run_matrix(
     cpus_per_run: int | None = None,
     on_result: Callable[[Result], None] | None = None,
     on_plan: Callable[[list[Any], dict[str, Result]], None] | None = None,
+    seed_groups: bool = True,
 ) -> dict[str, Result]:
     """Run every run of ``matrix`` that has no complete record; return run_id -> result
-    in matrix order. Writes ``OUT/matrix.json`` first."""
+    in matrix order. Writes ``OUT/matrix.json`` first. ``seed_groups``: the local executor
+    trains the seeds of one spec as one seed group (see the module docstring)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -459,10 +551,13 @@ def run_matrix(
             on_result(result)
 
     if todo:
-        jobs = [(r.spec.to_dict(), r.label) for r in todo]
-        n = workers or min(len(todo), os.cpu_count() or 1)
+        if executor == "local" and seed_groups:
+            jobs = seed_group_jobs(todo, out)
+        else:
+            jobs = [(r.spec.to_dict(), r.label) for r in todo]
+        n = workers or min(len(jobs), os.cpu_count() or 1)
         if executor == "local":
-            run_local(jobs, out, min(n, len(todo)), retry_failed, collect, cpus_per_run)
+            run_local(jobs, out, min(n, len(jobs)), retry_failed, collect, cpus_per_run)
         else:
             run_ray(jobs, out, n, retry_failed, collect, ray_address, cpus_per_run or 1)
     return {
@@ -474,6 +569,7 @@ def run_matrix(
 __all__ = [
     "EXECUTORS",
     "RAY_MISSING",
+    "execute_group",
     "execute_run",
     "import_ray",
     "plan",
@@ -481,5 +577,6 @@ __all__ = [
     "run_local",
     "run_matrix",
     "run_ray",
+    "seed_group_jobs",
     "worker_threads",
 ]

@@ -173,3 +173,151 @@ def test_a_seed_that_turns_nan_fails_alone(tmp_path, monkeypatch):
     assert failed["status"] == "failed" and "non-finite values at update 20" in failed["error"]
     assert failed["run_id"] == specs[1].run_id
     assert not (tmp_path / specs[1].run_id / records.CHECKPOINT).exists()
+
+
+# -- matrices: the local executor groups the seeds of a spec --------------------------------
+def _tiny_matrix(tmp_path, updates: int = 40, eval_every: int = 20):
+    import yaml
+
+    data = {
+        "name": "seeds",
+        "preset": "smoke",
+        "budget": {
+            "updates": updates,
+            "eval_every": eval_every,
+            "eval_episodes": 1,
+            "warmup_steps": 64,
+        },
+        "tasks": ["hopper"],
+        "sim_gaps": ["gravity=2.0"],
+        "algorithms": {"sac": {"hparams": TINY}},
+        "seeds": 2,
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_matrix_trains_the_seeds_of_a_spec_as_one_group(tmp_path):
+    """Two seeds of sac: one seed-group job, records equal to those of the same matrix with
+    grouping off (plus seed_group)."""
+    from gapbench.benchmark.executors import run_matrix, seed_group_jobs
+    from gapbench.benchmark.matrix import load
+
+    path = _tiny_matrix(tmp_path)
+    grouped = load(path, out=tmp_path / "grouped")
+    jobs = seed_group_jobs(grouped.runs, tmp_path / "grouped")
+    assert len(jobs) == 1 and [d["seed"] for d in jobs[0][0]] == [0, 1]
+    res = run_matrix(grouped, workers=1, cpus_per_run=1)
+    alone = load(path, out=tmp_path / "alone")
+    res_alone = run_matrix(alone, workers=1, cpus_per_run=1, seed_groups=False)
+    assert {r["status"] for r in [*res.values(), *res_alone.values()]} == {"ok"}
+    for r in grouped.runs:
+        mine, theirs = tmp_path / "grouped" / r.run_id, tmp_path / "alone" / r.run_id
+        summary = records.read_json(mine / records.SUMMARY)
+        other = records.read_json(theirs / records.SUMMARY)
+        assert summary["seed_group"] == [0, 1] and "seed_group" not in other
+        assert set(summary) - {"seed_group"} == set(other)
+        for key, value in other.items():
+            if key not in WALL and not isinstance(value, str):
+                assert summary[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
+        assert records.read_json(mine / "spec.json") == records.read_json(theirs / "spec.json")
+        rows, rows_alone = _curve(mine / "curve.csv"), _curve(theirs / "curve.csv")
+        assert [r["step"] for r in rows] == [r["step"] for r in rows_alone] == [20, 40]
+        for a, b in zip(rows, rows_alone, strict=True):
+            for key in a.keys() - WALL:
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
+    # re-running runs nothing
+    again = run_matrix(grouped, workers=1, cpus_per_run=1)
+    assert all(r["skipped"] for r in again.values())
+
+
+def test_a_seed_with_partial_state_of_its_own_is_not_grouped(tmp_path):
+    """A checkpoint at another update than its fellow seeds': that seed resumes alone from
+    it, the others run as usual; every record is complete and has no duplicate rows."""
+    from support.resume import run_interrupted
+
+    from gapbench.benchmark.executors import run_matrix, seed_group_jobs
+    from gapbench.benchmark.matrix import load
+
+    m = load(_tiny_matrix(tmp_path, updates=60), out=tmp_path / "out")
+    first = m.runs[0]
+    run_interrupted(first.spec, tmp_path / "out", at_step=40)  # checkpoint at 20
+    jobs = seed_group_jobs(m.runs, tmp_path / "out")
+    assert [isinstance(j[0], dict) for j in jobs] == [True, True]
+    run_matrix(m, workers=1, cpus_per_run=1)
+    for r in m.runs:
+        summary = records.read_json(tmp_path / "out" / r.run_id / records.SUMMARY)
+        assert summary["status"] == "ok" and "seed_group" not in summary
+        steps = [row["step"] for row in _curve(tmp_path / "out" / r.run_id / "curve.csv")]
+        assert steps == [20, 40, 60]
+    resumed = records.read_json(tmp_path / "out" / first.run_id / records.SUMMARY)["resumed"]
+    assert resumed == [{"update": 20, "exact": True}]
+
+
+def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
+    """``matrix run`` killed (SIGKILL) once both seeds of its group have a checkpoint; the
+    next run resumes them (as a group when their checkpoints agree) and every record has
+    each evaluation once and one summary."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from gapbench.benchmark import runstate
+    from gapbench.benchmark.executors import run_matrix
+    from gapbench.benchmark.matrix import load
+
+    path = _tiny_matrix(tmp_path, updates=120, eval_every=30)
+    out = tmp_path / "out"
+    m = load(path, out=out)
+    dirs = [out / r.run_id for r in m.runs]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gapbench.benchmark.cli",
+        "matrix",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    log = tmp_path / "first.log"
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    try:
+        while not all((d / records.CHECKPOINT).exists() for d in dirs):
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    deadline = time.time() + 30  # the orphaned worker notices and stops
+    while any(runstate.lock_alive(runstate.read_lock(d)) for d in dirs):
+        assert time.time() < deadline, "the worker outlived the killed matrix"
+        time.sleep(0.2)
+    at = {
+        records.load_checkpoint(d / records.CHECKPOINT)["updates"]
+        for d in dirs
+        if (d / records.CHECKPOINT).exists()
+    }
+    results = run_matrix(m, workers=1, cpus_per_run=1)
+    assert {r["status"] for r in results.values()} == {"ok"}
+    for d in dirs:
+        summary = records.read_json(d / records.SUMMARY)
+        assert summary["status"] == "ok" and summary["updates"] == 120
+        assert [row["step"] for row in _curve(d / "curve.csv")] == [30, 60, 90, 120]
+        assert len(list(d.glob("summary*.json"))) == 1
+        assert not (d / records.CHECKPOINT).exists()
+        if len(at) == 1:  # the checkpoints agreed: resumed as a group
+            assert summary["seed_group"] == [0, 1]
+            assert summary["resumed"][0]["exact"] is True

@@ -87,6 +87,11 @@ and a malformed entry. The runs are counted before they are built: a matrix that
 expand to more than max_runs (default 10000) is refused, so a typo such as
 seeds: 100000000 is one clear error.
 
+Seed groups (local executor, on unless --no-seed-groups): the seeds of one spec whose
+algorithm has a seed-batched path (sac, iql, darc, h2o) train as one batched group in one
+worker, each seed writing the record its separate run writes (plus seed_group); seeds with
+partial state at different updates run separately.
+
 Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
 failed ones unless --retry-failed or they failed on another device (the old summary is kept
 as summary.failed-N.json); a done run whose dataset's content changed since runs again (kept
@@ -204,6 +209,15 @@ def run(
     ] = False,
     tensorboard: TensorBoard = None,
     only: Only = None,
+    seed_groups: Annotated[
+        bool,
+        typer.Option(
+            "--seed-groups/--no-seed-groups",
+            help="local: train the seeds of one spec as one batched seed group in one worker "
+            "(algorithms with a seed-batched path; records as separate runs write them, plus "
+            "seed_group); --no-seed-groups: every seed a separate run",
+        ),
+    ] = True,
 ) -> None:
     from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
     from gapbench.benchmark.matrix import status as matrix_status
@@ -303,6 +317,7 @@ def run(
                 threads,
                 on_result=on_result,
                 on_plan=on_plan,
+                seed_groups=seed_groups,
             )
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: re-run the same command to resume")
