@@ -128,6 +128,65 @@ def test_an_offline_group_writes_each_seeds_separate_record(tmp_path, monkeypatc
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
 
 
+HYBRID = {
+    "darc": {**TINY, "warmup_steps": 10},  # the reward correction on from update 10
+    "h2o": {
+        "hidden": [32, 32],
+        "real_batch_size": 32,
+        "sim_batch_size": 32,
+        "disc_batch_size": 32,
+        "disc_hidden": [32, 32],
+    },
+}
+
+
+@pytest.mark.parametrize("algo", sorted(HYBRID))
+def test_a_hybrid_group_writes_and_resumes_each_seeds_separate_record(tmp_path, monkeypatch, algo):
+    """DARC, H2O: a shared dataset, each seed's own sim replay and classifier streams; a
+    group interrupted after its first checkpoint resumes as a group (H2O's classifier
+    generator restored per seed) to the records of the separate runs."""
+    from gapbench.benchmark import datasets_build
+
+    data = tmp_path / "data"
+    did = datasets_build.build("hopper", "random", size=400, seed=1, data_dir=data, progress=False)
+    monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
+    budget = Budget(updates=30, eval_every=15, eval_episodes=1, warmup_steps=64)
+    spec = RunSpec(
+        task="hopper",
+        algorithm=algo,
+        gap="gravity=2.0",
+        dataset=did,
+        hparams=HYBRID[algo],
+        budget=budget,
+    )
+    specs = seed_specs(spec, [0, 1])
+    calls = {"n": 0}
+    update_many = SeedBatch.update_many
+
+    def interrupted(self, n, dataset=None, replay=None):
+        calls["n"] += n
+        if calls["n"] > 20:  # after the first evaluation and its checkpoint
+            raise KeyboardInterrupt
+        return update_many(self, n, dataset, replay)
+
+    monkeypatch.setattr(SeedBatch, "update_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_group(specs, tmp_path / "group")
+    monkeypatch.setattr(SeedBatch, "update_many", update_many)
+    grouped = run_group(specs, tmp_path / "group")
+    for spec in specs:
+        harness.run(spec, tmp_path / "alone")
+    for spec, summary in zip(specs, grouped, strict=True):
+        assert summary["status"] == "ok" and summary["seed_group"] == [0, 1]
+        assert summary["resumed"] == [{"update": 15, "exact": True}]
+        rows = _curve(tmp_path / "group" / spec.run_id / "curve.csv")
+        rows_alone = _curve(tmp_path / "alone" / spec.run_id / "curve.csv")
+        assert [r["step"] for r in rows] == [r["step"] for r in rows_alone] == [15, 30]
+        for a, b in zip(rows, rows_alone, strict=True):
+            for key in a.keys() - WALL:
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
+
+
 def test_the_cli_trains_seeds_as_one_batch(tmp_path):
     from typer.testing import CliRunner
 
