@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# The main job: a small but real sim-to-real comparison on halfcheetah, end to end.
-#   1. show the gap: the simulator's gravity is doubled; the "real" system is nominal
-#   2. build the real dataset (medium-replay, from the shipped behaviour snapshots)
-#   3. run the demo matrix: H2O, DARC, SAC (sim only), SAC oracle, IQL x 2 seeds
-#   4. write the report: statistics with CIs, figures, tables -> results/demo/report
+# The main job: gapbench end to end on halfcheetah, in about 10 minutes on 2 CPU cores.
+#   1. the gap: what the simulator changes (gravity x2), and what that costs a policy
+#      trained on the real system (the shipped expert, run on both)
+#   2. the real log: 100k transitions of medium quality, rolled out from the shipped
+#      behaviour policy into results/demo/data
+#   3. the live matrix: BC, TD3+BC and IQL learning from that log, 3 seeds each
+#   4. its report: statistics with CIs, learning curves, tables -> results/demo/report
+#   5. the shipped reference records (H2O and the other methods with the simulator, run
+#      by benchmark/configs/reference.yaml and committed): their report, or their state
 # Its measured time: README "Quick start". Re-running resumes: finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gb=.venv/bin/gapbench
 export MPLBACKEND=Agg
 
-echo "== 1/4 the gap =="
-$gb envs describe halfcheetah --gap gravity=2.0 | head -n 8
+echo "== 1/5 the gap =="
+$gb envs describe halfcheetah --gap gravity=2.0 | head -n 6
+$gb envs transfer halfcheetah --gap gravity=2.0 --gap friction=0.3 --episodes 5
 
-echo "== 2/4 the real dataset =="
-if ! $gb datasets info gapbench/halfcheetah/medium-replay-v0 >/dev/null 2>&1; then
-  # 100k transitions, the log the demo and h2o-mini were measured on (the default is D4RL's 1M)
-  $gb datasets build --task halfcheetah --quality medium-replay --size 100000
+echo "== 2/5 the real log =="
+# the log benchmark/configs/demo.yaml learns from (-vN: the shipped policies' version)
+log=results/demo/data/gapbench/halfcheetah/medium-v0
+if ! $gb datasets info "$log" >/dev/null 2>&1; then
+  $gb datasets build --task halfcheetah --quality medium --size 100000 --data-dir results/demo/data
 fi
-$gb datasets info gapbench/halfcheetah/medium-replay-v0
+$gb datasets info "$log"
 
-echo "== 3/4 the matrix =="
+echo "== 3/5 the live matrix =="
 $gb matrix run benchmark/configs/demo.yaml --workers 2
 
-echo "== 4/4 the report =="
-$gb report results/demo --out results/demo/report --baseline h2o
-echo "Open results/demo/report/index.md"
+echo "== 4/5 its report =="
+$gb report results/demo --out results/demo/report --order bc,td3bc,iql
+
+echo "== 5/5 the shipped reference records (not run here) =="
+if compgen -G "results/reference/*/summary.json" >/dev/null; then
+  $gb report results/reference --out results/demo/reference-report --baseline h2o
+  echo "Shipped records, produced by: $gb matrix run benchmark/configs/reference.yaml"
+  echo "Open results/demo/report/index.md and results/demo/reference-report/index.md"
+else
+  echo "No reference run has finished yet; in progress:"
+  $gb matrix status benchmark/configs/reference.yaml
+  echo "Open results/demo/report/index.md"
+fi
