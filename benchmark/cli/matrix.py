@@ -90,7 +90,9 @@ seeds: 100000000 is one clear error.
 Seed groups (local executor, on unless --no-seed-groups): the seeds of one spec whose
 algorithm has a seed-batched path (sac, iql, darc, h2o) train as one batched group in one
 worker, each seed writing the record its separate run writes (plus seed_group); seeds with
-partial state at different updates run separately.
+partial state at different updates run separately. On one CPU thread batching breaks even
+at about 4 seeds and costs 10-20% at 2 (README, Performance): --no-seed-groups for few
+seeds on a CPU.
 
 Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
 failed ones unless --retry-failed or they failed on another device (the old summary is kept
