@@ -73,6 +73,13 @@ def behavior_publish(
             f"± {r['return_std']:.0f} over {r['eval_episodes']} fresh episodes, normalized "
             f"{r['normalized_score']:.1f} (training evaluation: {r['train_normalized_score']:.1f})"
         )
+    medium = chosen["medium"]
+    if not medium["medium_in_band"]:
+        lo, hi = medium["medium_band"]
+        out_console.print(
+            f"[yellow]note[/]: no kept snapshot scored in medium's band ({lo:.1f}-{hi:.1f}, "
+            f"1/3-1/2 of the expert); {medium['label']} is the nearest to its middle"
+        )
     out_console.print(f"medium-replay snapshots: {', '.join(chosen['replay_snapshots'])}")
     out_console.print(
         f"dataset ids of {task}: gapbench/{task}/<quality>-v{chosen['dataset_version']}"
