@@ -149,23 +149,29 @@ def execute_group(
     ]
 
 
-def seed_group_jobs(runs: list[Any], out: Path) -> list[tuple[Any, str]]:
+def seed_group_jobs(runs: list[Any], out: Path, on_cpu: bool = True) -> list[tuple[Any, str]]:
     """Jobs for the local executor: (spec_dict, label) per run, except that runs differing
     only by seed, of a batchable algorithm and standing at the same update, become one job
-    (list of spec_dicts, label) each, in the order of their first run."""
+    (list of spec_dicts, label) each, in the order of their first run. ``on_cpu=False``
+    groups only runs on a GPU: on a CPU thread a group of 2 seeds was 10-20% slower than
+    its seeds one after the other and 4 broke even (README "Performance"), and a group
+    holds one worker where separate seeds spread over all of them."""
     from gapbench.benchmark.seedgroup import group_problem
 
     groups: dict[tuple[str, str, int], list[Any]] = {}
     for r in runs:
         cell = json.dumps({**r.spec.to_dict(), "seed": 0}, sort_keys=True, default=str)
         groups.setdefault((cell, r.label, _checkpoint_updates(out / r.run_id)), []).append(r)
-    jobs: list[tuple[Any, str]] = []
+    grouped: list[tuple[Any, str]] = []
+    single: list[tuple[Any, str]] = []
     for (_, label, _), members in groups.items():
-        if len(members) > 1 and group_problem([r.spec for r in members]) is None:
-            jobs.append(([r.spec.to_dict() for r in members], label))
+        device_ok = on_cpu or all(r.spec.device != "cpu" for r in members)
+        if len(members) > 1 and device_ok and group_problem([r.spec for r in members]) is None:
+            grouped.append(([r.spec.to_dict() for r in members], label))
         else:
-            jobs.extend((r.spec.to_dict(), r.label) for r in members)
-    return jobs
+            single.extend((r.spec.to_dict(), r.label) for r in members)
+    # a group is K runs long: started last, it would run alone after the others finish
+    return grouped + single
 
 
 def _checkpoint_updates(run_dir: Path) -> int:
@@ -510,11 +516,12 @@ def run_matrix(
     cpus_per_run: int | None = None,
     on_result: Callable[[Result], None] | None = None,
     on_plan: Callable[[list[Any], dict[str, Result]], None] | None = None,
-    seed_groups: bool = True,
+    seed_groups: bool | None = None,
 ) -> dict[str, Result]:
     """Run every run of ``matrix`` that has no complete record; return run_id -> result
     in matrix order. Writes ``OUT/matrix.json`` first. ``seed_groups``: the local executor
-    trains the seeds of one spec as one seed group (see the module docstring)."""
+    trains the seeds of one spec as one seed group (see the module docstring); None (the
+    default) groups the runs on a GPU only, True on any device, False none."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -551,8 +558,8 @@ def run_matrix(
             on_result(result)
 
     if todo:
-        if executor == "local" and seed_groups:
-            jobs = seed_group_jobs(todo, out)
+        if executor == "local" and seed_groups is not False:
+            jobs = seed_group_jobs(todo, out, on_cpu=bool(seed_groups))
         else:
             jobs = [(r.spec.to_dict(), r.label) for r in todo]
         n = workers or min(len(jobs), os.cpu_count() or 1)

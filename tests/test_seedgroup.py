@@ -267,7 +267,7 @@ def test_a_matrix_trains_the_seeds_of_a_spec_as_one_group(tmp_path):
     grouped = load(path, out=tmp_path / "grouped")
     jobs = seed_group_jobs(grouped.runs, tmp_path / "grouped")
     assert len(jobs) == 1 and [d["seed"] for d in jobs[0][0]] == [0, 1]
-    res = run_matrix(grouped, workers=1, cpus_per_run=1)
+    res = run_matrix(grouped, workers=1, cpus_per_run=1, seed_groups=True)  # CPU runs too
     alone = load(path, out=tmp_path / "alone")
     res_alone = run_matrix(alone, workers=1, cpus_per_run=1, seed_groups=False)
     assert {r["status"] for r in [*res.values(), *res_alone.values()]} == {"ok"}
@@ -287,8 +287,31 @@ def test_a_matrix_trains_the_seeds_of_a_spec_as_one_group(tmp_path):
             for key in a.keys() - WALL:
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
     # re-running runs nothing
-    again = run_matrix(grouped, workers=1, cpus_per_run=1)
+    again = run_matrix(grouped, workers=1, cpus_per_run=1, seed_groups=True)
     assert all(r["skipped"] for r in again.values())
+
+
+def test_by_default_only_gpu_runs_are_grouped_and_groups_start_first(tmp_path):
+    """On a CPU thread a group of 2-3 seeds is slower than its seeds run separately
+    (README "Performance"): the default groups GPU runs only. A group is K runs long, so
+    it is started before the single runs rather than left to run alone at the end."""
+    import dataclasses
+
+    from gapbench.benchmark.executors import seed_group_jobs
+    from gapbench.benchmark.matrix import load
+
+    m = load(_tiny_matrix(tmp_path), out=tmp_path / "out")
+    assert [isinstance(j[0], dict) for j in seed_group_jobs(m.runs, tmp_path, on_cpu=False)] == [
+        True,
+        True,
+    ]
+    on_gpu = [
+        dataclasses.replace(r, spec=dataclasses.replace(r.spec, device="cuda")) for r in m.runs
+    ]
+    cpu_other = dataclasses.replace(m.runs[0], label="other")
+    jobs = seed_group_jobs([cpu_other, *on_gpu], tmp_path, on_cpu=False)
+    assert [isinstance(j[0], list) for j in jobs] == [True, False]
+    assert [d["seed"] for d in jobs[0][0]] == [0, 1] and jobs[1][1] == "other"
 
 
 def test_a_seed_with_partial_state_of_its_own_is_not_grouped(tmp_path):
@@ -304,7 +327,7 @@ def test_a_seed_with_partial_state_of_its_own_is_not_grouped(tmp_path):
     run_interrupted(first.spec, tmp_path / "out", at_step=40)  # checkpoint at 20
     jobs = seed_group_jobs(m.runs, tmp_path / "out")
     assert [isinstance(j[0], dict) for j in jobs] == [True, True]
-    run_matrix(m, workers=1, cpus_per_run=1)
+    run_matrix(m, workers=1, cpus_per_run=1, seed_groups=True)
     for r in m.runs:
         summary = records.read_json(tmp_path / "out" / r.run_id / records.SUMMARY)
         assert summary["status"] == "ok" and "seed_group" not in summary
@@ -345,6 +368,7 @@ def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
         "1",
         "--threads",
         "1",
+        "--seed-groups",
         "--quiet",
     ]
     log = tmp_path / "first.log"
@@ -369,7 +393,7 @@ def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
         for d in dirs
         if (d / records.CHECKPOINT).exists()
     }
-    results = run_matrix(m, workers=1, cpus_per_run=1)
+    results = run_matrix(m, workers=1, cpus_per_run=1, seed_groups=True)
     assert {r["status"] for r in results.values()} == {"ok"}
     for d in dirs:
         summary = records.read_json(d / records.SUMMARY)

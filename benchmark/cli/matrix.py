@@ -87,12 +87,13 @@ and a malformed entry. The runs are counted before they are built: a matrix that
 expand to more than max_runs (default 10000) is refused, so a typo such as
 seeds: 100000000 is one clear error.
 
-Seed groups (local executor, on unless --no-seed-groups): the seeds of one spec whose
-algorithm has a seed-batched path (sac, iql, darc, h2o) train as one batched group in one
-worker, each seed writing the record its separate run writes (plus seed_group); seeds with
-partial state at different updates run separately. On one CPU thread batching breaks even
-at about 4 seeds and costs 10-20% at 2 (README, Performance): --no-seed-groups for few
-seeds on a CPU.
+Seed groups (local executor; by default for runs on a GPU only): the seeds of one spec
+whose algorithm has a seed-batched path (sac, iql, darc, h2o) train as one batched group in
+one worker, each seed writing the record its separate run writes (plus seed_group); seeds
+with partial state at different updates run separately. On one CPU thread batching broke
+even at about 4 seeds and cost 10-20% at 2 (README, Performance), and a group holds one
+worker where separate seeds spread over all of them: --seed-groups groups CPU runs too,
+--no-seed-groups none.
 
 Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
 failed ones unless --retry-failed or they failed on another device (the old summary is kept
@@ -212,14 +213,16 @@ def run(
     tensorboard: TensorBoard = None,
     only: Only = None,
     seed_groups: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--seed-groups/--no-seed-groups",
             help="local: train the seeds of one spec as one batched seed group in one worker "
             "(algorithms with a seed-batched path; records as separate runs write them, plus "
-            "seed_group); --no-seed-groups: every seed a separate run",
+            "seed_group). Default: runs on a GPU only; --seed-groups: CPU runs too; "
+            "--no-seed-groups: every seed a separate run",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
 ) -> None:
     from gapbench.benchmark.executors import EXECUTORS, RAY_MISSING, import_ray, run_matrix
     from gapbench.benchmark.matrix import status as matrix_status
