@@ -65,7 +65,12 @@ def format_gap(gap: str) -> str:
 
 
 def format_dataset(dataset: str) -> str:
-    return dataset or "none"
+    """A dataset id as is; a path to a Minari dataset folder by its id (the last three
+    parts, e.g. the demo's results/demo/data/gapbench/halfcheetah/medium-v0)."""
+    if not dataset:
+        return "none"
+    parts = dataset.rstrip("/").split("/")
+    return "…/" + "/".join(parts[-3:]) if len(parts) > 3 else dataset
 
 
 def varying(frame: pd.DataFrame, col: str) -> bool:

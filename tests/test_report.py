@@ -467,3 +467,12 @@ def test_records_module_is_light():
     assert "torch" not in records.__dict__
     assert isinstance(records.CELL, tuple)
     assert isinstance(pd.DataFrame(), pd.DataFrame)
+
+
+def test_a_dataset_given_as_a_folder_is_shown_by_its_id():
+    from gapbench.analysis.tables import format_dataset
+
+    assert format_dataset("gapbench/halfcheetah/medium-v0") == "gapbench/halfcheetah/medium-v0"
+    path = "results/demo/data/gapbench/halfcheetah/medium-v0"
+    assert format_dataset(path) == "…/gapbench/halfcheetah/medium-v0"
+    assert format_dataset("") == "none"
