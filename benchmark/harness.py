@@ -400,7 +400,9 @@ def summary_record(
         "best_normalized_score": max(scores),
         "updates": updates,
         "env_steps": env_steps,
-        "updates_per_s": updates / max(update_time, 1e-9),
+        # update_time counts this process's updates only: those since the last resume
+        "updates_per_s": (updates - (resumes[-1]["update"] if resumes else 0))
+        / max(update_time, 1e-9),
         "wall_time_s": time.perf_counter() - start,
         "torch_threads": torch.get_num_threads(),  # updates_per_s depends on it
         # where it was resumed and whether each resume reproduced the run exactly

@@ -158,6 +158,18 @@ def _curve_without_time(run_dir):
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
 
 
+def test_a_resumed_runs_update_rate_counts_only_the_updates_it_timed():
+    """A run resumed at 40k times its last 60k updates: 60k / 600 s is 100 updates/s, not
+    100k / 600 s (the reference H2O run reported 21.8 for 13.1)."""
+    from gapbench.benchmark.harness import summary_record
+
+    curve = [{"normalized_score": 1.0, "return_mean": 10.0}]
+    resumed = summary_record(curve, 100_000, 0, 600.0, 0.0, [{"update": 40_000, "exact": True}])
+    assert resumed["updates_per_s"] == pytest.approx(100.0)
+    whole = summary_record(curve, 100_000, 0, 1000.0, 0.0, [])
+    assert whole["updates_per_s"] == pytest.approx(100.0)
+
+
 @pytest.mark.parametrize("regime", ["online", "oracle"])
 def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, regime):
     """The checkpoint holds no replay: the resume re-simulates the logged actions, which
