@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support.resume import start_matrix_cli
 from typer.testing import CliRunner
 
 from gapbench.benchmark import matrix as mx
@@ -362,24 +363,8 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path, sig):
     budget = {**TINY_BUDGET, "updates": 120, "eval_every": 40}
     path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2, budget=budget))
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gapbench.benchmark.cli",
-        "matrix",
-        "run",
-        str(path),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-        "--cpus-per-run",  # one torch thread: no OpenMP spinning on a busy 2-core machine
-        "1",
-        "--quiet",
-    ]
     log = tmp_path / "first.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    proc = start_matrix_cli(path, out, log)
     deadline = time.time() + 240
     try:
         while not list(out.glob("*/summary.json")):

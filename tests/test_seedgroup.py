@@ -54,19 +54,26 @@ def test_a_group_writes_each_seeds_separate_record(tmp_path, regime):
         assert not (mine / records.CHECKPOINT).exists()
 
 
-def test_an_interrupted_group_resumes_as_a_group(tmp_path, monkeypatch):
-    specs = seed_specs(_spec(), [1, 2])
-    whole = run_group(specs, tmp_path / "whole")
+def interrupt_group_after(monkeypatch, updates: int):
+    """A group's training raises KeyboardInterrupt (as a killed process stops the loop)
+    once it asks for more than ``updates`` updates; returns the original update_many."""
     calls = {"n": 0}
     update_many = SeedBatch.update_many
 
     def interrupted(self, n, dataset=None, replay=None):
         calls["n"] += n
-        if calls["n"] > 25:  # after the first evaluation and its checkpoint
+        if calls["n"] > updates:
             raise KeyboardInterrupt
         return update_many(self, n, dataset, replay)
 
     monkeypatch.setattr(SeedBatch, "update_many", interrupted)
+    return update_many
+
+
+def test_an_interrupted_group_resumes_as_a_group(tmp_path, monkeypatch):
+    specs = seed_specs(_spec(), [1, 2])
+    whole = run_group(specs, tmp_path / "whole")
+    update_many = interrupt_group_after(monkeypatch, 25)  # after the 1st checkpoint
     with pytest.raises(KeyboardInterrupt):
         run_group(specs, tmp_path / "cut")
     for spec in specs:
@@ -160,16 +167,7 @@ def test_a_hybrid_group_writes_and_resumes_each_seeds_separate_record(tmp_path, 
         budget=budget,
     )
     specs = seed_specs(spec, [0, 1])
-    calls = {"n": 0}
-    update_many = SeedBatch.update_many
-
-    def interrupted(self, n, dataset=None, replay=None):
-        calls["n"] += n
-        if calls["n"] > 20:  # after the first evaluation and its checkpoint
-            raise KeyboardInterrupt
-        return update_many(self, n, dataset, replay)
-
-    monkeypatch.setattr(SeedBatch, "update_many", interrupted)
+    update_many = interrupt_group_after(monkeypatch, 20)  # after the 1st checkpoint
     with pytest.raises(KeyboardInterrupt):
         run_group(specs, tmp_path / "group")
     monkeypatch.setattr(SeedBatch, "update_many", update_many)
@@ -342,10 +340,9 @@ def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
     next run resumes them (as a group when their checkpoints agree) and every record has
     each evaluation once and one summary."""
     import signal
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
+
+    from support.resume import start_matrix_cli
 
     from gapbench.benchmark import runstate
     from gapbench.benchmark.executors import run_matrix
@@ -355,26 +352,8 @@ def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
     out = tmp_path / "out"
     m = load(path, out=out)
     dirs = [out / r.run_id for r in m.runs]
-    cmd = [
-        sys.executable,
-        "-m",
-        "gapbench.benchmark.cli",
-        "matrix",
-        "run",
-        str(path),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-        "--threads",
-        "1",
-        "--seed-groups",
-        "--quiet",
-    ]
     log = tmp_path / "first.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+    proc = start_matrix_cli(path, out, log, "--seed-groups")
     deadline = time.time() + 300
     try:
         while not all((d / records.CHECKPOINT).exists() for d in dirs):

@@ -21,3 +21,17 @@ def run_interrupted(spec: Any, out: Path, at_step: int) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run(spec, out, on_eval=kill, progress=False)
+
+
+def start_matrix_cli(config: Path, out: Path, log: Path, *extra: str):
+    """``gapbench matrix run CONFIG --out OUT --workers 1`` with one torch thread (no
+    OpenMP spinning on a busy 2-core machine) in a child process logging to ``log``, for
+    the tests that kill it; returns the Popen."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gapbench.benchmark.cli", "matrix", "run", str(config),
+           "--out", str(out), "--workers", "1", "--threads", "1", *extra, "--quiet"]  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    with open(log, "w") as f:
+        return subprocess.Popen(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
