@@ -139,6 +139,7 @@ def build_report(
     progress: Progress | None = None,
     order: Sequence[str] | None = None,
     tau_range: tuple[float, float] | None = None,
+    title: str = "gapbench report",
 ) -> Report:
     """Write the full report of ``results_dir`` into ``out_dir`` (see the module docstring).
 
@@ -157,6 +158,7 @@ def build_report(
             labels left out follow, sorted with ``h2o`` first (the default order).
         tau_range: (low, high) thresholds of the performance profiles; default: the range
             of the final scores with a 5% margin.
+        title: the heading of ``index.md`` (e.g. to say where shipped records came from).
 
     Raises:
         FileNotFoundError: no run records under ``results_dir``.
@@ -293,7 +295,7 @@ def build_report(
     tick("index.md")
     write(
         "index.md",
-        _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence, order),
+        _index(rep, results, finals, agg_in, base, sweeps, last_k, reps, confidence, order, title),
     )
     if progress is not None:
         progress("done", total[0], total[0])
@@ -336,6 +338,7 @@ def _index(
     reps: int,
     confidence: float,
     order: Sequence[str] | None = None,
+    title: str = "gapbench report",
 ) -> str:
     out = rep.out
     runs = results.runs
@@ -343,7 +346,7 @@ def _index(
     n_cells = finals[list(CELL)].drop_duplicates().shape[0]
     pct = f"{confidence:.0%}"
     lines = [
-        "# gapbench report",
+        f"# {title}",
         "",
         f"Results: `{results.root}` — generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
         "",

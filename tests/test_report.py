@@ -412,7 +412,13 @@ def test_report_partial_and_empty_via_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "index.md").is_file()
     assert (out / "figures" / "learning_curves_hopper.png").is_file()
-    assert "Skipped: needs at least two algorithms" in (out / "index.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "Skipped: needs at least two algorithms" in index
+    assert index.startswith("# gapbench report\n")
+    title = "Shipped records (produced by `gapbench matrix run x.yaml`)"
+    result = runner.invoke(app, [str(tmp_path / "one"), "--out", str(out), "--title", title])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.md").read_text().startswith(f"# {title}\n")
     write_record(tmp_path / "bad", "hopper", "sac", 0, "gravity=2.0", status="failed", scores=[1.0])
     result = runner.invoke(app, [str(tmp_path / "bad"), "--out", str(tmp_path / "rep2")])
     assert result.exit_code == 2

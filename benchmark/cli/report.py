@@ -75,6 +75,9 @@ def report(
             help="Performance-profile thresholds LO,HI, e.g. 0,60 (default: the scores' range)",
         ),
     ] = None,
+    title: Annotated[
+        str, typer.Option(help="Heading of index.md, e.g. where the records came from")
+    ] = "gapbench report",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary on stdout (nothing else)")
     ] = False,
@@ -112,6 +115,7 @@ def report(
                 progress=progress,
                 order=labels,
                 tau_range=taus,
+                title=title,
             )
         except (FileNotFoundError, ValueError) as e:
             bar.stop()
