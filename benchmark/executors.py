@@ -23,9 +23,11 @@ in one worker (:func:`gapbench.benchmark.seedgroup.run_group_locked`): the same 
 for every seed, the updates batched across seeds, each seed's record the one its separate
 run writes (plus ``seed_group``). Only seeds that stand at the same update are grouped (no
 checkpoint, or checkpoints at the same update: a group resumes as a group); a seed with
-other partial state runs alone and resumes from its own checkpoint. ``seed_groups=False``
-(``gapbench matrix run --no-seed-groups``) runs every seed separately. Ray runs every seed
-as its own task.
+other partial state runs alone and resumes from its own checkpoint. By default only runs
+on a GPU are grouped (on a CPU thread a group of 2-3 seeds is slower than its seeds run
+apart); ``seed_groups=True`` (``--seed-groups``) groups CPU runs too, ``seed_groups=False``
+(``--no-seed-groups``) none. Groups are started before single runs. Ray runs every seed as
+its own task.
 
 Local: a ``ProcessPoolExecutor`` with the "spawn" start method (torch and fork do not mix;
 a script that calls :func:`run_matrix` needs the ``if __name__ == "__main__":`` guard);
