@@ -28,6 +28,7 @@ def slow(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.run(f"{VENV_BIN}ruff", "check", ".", external=True)
+    session.run(f"{VENV_BIN}ruff", "format", "--check", ".", external=True)
 
 
 @nox.session

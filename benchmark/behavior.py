@@ -127,8 +127,9 @@ PUBLISH_CANDIDATES = 5
 PUBLISH_EVAL_SEED = 2_000_003  # fresh initial states: not the ones training selected on
 
 
-def reevaluate(task: str, label: str, source: str | Path, real_gap: str = "",
-               episodes: int = PUBLISH_EPISODES) -> dict[str, Any]:
+def reevaluate(
+    task: str, label: str, source: str | Path, real_gap: str = "", episodes: int = PUBLISH_EPISODES
+) -> dict[str, Any]:
     """The snapshot's deterministic return on ``episodes`` fresh episodes of the real system.
 
     Picking the best of ~100 training evaluations favours a lucky one (each is only 10
@@ -208,7 +209,10 @@ def publish(
             extra["digest"] = policies.snapshot_digest(task, src_label, source)
             extra["dataset_version"] = version
             policies.save_snapshot(
-                task, label, policies.load_actor(task, src_label, source), extra,
+                task,
+                label,
+                policies.load_actor(task, src_label, source),
+                extra,
                 policy_dir=staging,
             )
     return {

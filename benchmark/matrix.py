@@ -539,9 +539,7 @@ class _Expander:
                     for gap in sims:
                         for real_gap in real_gaps:
                             dsets = (
-                                task_datasets(task, real_gap)
-                                if uses_dataset(regime)
-                                else [None]
+                                task_datasets(task, real_gap) if uses_dataset(regime) else [None]
                             )
                             for dataset in dsets:
                                 cells.append(

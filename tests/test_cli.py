@@ -63,8 +63,10 @@ def test_envs_transfer_measures_the_gap_on_the_shipped_expert():
         (["envs", "describe", "hoper"], "unknown task 'hoper'"),
         (["envs", "describe", "hopper", "--gap", "gravity=-1"], "must be > 0"),
         (["envs", "transfer", "walker2d", "--gap", "frction=0.3"], "unknown gap key 'frction'"),
-        (["envs", "transfer", "walker2d", "--gap", "gravity=2", "--policy", "best"],
-         "no snapshot 'best'"),
+        (
+            ["envs", "transfer", "walker2d", "--gap", "gravity=2", "--policy", "best"],
+            "no snapshot 'best'",
+        ),
         (["run", "--task", "hopper", "--algo", "ppo"], "unknown algorithm 'ppo'"),
         (
             ["run", "--task", "hopper", "--algo", "sac", "--set", "nope=1"],

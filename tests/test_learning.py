@@ -37,9 +37,7 @@ def medium_dataset(tmp_path_factory):
     from gapbench.gap_envs import datasets
 
     root = tmp_path_factory.mktemp("data")
-    did = build(
-        "halfcheetah", "medium", size=100_000, seed=0, data_dir=root, progress=False
-    )
+    did = build("halfcheetah", "medium", size=100_000, seed=0, data_dir=root, progress=False)
     return root, did, datasets.card(did, data_dir=root)
 
 

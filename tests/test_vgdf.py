@@ -269,7 +269,6 @@ def test_the_real_dataset_is_required():
         make().setup(None)
 
 
-
 def test_search_space_is_valid():
     from gapbench.benchmark.tuning import declared_space, parse_space
 

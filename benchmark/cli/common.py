@@ -28,9 +28,7 @@ def fail(message: str) -> typer.Exit:
 #: default: these small updates gain little from more intra-op threads, and with any other
 #: process on the machine OpenMP threads spin against each other (IQL on a busy 2-core
 #: machine: 33 updates/s with 1 thread, 8 with 2).
-Threads = Annotated[
-    int, typer.Option("--threads", min=1, help="torch threads per run (default 1)")
-]
+Threads = Annotated[int, typer.Option("--threads", min=1, help="torch threads per run (default 1)")]
 
 
 def warn_broken_plugins() -> dict[str, str]:
