@@ -20,7 +20,7 @@ $gb envs transfer halfcheetah --gap gravity=2.0 --gap friction=0.3 --episodes 5
 
 echo "== 2/5 the real log =="
 # the log benchmark/configs/demo.yaml learns from (-vN: the shipped policies' version)
-log=results/demo/data/gapbench/halfcheetah/medium-v0
+log=results/demo/data/gapbench/halfcheetah/medium-v1
 if ! $gb datasets info "$log" >/dev/null 2>&1; then
   $gb datasets build --task halfcheetah --quality medium --size 100000 --data-dir results/demo/data
 fi
