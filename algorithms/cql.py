@@ -24,6 +24,7 @@ from gapbench.algorithms.nets import (
     adam,
     soft_update,
     tanh_gaussian_log_prob,
+    uniform_noise,
 )
 from gapbench.algorithms.registry import register
 from gapbench.algorithms.sac import init_actor_critic, sac_policy_terms, sac_td_target
@@ -132,7 +133,7 @@ class CQL(Algorithm):
         their log-probabilities. One actor call serves both policy sets."""
         n = self.config.cql_n_actions
         rows = obs.shape[0] * n
-        rand = torch.empty(rows, self.act_dim, device=obs.device).uniform_(-1.0, 1.0)
+        rand = uniform_noise((rows, self.act_dim), -1.0, 1.0, like=obs)
         both = torch.cat([obs.repeat_interleave(n, 0), next_obs.repeat_interleave(n, 0)])
         act, log_pi = self.actor(both)
         cur, nxt = act.split(rows)
@@ -258,7 +259,7 @@ class CQL(Algorithm):
             loss = loss + out["alpha_prime_loss"]
         for opt in (self.actor_opt, self.critic_opt, self.alpha_opt, self.alpha_prime_opt):
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # a no-op sum here; seeds trained as a batch sum theirs (seeds.py)
         if c.auto_alpha:
             self.alpha_opt.step()
         self.actor_opt.step()

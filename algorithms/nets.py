@@ -12,7 +12,7 @@ import copy
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -289,35 +289,74 @@ class TanhGaussianActor(nn.Module):
         return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
 
 
-Noise = Callable[[Tensor, "torch.Generator | None"], Tensor]  # (like, generator) -> draws
+class Draw(NamedTuple):
+    """One random draw an update makes: standard normal (``"normal"``) or uniform on
+    [low, high) (``"uniform"``), its shape, dtype and device, and its generator (None:
+    torch's global one). :func:`draw` makes it as a single run does."""
+
+    kind: str
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+    generator: torch.Generator | None = None
+    low: float = 0.0
+    high: float = 1.0
+
+
+def draw(d: Draw) -> Tensor:
+    """The draw ``d`` from its generator: the one way a single run and each seed of a batch
+    (algorithms/seeds.py) make it, so both consume their streams alike."""
+    if d.kind == "normal":
+        return torch.randn(d.shape, generator=d.generator, dtype=d.dtype, device=d.device)
+    if d.kind == "uniform":
+        out = torch.empty(d.shape, dtype=d.dtype, device=d.device)
+        return out.uniform_(d.low, d.high, generator=d.generator)
+    raise ValueError(f"unknown kind of random draw {d.kind!r} (normal, uniform)")
+
+
+Noise = Callable[[Draw], Tensor]  # a draw's description -> its values
 
 
 class _SeedBatching(threading.local):
     """This thread's seed-batching state (algorithms/seeds.py); default: none."""
 
     batched = False  # inside a vmap over seeds: ensemble layers fold seeds into members
-    supply: Noise | None = None  # each seed's own Gaussian draws
+    supply: Noise | None = None  # each seed's own draws
 
 
 _SEEDS = _SeedBatching()
+
+
+def _random(d: Draw) -> Tensor:
+    supply = _SEEDS.supply
+    return draw(d) if supply is None else supply(d)
 
 
 def gaussian_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Standard normal noise shaped like ``like``, from ``generator`` (default: torch's global
     one), unless a batch of seeds (algorithms/seeds.py) supplies each seed's own draws from
     its own stream (its global one, or its copy of ``generator``)."""
-    supply = _SEEDS.supply
-    if supply is not None:
-        return supply(like, generator)
-    if generator is None:
-        return torch.randn_like(like)
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return _random(Draw("normal", like.shape, like.dtype, like.device, generator))
+
+
+def uniform_noise(
+    shape: Sequence[int],
+    low: float,
+    high: float,
+    like: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Uniform draws on [low, high) of ``shape`` (dtype and device of ``like``), from
+    ``generator`` (default: torch's global one); under a batch of seeds, each seed's own, as
+    :func:`gaussian_noise`."""
+    shape = torch.Size(shape)
+    return _random(Draw("uniform", shape, like.dtype, like.device, generator, low, high))
 
 
 @contextlib.contextmanager
 def seed_batched(supply: Noise) -> Iterator[None]:
     """In this thread, for the duration: the code runs under a vmap over seeds, and
-    :func:`gaussian_noise` comes from ``supply``."""
+    :func:`gaussian_noise` and :func:`uniform_noise` come from ``supply``."""
     previous = _SEEDS.batched, _SEEDS.supply
     _SEEDS.batched, _SEEDS.supply = True, supply
     try:

@@ -24,17 +24,21 @@ Where the seed dimension lives (the algorithm file still reads as single-seed co
   runs once for all seeds: the per-seed losses come back as a (K,) tensor whose sum's
   gradient is each seed's own gradient (the seeds share no parameters).
 * **Random streams**: replay sampling uses each seed's own buffer and generator
-  (:class:`StackedBuffers`). The policy's Gaussian noise, which a single run draws from
-  torch's global generator, is drawn before the vmapped call for each seed from that
-  seed's own copy of the global generator state (:class:`SeedRNG`), in the order and
-  shapes the single-seed update draws it (found once by a probe), and handed in through
+  (:class:`StackedBuffers`). The random numbers the update's parameter code draws through
+  :func:`~gapbench.algorithms.nets.gaussian_noise` (the policy's noise) or
+  :func:`~gapbench.algorithms.nets.uniform_noise` (CQL's random actions), which a single
+  run draws from torch's global generator, are drawn before the vmapped call for each
+  seed from that seed's own copy of the global generator state (:class:`SeedRNG`), in the
+  order, kinds and shapes the single-seed update draws them (found once by a probe), by
+  the same :func:`~gapbench.algorithms.nets.draw`, and handed in through
   :func:`~gapbench.algorithms.nets.seed_batched`. An algorithm's own generators
   (:class:`~gapbench.algorithms.nets.SeededGenerator`, H2O's classifier stream) stay per
   seed: each member keeps its own, and the noise or replay batches the single-seed code
   draws from the template's generator are drawn from each member's instead. Any other
   draw from the global generator, or from the template's own generators, inside the update
   fails loudly (vmap's ``randomness="error"``, and a check that those generators are
-  untouched after each block).
+  untouched after each block). A new random draw in an algorithm goes through those two
+  functions (or a new kind of :class:`~gapbench.algorithms.nets.Draw`).
 * **Parameter methods of parts**: a dotted name in :data:`PURE_METHODS`
   (``"classifiers.loss"``) vmaps a method of one of the algorithm's modules, so a shared
   part's own ``update`` (the domain classifiers' step) runs batched unchanged.
@@ -59,7 +63,7 @@ from torch.utils._pytree import tree_map
 
 from gapbench.algorithms.base import Algorithm, accumulate
 from gapbench.algorithms.buffer import Batch, TensorBuffer
-from gapbench.algorithms.nets import SeededGenerator, seed_batched
+from gapbench.algorithms.nets import Draw, SeededGenerator, draw, seed_batched
 
 #: Algorithms whose batched seeds are tested equal to separate runs (tests/test_seeds.py),
 #: each with the methods its ``update`` calls that compute with parameters: they run under
@@ -69,11 +73,10 @@ PURE_METHODS: dict[str, tuple[str, ...]] = {
     "iql": ("target_q", "value_loss", "v", "actor_critic_losses"),
     "darc": ("critic_terms", "policy_terms", "temperature_loss", "classifiers.loss"),
     "h2o": ("dynamics_terms", "losses", "disc.loss"),
+    "cql": ("losses",),
 }
-# Not listed (they train seed by seed): CQL, whose update also draws uniform random actions
-# from the global generator (a draw the batch does not supply per seed yet) and whose
-# products are already B x (1 + 3 n) rows tall, so batching seeds pays least there; and
-# BC, TD3+BC, PAR and VGDF, whose batched paths are not written or tested yet.
+# Not listed (they train seed by seed): BC, TD3+BC, PAR and VGDF, whose batched paths are
+# not written or tested yet.
 BATCHABLE = frozenset(PURE_METHODS)
 
 
@@ -232,7 +235,7 @@ class SeedBatch:
                                 setattr(sub, name, opt)
         self._opt_keys = [k for k, v in comps[0].items() if isinstance(v, torch.optim.Optimizer)]
         self._holder = _Holder(self.template, modules)
-        self._noise_shapes: dict[str, list[torch.Size]] = {}
+        self._noise_shapes: dict[str, list[_Kind]] = {}
         self._inside = False  # within a vmapped method
         for name in PURE_METHODS[cls.name]:  # vmapped over seeds; update() is unchanged
             owner_name, _, method = name.rpartition(".")
@@ -327,19 +330,20 @@ class SeedBatch:
 
         return call
 
-    def _probe(self, method, owner, args: tuple, kwargs: dict, dims: tuple) -> list[tuple]:
-        """The Gaussian noise one seed's call draws, in order: (shape, dtype, id of the
-        generator or None for the global one)."""
-        shapes: list[tuple] = []
+    def _probe(self, method, owner, args: tuple, kwargs: dict, dims: tuple) -> list[_Kind]:
+        """The random draws (nets.gaussian_noise, nets.uniform_noise) one seed's call makes,
+        in order, each as its description with the id of its generator (None: the global
+        one) in place of the generator."""
+        shapes: list[_Kind] = []
 
-        def record(like: Tensor, generator: torch.Generator | None) -> Tensor:
-            if generator is not None and id(generator) not in self._generators:
+        def record(d: Draw) -> Tensor:
+            if d.generator is not None and id(d.generator) not in self._generators:
                 raise RuntimeError(
                     "the update draws from a generator that is not one of the algorithm's "
                     "SeededGenerator parts: its seeds cannot be batched exactly"
                 )
-            shapes.append((like.shape, like.dtype, None if generator is None else id(generator)))
-            return torch.zeros_like(like)
+            shapes.append(_kind(d))
+            return torch.zeros(d.shape, dtype=d.dtype, device=d.device)
 
         def one(params, free, args, kwargs):
             with seed_batched(record):
@@ -355,18 +359,16 @@ class SeedBatch:
             self._inside = False
         return shapes
 
-    def _draw_noise(self, shapes: list[tuple]) -> list[Tensor]:
+    def _draw_noise(self, shapes: list[_Kind]) -> list[Tensor]:
         if not shapes:
             return []
         per_seed = []
         for k in range(self.k):
             draws = []
-            with self.rng.use(k):  # as the single run draws them (nets.gaussian_noise)
-                for shape, dtype, gen in shapes:
-                    generator = None if gen is None else self._generators[gen][k]
-                    draws.append(
-                        torch.randn(shape, generator=generator, dtype=dtype, device=self.device)
-                    )
+            with self.rng.use(k):  # as the single run draws them (nets.draw)
+                for kind in shapes:
+                    gen = None if kind.generator is None else self._generators[kind.generator][k]
+                    draws.append(draw(kind._replace(device=self.device, generator=gen)))
             per_seed.append(draws)
         return [torch.stack(draws) for draws in zip(*per_seed, strict=True)]
 
@@ -427,25 +429,32 @@ class SeedBatch:
         return copy.deepcopy(state)
 
 
-class _Supply:
-    """Hands out pre-drawn noise in order, checking each shape (inside vmap: per seed)."""
+_Kind = Draw  # a draw's description with id(generator) (or None) in place of the generator
 
-    def __init__(self, noise: Sequence[Tensor], kinds: Sequence[tuple]):
+
+def _kind(d: Draw) -> _Kind:
+    return d._replace(generator=None if d.generator is None else id(d.generator))
+
+
+class _Supply:
+    """Hands out pre-drawn noise in order, checking each draw's kind (inside vmap: per
+    seed)."""
+
+    def __init__(self, noise: Sequence[Tensor], kinds: Sequence[_Kind]):
         self.noise, self.kinds, self.used = list(noise), list(kinds), 0
 
-    def __call__(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
-        kind = (like.shape, like.dtype, None if generator is None else id(generator))
-        if self.used >= len(self.noise) or self.kinds[self.used] != kind:
+    def __call__(self, d: Draw) -> Tensor:
+        if self.used >= len(self.noise) or self.kinds[self.used] != _kind(d):
             raise RuntimeError(
-                "the update drew Gaussian noise in other shapes or order than its first "
-                "update did: its seeds cannot be batched exactly"
+                "the update drew random numbers in other kinds, shapes or order than its "
+                "first update did: its seeds cannot be batched exactly"
             )
         self.used += 1
         return self.noise[self.used - 1]
 
     def check_used(self) -> None:
         if self.used != len(self.noise):
-            raise RuntimeError("the update drew less Gaussian noise than its first update did")
+            raise RuntimeError("the update drew fewer random numbers than its first update did")
 
 
 def _differing_state(members: Sequence[Algorithm]) -> str | None:

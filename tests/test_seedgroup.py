@@ -112,8 +112,9 @@ def test_what_cannot_be_batched_runs_seed_by_seed(tmp_path, caplog):
     assert [s["status"] for s in out] == ["ok", "ok"] and "seed_group" not in out[1]
 
 
-def test_an_offline_group_writes_each_seeds_separate_record(tmp_path, monkeypatch):
-    """IQL: the seeds share one copy of the dataset, each sampling it with its own
+@pytest.mark.parametrize("algo", ["iql", "cql"])
+def test_an_offline_group_writes_each_seeds_separate_record(tmp_path, monkeypatch, algo):
+    """IQL, CQL: the seeds share one copy of the dataset, each sampling it with its own
     generator, as its separate run does."""
     from gapbench.benchmark import datasets_build
 
@@ -121,7 +122,7 @@ def test_an_offline_group_writes_each_seeds_separate_record(tmp_path, monkeypatc
     did = datasets_build.build("hopper", "random", size=400, seed=1, data_dir=data, progress=False)
     monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
     budget = Budget(updates=30, eval_every=15, eval_episodes=1)
-    spec = RunSpec(task="hopper", algorithm="iql", dataset=did, hparams=TINY, budget=budget)
+    spec = RunSpec(task="hopper", algorithm=algo, dataset=did, hparams=TINY, budget=budget)
     specs = seed_specs(spec, [0, 1])
     grouped = run_group(specs, tmp_path / "group")
     for spec in specs:

@@ -29,6 +29,8 @@ SMALLER = {  # the hybrid methods' own batch and classifier sizes
         "disc_batch_size": 64,
         "disc_hidden": (64, 64),
     },
+    # CQL's critics already see B (1 + 3 n) rows per update: smaller nets and batch keep it fast
+    "cql": {"hidden": (32, 32), "batch_size": 32},
 }
 UPDATES = 300
 
@@ -196,12 +198,12 @@ def test_exploration_noise_comes_from_each_seeds_stream():
 
 
 def test_only_tested_algorithms_batch():
-    assert batchable(algorithms.get("sac")) is batchable(algorithms.get("iql")) is None
+    assert batchable(algorithms.get("sac")) is batchable(algorithms.get("cql")) is None
     for name in algorithms.names():
         if name not in BATCHABLE:
             assert "no seed-batched path" in batchable(algorithms.get(name))
     with pytest.raises(ValueError, match="no seed-batched path"):
-        SeedBatch([algorithms.get("cql")(OBS, ACT)], [SeedRNG.capture(torch.device("cpu"))])
+        SeedBatch([algorithms.get("td3bc")(OBS, ACT)], [SeedRNG.capture(torch.device("cpu"))])
 
 
 def test_an_update_that_draws_from_the_global_generator_fails_loudly(monkeypatch):
@@ -295,3 +297,57 @@ def test_batched_h2o_equals_separate_runs():
     for k, (algo, _) in enumerate(separate):  # each seed's classifier stream where its run's is
         mine = batch.member_state_dict(k)["disc_rng"]
         assert torch.equal(mine["_extra_state"]["state"], algo.disc_rng.generator.get_state())
+
+
+CQL_VARIANTS = {
+    "default": ({}, 200),
+    # every other path of the step: the Lagrange dual on alpha' (its own free parameter
+    # and optimizer), the max-target backup (n policy actions at s'), the BC warm start
+    # gated on the shared step counter, clipping, no importance sampling, 3 critics
+    "options": (
+        {
+            "cql_lagrange": True,
+            "cql_max_target_backup": True,
+            "bc_steps": 30,
+            "cql_clip_diff_min": -2.0,
+            "cql_clip_diff_max": 50.0,
+            "cql_importance_sample": False,
+            "backup_entropy": True,
+            "auto_alpha": False,
+            "n_critics": 3,
+        },
+        100,
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(CQL_VARIANTS))
+def test_batched_cql_equals_separate_runs(variant):
+    """CQL (offline): the uniform random actions of the conservative term come from each
+    seed's global stream (nets.uniform_noise), interleaved with the policy's Gaussian noise
+    in the order a separate run draws them."""
+    overrides, n = CQL_VARIANTS[variant]
+    separate, batch = _assert_batched_equals_separate(
+        "cql", [0, 3], overrides, n, ("actor", "critic", "target_critic")
+    )
+    for k, (algo, _) in enumerate(separate):
+        member = batch.members[k]
+        got, want = member.log_alpha_prime.item(), algo.log_alpha_prime.item()
+        assert got == pytest.approx(want, abs=3e-3)
+        if overrides.get("cql_lagrange"):  # alpha' moved, seed by seed
+            assert abs(want - 1.0) > 1e-3
+        assert batch.member_state_dict(k)["steps"] == algo.state_dict()["steps"]
+
+
+def test_the_draw_hooks_draw_as_plain_torch_does():
+    """Outside a batch, nets.gaussian_noise and nets.uniform_noise are the plain torch draws
+    (a single run's numbers do not depend on going through them)."""
+    from gapbench.algorithms.nets import gaussian_noise, uniform_noise
+
+    like = torch.zeros(4, 2)
+    torch.manual_seed(7)
+    want = [torch.empty(5, 3).uniform_(-1.0, 1.0), torch.randn_like(like)]
+    torch.manual_seed(7)
+    got = [uniform_noise((5, 3), -1.0, 1.0, like=like), gaussian_noise(like)]
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)

@@ -88,7 +88,7 @@ expand to more than max_runs (default 10000) is refused, so a typo such as
 seeds: 100000000 is one clear error.
 
 Seed groups (local executor; by default for runs on a GPU only): the seeds of one spec
-whose algorithm has a seed-batched path (sac, iql, darc, h2o) train as one batched group in
+whose algorithm has a seed-batched path (sac, iql, cql, darc, h2o) train as one batched group in
 one worker, each seed writing the record its separate run writes (plus seed_group); seeds
 with partial state at different updates run separately. On one CPU thread batching broke
 even at about 4 seeds and cost 10-20% at 2 (README, Performance), and a group holds one
