@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -87,10 +87,26 @@ def resolved_record(spec: RunSpec) -> dict[str, Any]:
         # the content of the data it learns from (a replaced dataset makes the record stale)
         "dataset_sha256": records.dataset_sha256(spec.dataset) if spec.dataset else None,
         "gapbench_version": pkg_version,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def write_spec(run_dir: Path, spec: RunSpec) -> None:
+    """spec.json. A run resuming from its checkpoint keeps the commit it started at; the
+    commit of each resume goes in the summary's ``resumed`` list (:func:`resume_entry`)."""
+    record = resolved_record(spec)
+    path = run_dir / records.SPEC
+    if (run_dir / records.CHECKPOINT).exists() and path.exists():
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # unreadable: keep ours
+            record["git_commit"] = records.read_json(path).get("git_commit")
+    records.write_json(path, record)
+
+
+def resume_entry(update: int, exact: bool) -> dict[str, Any]:
+    """One entry of a summary's ``resumed`` list: where, whether exactly, with which code."""
+    return {"update": update, "exact": exact, "git_commit": git_commit()}
 
 
 def dataset_buffer(data, device: str | torch.device = "cpu", seed: int = 0) -> TensorBuffer:
@@ -197,7 +213,7 @@ def run(
     if records.is_complete(run_dir):
         return records.read_json(run_dir / records.SUMMARY)
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_json(run_dir / records.SPEC, resolved_record(spec))
+    write_spec(run_dir, spec)
     start = time.perf_counter()
     try:
         board = tensorboard or os.environ.get(TENSORBOARD_ENV) or None
@@ -295,7 +311,7 @@ def _train(
         records.set_numpy_rng_state(state["numpy_rng"])
         curve, done_updates = state["curve"], state["updates"]
         resumes = state.get("resumes", [])
-        resumes.append({"update": done_updates, "exact": exact})
+        resumes.append(resume_entry(done_updates, exact))
         start -= state["wall_time_s"]
         log.info("resumed %s at update %d", spec.run_id, done_updates)
 

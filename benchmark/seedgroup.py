@@ -97,7 +97,7 @@ def run_group(
     group = [specs[i] for i in todo]
     for spec, d in zip(group, (dirs[i] for i in todo), strict=True):
         d.mkdir(parents=True, exist_ok=True)
-        records.write_json(d / records.SPEC, h.resolved_record(spec))
+        h.write_spec(d, spec)
     start = time.perf_counter()
     try:
         summaries = _train_group(group, [dirs[i] for i in todo], progress, start)
@@ -205,7 +205,7 @@ def _build(spec: RunSpec, run_dir: Path, start: float, shared: dict[str, TensorB
             seed.dataset.generator.set_state(state["dataset_rng"])
         rng = (state["torch_rng"], rng[1])
         seed.curve, updates = state["curve"], state["updates"]
-        seed.resumes = [*state.get("resumes", []), {"update": updates, "exact": exact}]
+        seed.resumes = [*state.get("resumes", []), h.resume_entry(updates, exact)]
         seed.start -= state["wall_time_s"]
         log.info("resumed %s at update %d (in a seed group)", spec.run_id, updates)
     return seed, algo, rng, updates

@@ -153,7 +153,7 @@ def test_an_offline_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one
     from support.resume import run_interrupted
 
     from gapbench.benchmark import datasets_build, records
-    from gapbench.benchmark.harness import run
+    from gapbench.benchmark.harness import git_commit, run
     from gapbench.benchmark.spec import Budget, RunSpec
 
     data = tmp_path / "data"
@@ -166,7 +166,7 @@ def test_an_offline_run_resumed_from_its_checkpoint_equals_the_uninterrupted_one
     assert whole["status"] == "ok", whole
     run_interrupted(s, tmp_path / "cut", at_step=30)
     resumed = run(s, tmp_path / "cut", progress=False)
-    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    assert resumed["resumed"] == [{"update": 20, "exact": True, "git_commit": git_commit()}]
     run_id = s.resolved().run_id
 
     def curve(root):

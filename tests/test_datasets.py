@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gapbench import gap_envs
 from gapbench.algorithms.nets import TanhGaussianActor
 from gapbench.benchmark import datasets_build as dsb
-from gapbench.benchmark import policies
+from gapbench.benchmark import harness, policies
 from gapbench.benchmark.cli.datasets import app
 from gapbench.benchmark.harness import dataset_buffer
 from gapbench.gap_envs import datasets as ds
@@ -719,7 +719,7 @@ def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, mon
         train(tmp_path / "cut")
     monkeypatch.setattr(policies, "save_snapshot", original)
     resumed = train(tmp_path / "cut")
-    assert resumed["resumed"] == [{"update": 10, "exact": True}]
+    assert resumed["resumed"] == [{"update": 10, "exact": True, "git_commit": harness.git_commit()}]
     run_id = whole["run_id"]
 
     def rows(root):

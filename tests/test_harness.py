@@ -14,7 +14,7 @@ from support.resume import run_interrupted
 from gapbench import algorithms
 from gapbench.benchmark import records
 from gapbench.benchmark.evaluation import evaluate, evaluate_sequential, make_eval_env
-from gapbench.benchmark.harness import run
+from gapbench.benchmark.harness import git_commit, run
 from gapbench.benchmark.spec import Budget, RunSpec, SpecError, algorithm_config
 
 TINY = Budget(updates=20, eval_every=10, eval_episodes=2, warmup_steps=50)
@@ -183,8 +183,12 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, regime):
     assert state["updates"] == 20 and "replay" not in state
     logged = sorted(p.name for p in (run_dir / records.ACTIONS).iterdir())
     assert logged == ["0000000000.npy", "0000000040.npy"]  # warm-up + 10 steps, then 10 more
+    started = records.read_json(run_dir / records.SPEC)
+    records.write_json(run_dir / records.SPEC, {**started, "git_commit": "started-at"})
     resumed = run(s, tmp_path / "cut", progress=False)
-    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    # the spec keeps the commit the run started at; the resume names its own
+    assert resumed["resumed"] == [{"update": 20, "exact": True, "git_commit": git_commit()}]
+    assert records.read_json(run_dir / records.SPEC)["git_commit"] == "started-at"
     assert _curve_without_time(run_dir) == _curve_without_time(tmp_path / "whole" / s.run_id)
     assert resumed["final_return"] == whole["final_return"]
     assert not (run_dir / records.ACTIONS).exists()  # resume state goes with completion
@@ -228,7 +232,7 @@ def test_a_resumed_hybrid_run_equals_the_uninterrupted_one(tmp_path, monkeypatch
         resumed = run(s, tmp_path / "cut", progress=False)
     finally:
         torch.set_num_threads(threads)
-    assert resumed["resumed"] == [{"update": 20, "exact": True}]
+    assert resumed["resumed"] == [{"update": 20, "exact": True, "git_commit": git_commit()}]
     run_id = s.resolved().run_id
     assert _curve_without_time(tmp_path / "cut" / run_id) == _curve_without_time(
         tmp_path / "whole" / run_id

@@ -84,7 +84,7 @@ def test_an_interrupted_group_resumes_as_a_group(tmp_path, monkeypatch):
     monkeypatch.setattr(SeedBatch, "update_many", update_many)
     resumed = run_group(specs, tmp_path / "cut")
     for spec, a, b in zip(specs, whole, resumed, strict=True):
-        assert b["resumed"] == [{"update": 20, "exact": True}]
+        assert b["resumed"] == [{"update": 20, "exact": True, "git_commit": harness.git_commit()}]
         assert a["final_return"] == b["final_return"]
         rows_a = _curve(tmp_path / "whole" / spec.run_id / "curve.csv")
         rows_b = _curve(tmp_path / "cut" / spec.run_id / "curve.csv")
@@ -177,7 +177,8 @@ def test_a_hybrid_group_writes_and_resumes_each_seeds_separate_record(tmp_path, 
         harness.run(spec, tmp_path / "alone")
     for spec, summary in zip(specs, grouped, strict=True):
         assert summary["status"] == "ok" and summary["seed_group"] == [0, 1]
-        assert summary["resumed"] == [{"update": 15, "exact": True}]
+        resumed = {"update": 15, "exact": True, "git_commit": harness.git_commit()}
+        assert summary["resumed"] == [resumed]
         rows = _curve(tmp_path / "group" / spec.run_id / "curve.csv")
         rows_alone = _curve(tmp_path / "alone" / spec.run_id / "curve.csv")
         assert [r["step"] for r in rows] == [r["step"] for r in rows_alone] == [15, 30]
@@ -333,7 +334,7 @@ def test_a_seed_with_partial_state_of_its_own_is_not_grouped(tmp_path):
         steps = [row["step"] for row in _curve(tmp_path / "out" / r.run_id / "curve.csv")]
         assert steps == [20, 40, 60]
     resumed = records.read_json(tmp_path / "out" / first.run_id / records.SUMMARY)["resumed"]
-    assert resumed == [{"update": 20, "exact": True}]
+    assert resumed == [{"update": 20, "exact": True, "git_commit": harness.git_commit()}]
 
 
 def test_a_killed_grouped_matrix_resumes_without_duplicates(tmp_path):
