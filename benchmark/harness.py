@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def git_commit() -> str | None:
+def _read_git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -67,6 +67,16 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# Read once, when the code is imported: a matrix process runs for hours while the
+# checkout's HEAD moves on, and its records must name the code it runs.
+_GIT_COMMIT = _read_git_commit()
+
+
+def git_commit() -> str | None:
+    """The commit of the code this process runs (its checkout's HEAD when imported)."""
+    return _GIT_COMMIT
 
 
 def resolved_record(spec: RunSpec) -> dict[str, Any]:
