@@ -162,7 +162,7 @@ def load(
             raise MatrixError([str(err)], where) from None
         except yaml.YAMLError as err:
             # the usual slip: an unquoted "{task}" inside a [flow, list]
-            hint = '; quote values that hold { }, e.g. ["gapbench/{task}/medium-v0"]'
+            hint = '; quote values that hold { }, e.g. ["gapbench/{task}/medium-v{version}"]'
             hint = hint if "'{'" in str(err) else ""
             raise MatrixError([f"invalid YAML: {err}{hint}"], where) from None
         if not isinstance(data, Mapping):
@@ -241,9 +241,15 @@ def dataset_problems(matrix: Matrix) -> list[str]:
 
 
 def fill_dataset(template: str, task: str, real_gap: str = "") -> str:
-    """Substitute ``{task}`` (the task) and ``{real}`` (the task plus the real gap's slug,
-    as in gapbench dataset ids: ``halfcheetah`` or ``halfcheetah-gravity_2``)."""
+    """Substitute ``{task}`` (the task), ``{real}`` (the task plus the real gap's slug,
+    as in gapbench dataset ids: ``halfcheetah`` or ``halfcheetah-gravity_2``) and
+    ``{version}`` (the ``dataset_version`` of the task's shipped behaviour policies: the
+    datasets ``gapbench datasets build`` makes now, whatever each task's version is)."""
     dataset = template.replace("{task}", task)
+    if "{version}" in dataset:
+        from gapbench.benchmark.policies import dataset_version
+
+        dataset = dataset.replace("{version}", str(dataset_version(task)))
     if "{real}" in dataset:
         from gapbench.gap_envs.datasets import gap_slug
 

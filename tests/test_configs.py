@@ -71,6 +71,21 @@ def test_reference_matrix_is_its_two_cells_with_every_method():
     assert budgets == {(label, 50_000 if label == "cql" else 100_000) for label in labels(m)}
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_name_the_datasets_the_shipped_policies_build(name):
+    """A gapbench id of an older version can no longer be built (its policies are gone):
+    every shipped matrix names the -vN of each task's published policies ({version})."""
+    from gapbench.benchmark.policies import dataset_version
+
+    m = matrix.load(CONFIGS / name, check_datasets=False)
+    ids = {r.spec.dataset for r in m.runs if r.spec.dataset}
+    for did in ids:
+        parts = did.removeprefix("results/demo/data/").split("/")
+        if parts[0] == "gapbench":
+            task, version = parts[1], int(parts[2].rsplit("-v", 1)[1])
+            assert version == dataset_version(task), did
+
+
 def test_demo_live_part_is_the_offline_anchors_on_the_shipped_medium_log():
     from gapbench.benchmark.policies import dataset_version
 

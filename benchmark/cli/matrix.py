@@ -61,11 +61,13 @@ otherwise) and is crossed only with the axes that regime uses:
 Offline and oracle runs have no sim gap, online and oracle runs no dataset. A label's budget
 overrides fields of the file's budget, its hparams the algorithm's defaults.
 
-Datasets: "{task}" is replaced by each task and "{real}" by the task plus the real gap's
-slug, as gapbench names data gathered on a shifted real system (gapbench/{real}/medium-v0 is
-gapbench/hopper-mass_1p5/medium-v0 for real gap mass=1.5, gapbench/hopper/medium-v0 for the
-nominal one). A gapbench/TASK... dataset pairs only with its own task, so a list can also
-name one dataset per task.
+Datasets: "{task}" is replaced by each task, "{real}" by the task plus the real gap's
+slug, as gapbench names data gathered on a shifted real system (gapbench/{real}/medium-v1 is
+gapbench/hopper-mass_1p5/medium-v1 for real gap mass=1.5, gapbench/hopper/medium-v1 for the
+nominal one), and "{version}" by the dataset version of the task's shipped behaviour
+policies (gapbench/{task}/medium-v{version}: the data `gapbench datasets build` makes now,
+whatever each task's version). A gapbench/TASK... dataset pairs only with its own task, so
+a list can also name one dataset per task.
 
 exclude drops every expanded run whose fields all match a rule; a rule's keys are any of
 task, gap (or sim_gap), real_gap, dataset, algorithm (the label, i.e. the key under
