@@ -86,7 +86,7 @@ def test_shipped_configs_name_the_datasets_the_shipped_policies_build(name):
             assert version == dataset_version(task), did
 
 
-def test_demo_live_part_is_the_offline_anchors_on_the_shipped_medium_log():
+def test_demo_live_part_is_the_offline_anchors_on_the_shipped_medium_replay_log():
     from gapbench.benchmark.policies import dataset_version
 
     m = matrix.load(CONFIGS / "demo.yaml", check_datasets=False)
@@ -94,11 +94,12 @@ def test_demo_live_part_is_the_offline_anchors_on_the_shipped_medium_log():
     assert {r.spec.resolved().regime for r in m.runs} == {"offline"}
     # the log scripts/demo.sh builds into its own folder (never the user's 1M dataset), of
     # the version the shipped halfcheetah policies build: a new publication moves the demo
-    log = f"results/demo/data/gapbench/halfcheetah/medium-v{dataset_version('halfcheetah')}"
+    v = dataset_version("halfcheetah")
+    log = f"results/demo/data/gapbench/halfcheetah/medium-replay-v{v}"
     assert {r.spec.dataset for r in m.runs} == {log}
     demo = (CONFIGS.parents[1] / "scripts" / "demo.sh").read_text()
     assert f"log={log}\n" in demo
-    assert "--quality medium --size 100000 --data-dir results/demo/data" in demo
+    assert "--quality medium-replay --size 100000 --data-dir results/demo/data" in demo
 
 
 def test_smoke_matrix_runs_through_the_cli(tmp_path):
