@@ -253,13 +253,15 @@ def test_same_step_autoreset_is_handled(tmp_path, monkeypatch):
 
 
 def test_real_gap_is_in_the_id_and_the_card(tmp_path):
+    # -vN: the version of each task's shipped behaviour policies
+    hc, hop = policies.dataset_version("halfcheetah"), policies.dataset_version("hopper")
     assert dsb.dataset_id("halfcheetah", "medium", "gravity=2.0,friction=0.3") == (
-        "gapbench/halfcheetah-gravity_2-friction_0p3/medium-v0"
+        f"gapbench/halfcheetah-gravity_2-friction_0p3/medium-v{hc}"
     )
     assert dsb.dataset_id("hopper", "random", "mass.torso=1.5") == (
-        "gapbench/hopper-mass_torso_1p5/random-v0"
+        f"gapbench/hopper-mass_torso_1p5/random-v{hop}"
     )
-    assert dsb.dataset_id("hopper", "random", "") == "gapbench/hopper/random-v0"
+    assert dsb.dataset_id("hopper", "random", "") == f"gapbench/hopper/random-v{hop}"
     assert ds.parse_id("gapbench/halfcheetah-gravity_2-friction_0p3/medium-replay-v0") == {
         "task": "halfcheetah",
         "gap_slug": "gravity_2-friction_0p3",
@@ -270,7 +272,7 @@ def test_real_gap_is_in_the_id_and_the_card(tmp_path):
     assert ds.parse_id("mujoco/hopper/medium-v0") is None
     kw = {"size": 300, "seed": 0, "data_dir": tmp_path, "num_envs": 1, "progress": False}
     did = dsb.build("halfcheetah", "random", real_gap="gravity=2.0", **kw)
-    assert did == "gapbench/halfcheetah-gravity_2/random-v0"
+    assert did == f"gapbench/halfcheetah-gravity_2/random-v{hc}"
     info = ds.card(did, data_dir=tmp_path)
     assert info["real_gap"] == "gravity=2.0"
     assert "--real-gap gravity=2.0" in info["command"]
