@@ -131,6 +131,28 @@ def test_dynamics_loss_equals_its_formula():
     torch.testing.assert_close(mse, ((mean - target) ** 2).mean((1, 2)).detach())
 
 
+def test_dynamics_loss_gradient_equals_autograds_through_the_formula():
+    """The weight decay's gradient is written out (dynamics._WeightDecay): bit for bit the
+    gradient autograd takes through d * W.pow(2).sum() / 2."""
+    torch.manual_seed(0)
+    model = EnsembleDynamics(OBS, ACT, n=3, hidden=(16, 16), weight_decay=(1e-4, 5e-5, 2e-3))
+    obs, act, target = torch.randn(3, 8, OBS), torch.randn(3, 8, ACT), torch.randn(3, 8, 1 + OBS)
+    loss, _ = model.loss(obs, act, target)
+    loss.backward()
+    written = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    mean, logvar = model(obs, act)
+    sq = (mean - target).pow(2)
+    nll = (sq * torch.exp(-logvar)).mean((1, 2)) + logvar.mean((1, 2))
+    decay = sum(
+        d * layer.weight.pow(2).sum() / 2.0
+        for d, layer in zip(model.weight_decay, model.layers, strict=True)
+    )
+    assert torch.equal(loss, nll.sum() + decay)
+    (nll.sum() + decay).backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(written, model.parameters(), strict=True))
+
+
 def test_log_variance_is_soft_bounded():
     model = EnsembleDynamics(OBS, ACT, n=2, hidden=(8,), weight_decay=(0.0, 0.0))
     with torch.no_grad():
