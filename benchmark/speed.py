@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
 import sys
 import time
 from collections.abc import Iterator
@@ -246,16 +247,20 @@ def seed_batch_rows(
     device: str = "cpu",
     task: str = "halfcheetah",
     rounds: int = 3,
+    ready: Any = None,
 ) -> list[dict[str, Any]]:
     """Seed-updates/s of K seeds trained as one batch, for each K in ``ks``, side by side
     with one seed's ordinary update and the matmul throughput: ``rounds`` rounds, each
     timing every configuration for ``seconds / rounds``, medians reported, so that all
     figures see the same load (on a shared machine the load changes from minute to
     minute). The FLOP bound per seed-update is the single update's (the batch does the
-    same products, K times taller)."""
+    same products, K times taller). ``ready`` (if given) is called once the workloads are
+    built, before any timing: processes timed side by side wait there for each other."""
     plain, plain_buffers = make_workload(name, task, device, n=10_000)
     batches = {k: make_seed_batch(name, k, task, device, n=10_000) for k in ks}
     slot = seconds / rounds
+    if ready is not None:
+        ready()
 
     def timed(step: Any, per_call: int) -> float:
         step()  # warm (and the batch's first call probes its noise shapes)
@@ -292,3 +297,73 @@ def seed_batch_rows(
         }
         for k in ks
     ]
+
+
+def _seed_batch_process(args: tuple, barrier: Any, results: Any) -> None:
+    name, ks, seconds, device, task, threads = args
+    torch.set_num_threads(threads)
+    # a sibling that dies while building breaks the barrier instead of hanging the rest
+    rows = seed_batch_rows(name, ks, seconds, device, task, ready=lambda: barrier.wait(600))
+    results.put(rows)
+
+
+def parallel_seed_batch_rows(
+    name: str,
+    ks: list[int],
+    seconds: float,
+    processes: int,
+    threads: int = 1,
+    device: str = "cpu",
+    task: str = "halfcheetah",
+) -> list[dict[str, Any]]:
+    """:func:`seed_batch_rows` in ``processes`` processes at once (``threads`` torch threads
+    each), started together, with their rates summed: what the machine delivers when its
+    cores are shared out that way. The single-seed column is then ``processes`` separate
+    runs side by side (more separate runs than cores only share them out further), and the
+    bound is the summed matmul throughput over the update's FLOPs."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    args = (name, ks, seconds, device, task, threads)
+    procs = [
+        ctx.Process(target=_seed_batch_process, args=(args, barrier, results))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    per_process: list[list[dict[str, Any]]] = []
+    while len(per_process) < processes:
+        try:
+            per_process.append(results.get(timeout=5))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(
+                    f"a timing process for {name} failed (see its error above)"
+                ) from None
+    for p in procs:
+        p.join()
+    flops = update_flops(name, task, device)
+    rows = []
+    for parts in zip(*per_process, strict=True):
+        seed_rate = sum(r["seed_updates_per_s"] for r in parts)
+        single_rate = sum(r["single_updates_per_s"] for r in parts)
+        matmul = sum(r["matmul_gflop_per_s"] for r in parts) * 1e9
+        bound = matmul / flops
+        rows.append(
+            {
+                **parts[0],
+                "seed_updates_per_s": seed_rate,
+                "single_updates_per_s": single_rate,
+                "speedup": seed_rate / single_rate,
+                "flop_bound_updates_per_s": bound,
+                "fraction_of_bound": seed_rate / bound,
+                "single_fraction_of_bound": single_rate / bound,
+                "matmul_gflop_per_s": matmul / 1e9,
+                "threads": threads,
+                "processes": processes,
+            }
+        )
+    return rows

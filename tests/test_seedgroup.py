@@ -212,6 +212,23 @@ def test_the_cli_trains_seeds_as_one_batch(tmp_path):
     assert [(r["algo"], r["seeds"]) for r in json.loads(bench.stdout)] == [("sac", 1), ("sac", 2)]
 
 
+def test_bench_processes_sums_rates_of_processes_timed_together():
+    """``bench --seeds K --processes P``: P processes time at once and their rates add up
+    (each process's row lies below the sum); without --seeds the option is refused."""
+    from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli import app
+    from gapbench.benchmark.speed import parallel_seed_batch_rows
+
+    (row,) = parallel_seed_batch_rows("sac", [2], seconds=0.3, processes=2)
+    assert row["processes"] == 2 and row["seeds"] == 2 and row["threads"] == 1
+    assert row["seed_updates_per_s"] > 0 and row["single_updates_per_s"] > 0
+    assert row["speedup"] == row["seed_updates_per_s"] / row["single_updates_per_s"]
+    assert row["fraction_of_bound"] == row["seed_updates_per_s"] / row["flop_bound_updates_per_s"]
+    refused = CliRunner().invoke(app, ["bench", "--algo", "sac", "--processes", "2"])
+    assert refused.exit_code == 2 and "needs --seeds" in refused.stderr
+
+
 def test_a_seed_that_turns_nan_fails_alone(tmp_path, monkeypatch):
     """As its separate run would, a seed whose numbers turn non-finite is recorded failed
     with the reason; the other seeds of its group go on and finish."""

@@ -34,6 +34,15 @@ def bench(
             "(e.g. 1,2,4,8), beside one seed's ordinary update (algorithms with a batched path)"
         ),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --seeds: run the timing in this many processes at once (--threads "
+            "each) and sum their rates, e.g. 2 on 2 cores: 2 separate runs side by side "
+            "against 2 processes of K batched seeds",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Time each algorithm's update at its published sizes on random data (updates/s),
@@ -57,8 +66,10 @@ def bench(
     if problem := device_problem(device):
         raise fail(problem)
     if seeds is not None:
-        _bench_seeds(names, seeds, seconds, device, task, as_json)
+        _bench_seeds(names, seeds, seconds, device, task, as_json, processes, threads)
         return
+    if processes != 1:
+        raise fail(f"bench --processes {processes} needs --seeds (it times seed batches)")
     matmul = matmul_flops_per_second(device=device)
     if not as_json:
         out_console.print(
@@ -82,11 +93,13 @@ def bench(
         print_json(rows)
 
 
-def _bench_seeds(names: list[str], seeds: str, seconds: float, device, task, as_json) -> None:
+def _bench_seeds(
+    names: list[str], seeds: str, seconds: float, device, task, as_json, processes, threads
+) -> None:
     from gapbench import algorithms
     from gapbench.algorithms.seeds import batchable
     from gapbench.benchmark.seedgroup import parse_seeds
-    from gapbench.benchmark.speed import seed_batch_rows
+    from gapbench.benchmark.speed import parallel_seed_batch_rows, seed_batch_rows
 
     try:
         ks = parse_seeds(seeds)
@@ -96,6 +109,11 @@ def _bench_seeds(names: list[str], seeds: str, seconds: float, device, task, as_
         raise fail(f"bench --seeds needs seed counts >= 1, got {seeds!r}")
     rows = []
     if not as_json:
+        if processes > 1:
+            out_console.print(
+                f"{processes} processes at once, {threads} thread(s) each: rates summed; "
+                f"'1 seed upd/s' is {processes} separate runs side by side"
+            )
         out_console.print(
             f"{'algo':>6} {'seeds':>5} {'seed-upd/s':>11} {'1 seed upd/s':>13} {'speed-up':>9} "
             f"{'bound':>8} {'of bound':>9}"
@@ -105,7 +123,11 @@ def _bench_seeds(names: list[str], seeds: str, seconds: float, device, task, as_
             if not as_json:
                 out_console.print(f"{name:>6} skipped: {why}")
             continue
-        for row in seed_batch_rows(name, ks, seconds, device, task):
+        if processes > 1:
+            timed = parallel_seed_batch_rows(name, ks, seconds, processes, threads, device, task)
+        else:
+            timed = seed_batch_rows(name, ks, seconds, device, task)
+        for row in timed:
             rows.append(row)
             if not as_json:
                 out_console.print(
