@@ -156,8 +156,8 @@ def seed_group_jobs(runs: list[Any], out: Path, on_cpu: bool = True) -> list[tup
     only by seed, of a batchable algorithm and standing at the same update, become one job
     (list of spec_dicts, label) each, in the order of their first run. ``on_cpu=False``
     groups only runs on a GPU: on a CPU thread a group of 2 seeds was 10-20% slower than
-    its seeds one after the other and 4 broke even (README "Performance"), and a group
-    holds one worker where separate seeds spread over all of them."""
+    its seeds one after the other and 4 broke even, and a 6-run matrix on 2 workers took
+    5% longer as seed groups (README "Performance")."""
     from gapbench.benchmark.seedgroup import group_problem
 
     groups: dict[tuple[str, str, int], list[Any]] = {}

@@ -719,7 +719,8 @@ def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
             manifest["runs"][r.run_id] = {**r.cell(), "matrix": matrix.name}
         manifest["matrices"][matrix.name] = {
             "source": matrix.source,
-            "runs": len(matrix.runs),
+            # all of its runs written so far: slices (--only) run side by side merge here
+            "runs": sum(r.get("matrix") == matrix.name for r in manifest["runs"].values()),
             "labels": matrix.labels,
         }
         records.write_json(path, manifest)

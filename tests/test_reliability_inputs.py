@@ -236,6 +236,18 @@ def test_two_matrices_writing_one_manifest_together_lose_nothing(tmp_path, monke
     assert labels == {"sac", "sac-a", "sac-b"}
 
 
+def test_slices_of_one_matrix_count_all_their_runs_in_the_manifest(tmp_path):
+    """Two --only slices of one matrix (run side by side on one folder) each merge their
+    runs into matrix.json; the matrix's run count is their union, not the last slice's."""
+    from gapbench.benchmark import matrix as matrix_module
+
+    data = {"name": "m", "tasks": ["hopper", "walker2d"], "algorithms": {"sac": {}}, "seeds": 2}
+    for task in ("hopper", "walker2d", "hopper"):
+        matrix_module.write_manifest(load(data, only={"task": task}), tmp_path)
+    manifest = matrix_module.records.read_json(tmp_path / "matrix.json")
+    assert manifest["matrices"]["m"]["runs"] == 4 == len(manifest["runs"])
+
+
 # -- item 12: duplicate labels, a matrix name that is a path -------------------------------
 def test_a_duplicate_label_in_a_matrix_file_is_an_error(tmp_path):
     path = tmp_path / "m.yaml"

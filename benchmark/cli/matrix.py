@@ -93,9 +93,9 @@ Seed groups (local executor; by default for runs on a GPU only): the seeds of on
 whose algorithm has a seed-batched path (sac, iql, cql, darc, h2o) train as one batched group in
 one worker, each seed writing the record its separate run writes (plus seed_group); seeds
 with partial state at different updates run separately. On one CPU thread batching broke
-even at about 4 seeds and cost 10-20% at 2 (README, Performance), and a group holds one
-worker where separate seeds spread over all of them: --seed-groups groups CPU runs too,
---no-seed-groups none.
+even at about 4 seeds and cost 10-20% at 2, and a 6-run matrix on 2 workers took 5% longer
+as seed groups (README, Performance): --seed-groups groups CPU runs too, --no-seed-groups
+none.
 
 Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
 failed ones unless --retry-failed or they failed on another device (the old summary is kept
