@@ -34,6 +34,7 @@ from gapbench.benchmark.speed import (
     make_seed_batch,
     make_workload,
     matmul_flops_per_second,
+    parallel_seed_batch_rows,
     update_flops,
 )
 
@@ -59,21 +60,50 @@ def test_update(benchmark, name, matmul_rate):
     print(f"\n{name}: {rate:.1f} updates/s, FLOP bound {bound:.1f} ({rate / bound:.0%})")
 
 
+@pytest.fixture(params=[1, 2], ids=lambda t: f"{t}thread")
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
 @pytest.mark.parametrize("name", sorted(BATCHABLE))
-def test_seed_batch(benchmark, name, k, matmul_rate):
-    """K seeds trained as one batch (algorithms/seeds.py): seed-updates/s and the fraction
-    of the single update's FLOP bound per seed-update. ``gapbench bench --seeds 1,2,4,8``
-    times the same beside one seed's ordinary update, interleaved (fairer on a busy box)."""
+def test_seed_batch(benchmark, name, k, threads):
+    """K seeds trained as one batch (algorithms/seeds.py) on 1 and 2 threads: seed-updates/s
+    and the fraction of the single update's FLOP bound (at that thread count) per
+    seed-update. ``gapbench bench --seeds 1,2,4,8`` times the same beside one seed's
+    ordinary update, interleaved (fairer on a busy box)."""
     batch, buffers = make_seed_batch(name, k, n=10_000)
     batch.update_many(5, **buffers)
     block = 2 if name == "cql" else 10  # CQL's update is ~13x SAC's FLOPs
     benchmark.pedantic(lambda: batch.update_many(block, **buffers), rounds=5, warmup_rounds=1)
     rate = block * k / benchmark.stats.stats.mean
-    bound = matmul_rate / update_flops(name)
+    bound = matmul_flops_per_second(seconds=1.0) / update_flops(name)
     benchmark.extra_info.update(seed_updates_per_s=rate, flop_bound_updates_per_s=bound)
     share = rate / bound
-    print(f"\n{name} x{k} seeds: {rate:.1f} seed-updates/s, FLOP bound {bound:.1f} ({share:.0%})")
+    print(
+        f"\n{name} x{k} seeds, {threads} thread(s): {rate:.1f} seed-updates/s, "
+        f"FLOP bound {bound:.1f} ({share:.0%})"
+    )
+
+
+@pytest.mark.parametrize("name", ["sac", "h2o"])
+def test_seed_batch_against_separate_processes(benchmark, name):
+    """Two processes of one thread at once (``gapbench bench --seeds 1,4 --processes 2``):
+    two separate runs side by side against two processes of 4 batched seeds each, rates
+    summed: K separate runs and K batched seeds on the same cores."""
+    rows = benchmark.pedantic(
+        lambda: parallel_seed_batch_rows(name, [4], seconds=6.0, processes=2), rounds=1
+    )
+    (row,) = rows
+    benchmark.extra_info.update(row)
+    print(
+        f"\n{name}, 2 processes: separate runs {row['single_updates_per_s']:.1f} updates/s, "
+        f"4 batched seeds each {row['seed_updates_per_s']:.1f} seed-updates/s "
+        f"({row['speedup']:.2f}x, {row['fraction_of_bound']:.0%} of the 2-core bound)"
+    )
 
 
 @pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])
