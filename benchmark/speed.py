@@ -262,22 +262,27 @@ def seed_batch_rows(
     if ready is not None:
         ready()
 
-    def timed(step: Any, per_call: int) -> float:
-        step()  # warm (and the batch's first call probes its noise shapes)
+    def timed(run: Any, seeds: int) -> float:
+        """Seed-updates/s of ``run(n)`` (n updates of ``seeds`` seeds) over one slot, in
+        blocks of up to 10 updates sized to about a tenth of the slot: CQL's batch of 8
+        seeds takes seconds per update, SAC's milliseconds."""
+        start = time.perf_counter()
+        run(1)  # warm (and the batch's first call probes its noise shapes)
         _sync(device)
-        calls, start = 0, time.perf_counter()
+        block = max(1, min(10, int(0.1 * slot / (time.perf_counter() - start))))
+        updates, start = 0, time.perf_counter()
         while time.perf_counter() - start < slot:
-            step()
-            calls += 1
+            run(block)
+            updates += block
             _sync(device)
-        return calls * per_call / (time.perf_counter() - start)
+        return updates * seeds / (time.perf_counter() - start)
 
     samples: dict[Any, list[float]] = {"plain": [], "matmul": [], **{k: [] for k in ks}}
     for _ in range(rounds):
         samples["matmul"].append(matmul_flops_per_second(slot / 2, device))
-        samples["plain"].append(timed(lambda: plain.update_many(10, **plain_buffers), 10))
+        samples["plain"].append(timed(lambda n: plain.update_many(n, **plain_buffers), 1))
         for k, (batch, buffers) in batches.items():
-            samples[k].append(timed(lambda b=batch, f=buffers: b.update_many(10, **f), 10 * k))
+            samples[k].append(timed(lambda n, b=batch, f=buffers: b.update_many(n, **f), k))
     median = {key: float(np.median(values)) for key, values in samples.items()}
     bound = median["matmul"] / update_flops(name, task, device)
     return [
