@@ -332,8 +332,8 @@ class SeedBatch:
 
     def _probe(self, method, owner, args: tuple, kwargs: dict, dims: tuple) -> list[_Kind]:
         """The random draws (nets.gaussian_noise, nets.uniform_noise) one seed's call makes,
-        in order, each as its description with the id of its generator (None: the global
-        one) in place of the generator."""
+        in order, each as its description without its generator and that generator's id
+        (None: the global one)."""
         shapes: list[_Kind] = []
 
         def record(d: Draw) -> Tensor:
@@ -366,9 +366,9 @@ class SeedBatch:
         for k in range(self.k):
             draws = []
             with self.rng.use(k):  # as the single run draws them (nets.draw)
-                for kind in shapes:
-                    gen = None if kind.generator is None else self._generators[kind.generator][k]
-                    draws.append(draw(kind._replace(device=self.device, generator=gen)))
+                for spec, gen_id in shapes:
+                    gen = None if gen_id is None else self._generators[gen_id][k]
+                    draws.append(draw(spec._replace(device=self.device, generator=gen)))
             per_seed.append(draws)
         return [torch.stack(draws) for draws in zip(*per_seed, strict=True)]
 
@@ -429,11 +429,13 @@ class SeedBatch:
         return copy.deepcopy(state)
 
 
-_Kind = Draw  # a draw's description with id(generator) (or None) in place of the generator
+# a draw without its generator, and the generator's id (None: torch's global one):
+# comparable between updates, and holding no reference to the generator
+_Kind = tuple[Draw, int | None]
 
 
 def _kind(d: Draw) -> _Kind:
-    return d._replace(generator=None if d.generator is None else id(d.generator))
+    return d._replace(generator=None), None if d.generator is None else id(d.generator)
 
 
 class _Supply:
