@@ -412,7 +412,7 @@ def test_load_errors_are_clear(hopper_random, tmp_path):
 
     shutil.copytree(root / did, broken / did)
     (broken / did / "data" / "main_data.hdf5").write_bytes(b"not hdf5")
-    with pytest.raises(ds.DatasetError, match="main_data.hdf5|random-v0/data"):
+    with pytest.raises(ds.DatasetError, match=f"main_data.hdf5|{did}/data"):
         ds.load(did, data_dir=broken)
 
 
@@ -461,30 +461,30 @@ def test_cli_build_into_relative_data_dir(tmp_path, monkeypatch):
          "--data-dir", "rel/data", "--workers", "1", "--no-progress"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    tr = ds.load("gapbench/hopper/random-v0", data_dir=tmp_path / "rel" / "data")
+    did = f"gapbench/hopper/random-v{policies.dataset_version('hopper')}"  # the shipped version
+    tr = ds.load(did, data_dir=tmp_path / "rel" / "data")
     assert len(tr.rewards) == 300
 
 
 def test_cli_build_list_info(tmp_path):
     runner = CliRunner()
+    did = f"gapbench/hopper/random-v{policies.dataset_version('hopper')}"  # the shipped version
     res = runner.invoke(
         app,
         ["build", "--task", "hopper", "--quality", "random", "--size", "300", "--seed", "4",
          "--data-dir", str(tmp_path), "--no-progress"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "gapbench/hopper/random-v0" in res.stdout
+    assert did in res.stdout
 
     res = runner.invoke(app, ["list", "--json", "--data-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert [r["id"] for r in rows] == ["gapbench/hopper/random-v0"]
+    assert [r["id"] for r in rows] == [did]
     assert isinstance(rows[0]["normalized_score"], float)
     assert rows[0]["size"] == 300 and rows[0]["seed"] == 4
 
-    res = runner.invoke(
-        app, ["info", "gapbench/hopper/random-v0", "--json", "--data-dir", str(tmp_path)]
-    )
+    res = runner.invoke(app, ["info", did, "--json", "--data-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["normalized_score"] == rows[0]["normalized_score"]
@@ -492,10 +492,8 @@ def test_cli_build_list_info(tmp_path):
 
     wide = {"COLUMNS": "200"}
     res = runner.invoke(app, ["list", "--data-dir", str(tmp_path)], env=wide)  # rich table
-    assert res.exit_code == 0 and "gapbench/hopper/random-v0" in res.stdout
-    res = runner.invoke(
-        app, ["info", "gapbench/hopper/random-v0", "--data-dir", str(tmp_path)], env=wide
-    )
+    assert res.exit_code == 0 and did in res.stdout
+    res = runner.invoke(app, ["info", did, "--data-dir", str(tmp_path)], env=wide)
     assert res.exit_code == 0 and "normalized_score" in res.stdout
 
 
