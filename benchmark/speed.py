@@ -369,6 +369,7 @@ def parallel_seed_batch_rows(
                 "matmul_gflop_per_s": matmul / 1e9,
                 "threads": threads,
                 "processes": processes,
+                "per_process_seed_updates_per_s": [r["seed_updates_per_s"] for r in parts],
             }
         )
     return rows
