@@ -98,6 +98,7 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "best_normalized_score",
     "updates_per_s",
     "wall_time_s",
+    "resumed_at",
 )
 #: Columns of :attr:`Results.runs` before the flattened budget columns.
 RUN_COLUMNS: tuple[str, ...] = (
@@ -319,6 +320,9 @@ def _read_record(path: Path) -> dict[str, Any]:
             "wall_time_s",
         ):
             row[key] = summary.get(key)
+        # the updates a run was resumed at: its updates_per_s covers only the last segment
+        resumed = summary.get("resumed") or []
+        row["resumed_at"] = ",".join(str(r.get("update")) for r in resumed if isinstance(r, dict))
         row["_mtime"] = summary_path.stat().st_mtime
     else:
         row["status"] = "incomplete"

@@ -235,6 +235,9 @@ def build_report(
     missing = missing_runs(results)
     rep.missing = missing
     write_csv("missing.csv", missing)
+    write(
+        "runs.md", tables.run_table_markdown(tables.run_table(results.runs, curves, last_k), order)
+    )
     write("cells.md", tables.cell_table_markdown(cells, order=order))
     write("cells.tex", tables.cell_table_latex(cells, order=order))
 
@@ -565,6 +568,16 @@ def _index(
             "",
         ]
 
+    lines += [
+        "## Runs: scores and compute",
+        "",
+        f"Every complete run: final score (mean of its last {last_k} evaluations), best "
+        "single evaluation and the update it came at, wall time and updates/s from its "
+        "summary (after a resume, updates/s covers the last segment only), the updates it "
+        "was resumed at, and the commit its record names (runs.md).",
+        "",
+        (out / "runs.md").read_text(),
+    ]
     lines += ["## Files", ""]
     lines += [
         f"- [{os.path.relpath(p, out)}]({os.path.relpath(p, out)})"

@@ -32,6 +32,8 @@ __all__ = [
     "label_order",
     "poi_estimates",
     "profile_estimates",
+    "run_table",
+    "run_table_markdown",
     "score_matrices",
 ]
 
@@ -115,6 +117,95 @@ def final_scores(curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
     out = out.reset_index()
     out = out[np.isfinite(out["final_normalized_score"].astype(float))]
     return out[cols].reset_index(drop=True)
+
+
+def run_table(runs: pd.DataFrame, curves: pd.DataFrame, last_k: int = 3) -> pd.DataFrame:
+    """One row per complete run: its scores and what it cost (a run shared by several cells
+    appears once).
+
+    Returns columns ``run_id, label, task, gap, dataset, seed, final, best, best_step,
+    last_step, wall_time_s, updates_per_s, resumed_at, git_commit``: ``final`` is the mean
+    of the last ``last_k`` evaluations (as :func:`final_scores`), ``best`` the best single
+    evaluation and ``best_step`` its update; ``updates_per_s`` is the run's own figure,
+    which covers only the segment after its last resume (``resumed_at`` lists them).
+    """
+    cols = [
+        "run_id", "label", "task", "gap", "dataset", "seed", "final", "best", "best_step",
+        "last_step", "wall_time_s", "updates_per_s", "resumed_at", "git_commit",
+    ]  # fmt: skip
+    if curves.empty:
+        return pd.DataFrame(columns=cols)
+    per_run = curves.drop_duplicates(["run_id", "step"]).sort_values(["run_id", "step"])
+    finals = final_scores(per_run, last_k).set_index("run_id")["final_normalized_score"]
+    grouped = per_run.groupby("run_id")["normalized_score"]
+    best_at = per_run.loc[grouped.idxmax(), ["run_id", "normalized_score", "step"]]
+    best_at = best_at.set_index("run_id")
+    ok = runs[runs["run_id"].isin(finals.index)].drop_duplicates("run_id").copy()
+    ok["final"] = ok["run_id"].map(finals)
+    ok["best"] = ok["run_id"].map(best_at["normalized_score"])
+    ok["best_step"] = ok["run_id"].map(best_at["step"])
+    ok["last_step"] = ok["run_id"].map(per_run.groupby("run_id")["step"].max())
+    return _by_cell_and_label(ok[cols])
+
+
+def _by_cell_and_label(frame: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows grouped by cell, then labels in the report's order, then seeds."""
+    rank = {lab: i for i, lab in enumerate(label_order(frame["label"], order))}
+    keyed = frame.assign(_rank=frame["label"].map(rank))
+    keyed = keyed.sort_values(["task", "gap", "dataset", "_rank", "seed"])
+    return keyed.drop(columns="_rank").reset_index(drop=True)
+
+
+def _steps(n: float) -> str:
+    return f"{n / 1000:g}k" if n >= 1000 else f"{n:g}"
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "–"
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def run_table_markdown(table: pd.DataFrame, order: Sequence[str] | None = None) -> str:
+    """:func:`run_table` as Markdown, grouped by cell, labels in ``order`` (as the other
+    tables), and a last line with the total compute."""
+    if table.empty:
+        return "No complete run.\n"
+    table = _by_cell_and_label(table, order)
+    head = [
+        "task", "sim gap", "dataset", "label", "seed", "final", "best (at update)", "updates",
+        "wall time", "updates/s", "resumed at", "commit",
+    ]  # fmt: skip
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([":---"] * 5 + ["---:"] * 5 + [":---"] * 2) + "|",
+    ]
+    for r in table.itertuples(index=False):
+        resumed = ", ".join(_steps(float(u)) for u in str(r.resumed_at or "").split(",") if u)
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _md_escape(r.task),
+                    _md_escape(format_gap(r.gap)),
+                    _md_escape(format_dataset(r.dataset)),
+                    _md_escape(r.label),
+                    str(r.seed),
+                    f"{r.final:.1f}",
+                    f"{r.best:.1f} ({_steps(r.best_step)})",
+                    _steps(r.last_step),
+                    _duration(float(r.wall_time_s)),
+                    f"{float(r.updates_per_s):.1f}",
+                    resumed or "–",
+                    f"`{str(r.git_commit or '–')[:7]}`",
+                ]
+            )
+            + " |"
+        )
+    hours = float(pd.to_numeric(table["wall_time_s"], errors="coerce").sum()) / 3600
+    lines += ["", f"{len(table)} runs, {hours:.1f} hours of wall time in all."]
+    return "\n".join(lines) + "\n"
 
 
 def cell_stats(finals: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -341,7 +432,7 @@ def cell_table_markdown(
         entries = [_md_escape(_display(c, row[c])) for c in index_cols]
         for lab in labels:
             v = row[lab]
-            entries.append("–" if v is None else (f"**{v}**" if lab == b else v))
+            entries.append("–" if pd.isna(v) else (f"**{v}**" if lab == b else v))
         lines.append("| " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
 
@@ -395,7 +486,7 @@ def cell_table_latex(
         entries = [tex_escape(_display(c, row[c])) for c in index_cols]
         for lab in labels:
             v = row[lab]
-            if v is None:
+            if pd.isna(v):
                 entries.append("--")
             else:
                 entries.append(rf"\textbf{{{_tex_value(v)}}}" if lab == b else _tex_value(v))

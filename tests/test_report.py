@@ -343,6 +343,39 @@ def test_cell_table_bold_best(fake_results):
         assert line.count("\\textbf{") == 1
 
 
+def test_cell_table_shows_a_dash_where_a_label_has_no_run_in_a_cell(tmp_path):
+    # The reference matrix's shape: DARC ran on walker2d only, H2O on both tasks. pandas
+    # stores the empty entry as NaN, not None (this table once failed on it).
+    for task in ("hopper", "walker2d"):
+        write_record(tmp_path, task, "h2o", 0, "gravity=2.0", "d", scores=[1.0, 2.0, 3.0])
+    write_record(tmp_path, "walker2d", "darc", 0, "gravity=2.0", "d", scores=[4.0, 5.0, 6.0])
+    cells = tables.cell_stats(tables.final_scores(load_results(tmp_path).curves))
+    md = tables.cell_table_markdown(cells, order=["h2o", "darc"])
+    assert "| hopper | gravity=2.0 | d | **2.0 ± 0.0** | – |" in md
+    assert "| walker2d | gravity=2.0 | d | 2.0 ± 0.0 | **5.0 ± 0.0** |" in md
+    tex = tables.cell_table_latex(cells, order=["h2o", "darc"])
+    assert tex.count("--") == 1
+
+
+def test_run_table_final_best_and_compute(tmp_path):
+    run_id = write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", scores=[0, 10, 50, 20, 30])
+    summary = tmp_path / run_id / "summary.json"
+    data = json.loads(summary.read_text())
+    data.update(resumed=[{"exact": True, "update": 200}], wall_time_s=5400.0)
+    summary.write_text(json.dumps(data))
+    write_record(tmp_path, "hopper", "h2o", 0, "gravity=2.0", "d", scores=[1.0, 2.0])
+    res = load_results(tmp_path)
+    table = tables.run_table(res.runs, res.curves)
+    assert table["label"].tolist() == ["h2o", "sac"]  # h2o first, as in every table
+    sac = table.set_index("label").loc["sac"]
+    assert sac["final"] == pytest.approx(100 / 3)  # the last 3 evaluations
+    assert (sac["best"], sac["best_step"], sac["last_step"]) == (50.0, 300, 500)
+    assert sac["resumed_at"] == "200"
+    md = tables.run_table_markdown(table)
+    assert "| sac | 0 | 33.3 | 50.0 (300) | 500 | 1 h 30 min | 80.0 | 200 | `abc` |" in md
+    assert "2 runs, 1.5 hours of wall time in all." in md  # 5400 s + 12 s
+
+
 # ---------------------------------------------------------------------------------------------
 # full report
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +419,7 @@ def test_report_files(report_dir):
         "probability_of_improvement.csv",
         "missing.csv",
         "failed.csv",
+        "runs.md",
     ):
         assert (report_dir / name).stat().st_size > 0, name
     # Every figure embedded, tables included, failures and missing runs listed.
@@ -397,6 +431,7 @@ def test_report_files(report_dir):
         assert label in (report_dir / "cells.tex").read_text()
         assert label in (report_dir / "aggregates.tex").read_text()
     assert re.search(r"P\(h2o > ", index)
+    assert "## Runs: scores and compute" in index and "hours of wall time in all" in index
 
 
 def test_report_partial_and_empty_via_cli(tmp_path):
