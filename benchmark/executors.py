@@ -489,7 +489,13 @@ def run_ray(
 
 # -- a whole matrix ------------------------------------------------------------------------
 def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict[str, Result]]:
-    """(runs to execute, results of the runs that are not executed: done, failed, running)."""
+    """(runs to execute, results of the runs that are not executed: done, failed, running).
+
+    Runs with a checkpoint come first, the others after them, each in matrix order: a
+    restarted matrix finishes the runs it has spent compute on before it starts new ones.
+    """
+    from gapbench.benchmark.records import CHECKPOINT
+
     todo, known = [], {}
     for r in matrix.runs:
         st, summary = run_status(out / r.run_id)
@@ -505,6 +511,7 @@ def plan(matrix: Matrix, out: Path, retry_failed: bool) -> tuple[list[Any], dict
             }
         else:
             todo.append(r)
+    todo.sort(key=lambda r: not (out / r.run_id / CHECKPOINT).is_file())  # stable
     return todo, known
 
 

@@ -328,6 +328,18 @@ def test_plan_removes_the_stale_lock_of_a_finished_run(tmp_path):
     assert (tmp_path / "out" / m.runs[1].run_id / runstate.LOCK).exists()  # holder alive
 
 
+def test_plan_resumes_runs_with_a_checkpoint_first(tmp_path):
+    m = load(write(tmp_path / "m.yaml", tiny_matrix(seeds=2)), out=tmp_path / "out")
+    ids = [r.run_id for r in m.runs]
+    assert [r.run_id for r in plan(m, tmp_path / "out", retry_failed=False)[0]] == ids
+    for run_id in (ids[2], ids[1]):  # started, then interrupted
+        (tmp_path / "out" / run_id).mkdir(parents=True)
+        (tmp_path / "out" / run_id / records.CHECKPOINT).write_bytes(b"")
+    (tmp_path / "out" / ids[0]).mkdir()  # a spec-only folder has nothing to resume
+    todo = [r.run_id for r in plan(m, tmp_path / "out", retry_failed=False)[0]]
+    assert todo == [ids[1], ids[2], ids[0], ids[3]]
+
+
 # -- running ---------------------------------------------------------------------------------
 def tiny_matrix(**kw) -> dict:
     base = {

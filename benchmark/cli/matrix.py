@@ -97,9 +97,10 @@ even at about 4 seeds and cost 10-20% at 2, and a 6-run matrix on 2 workers took
 as seed groups (README, Performance): --seed-groups groups CPU runs too, --no-seed-groups
 none.
 
-Re-running skips complete runs, resumes interrupted ones from their checkpoint, and skips
-failed ones unless --retry-failed or they failed on another device (the old summary is kept
-as summary.failed-N.json); a done run whose dataset's content changed since runs again (kept
+Re-running skips complete runs, resumes interrupted ones from their checkpoint (before it
+starts new runs, so compute already spent finishes first), and skips failed ones unless
+--retry-failed or they failed on another device (the old summary is kept as
+summary.failed-N.json); a done run whose dataset's content changed since runs again (kept
 as summary.stale-N.json). A per-run lock, OUT/RUN_ID/.lock, stops two processes running the
 same id.
 """)
