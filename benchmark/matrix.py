@@ -701,6 +701,10 @@ class _Expander:
 
 
 # -- manifest ------------------------------------------------------------------------------
+def _slot(cell: dict[str, Any]) -> tuple:
+    return tuple(cell.get(k) for k in ("label", "task", "gap", "real_gap", "dataset", "seed"))
+
+
 def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
     """Write (merge into) ``OUT/matrix.json``: run_id -> label and cell fields."""
     out = Path(out or matrix.out)
@@ -715,6 +719,19 @@ def write_manifest(matrix: Matrix, out: str | Path | None = None) -> Path:
                 manifest["matrices"].update(old.get("matrices", {}))
             except (OSError, ValueError):
                 log.warning("%s is unreadable; rewriting it", path)
+        # A slot (label, cell, seed) of this matrix that its file now gives another spec
+        # (changed hparams or budget) drops its old id unless that run finished: otherwise the
+        # report would expect the superseded run forever.
+        current = {r.run_id for r in matrix.runs}
+        slots = {_slot(r.cell()) for r in matrix.runs}
+        for run_id, entry in list(manifest["runs"].items()):
+            if (
+                entry.get("matrix") == matrix.name
+                and run_id not in current
+                and _slot(entry) in slots
+                and not (out / run_id / records.SUMMARY).is_file()
+            ):
+                del manifest["runs"][run_id]
         for r in matrix.runs:
             manifest["runs"][r.run_id] = {**r.cell(), "matrix": matrix.name}
         manifest["matrices"][matrix.name] = {

@@ -248,6 +248,32 @@ def test_slices_of_one_matrix_count_all_their_runs_in_the_manifest(tmp_path):
     assert manifest["matrices"]["m"]["runs"] == 4 == len(manifest["runs"])
 
 
+def test_a_changed_label_drops_its_superseded_unfinished_runs_from_the_manifest(tmp_path):
+    """Changing a label's hparams gives its slots new run ids; the old unfinished ids leave
+    matrix.json (the report would list them as missing forever), a finished one stays, and
+    another slice's runs are untouched."""
+    from gapbench.benchmark import matrix as matrix_module
+    from gapbench.benchmark import records
+
+    def data(lr):
+        algos = {"sac": {}, "tuned": {"algorithm": "sac", "hparams": {"actor_lr": lr}}}
+        return {"name": "m", "tasks": ["hopper", "walker2d"], "algorithms": algos, "seeds": 2}
+
+    old = load(data(3e-4), only={"task": "hopper"})
+    matrix_module.write_manifest(load(data(3e-4), only={"task": "walker2d"}), tmp_path)
+    matrix_module.write_manifest(old, tmp_path)
+    old_tuned = [r.run_id for r in old.runs if r.label == "tuned"]
+    (tmp_path / old_tuned[0]).mkdir()
+    records.write_json(tmp_path / old_tuned[0] / records.SUMMARY, {"status": "ok"})
+    new = load(data(1e-4), only={"task": "hopper"})
+    matrix_module.write_manifest(new, tmp_path)
+    runs = matrix_module.read_manifest(tmp_path)
+    assert old_tuned[0] in runs and old_tuned[1] not in runs  # finished kept, unfinished dropped
+    assert {r.run_id for r in new.runs} <= set(runs)
+    assert sum(e["task"] == "walker2d" for e in runs.values()) == 4  # the other slice
+    assert len(runs) == 4 + 4 + 1
+
+
 # -- item 12: duplicate labels, a matrix name that is a path -------------------------------
 def test_a_duplicate_label_in_a_matrix_file_is_an_error(tmp_path):
     path = tmp_path / "m.yaml"
