@@ -186,7 +186,9 @@ def build_report(
             f"no complete successful runs under {results_dir}: {len(results.failed)} failed or "
             f"pruned, {results.incomplete['run_id'].nunique()} incomplete (no summary.json)"
         )
-    known = tables.label_order(results.runs["label"])
+    # a label the matrix expects but has no run of yet may be named too (a matrix in progress)
+    expected = results.manifest["label"] if results.manifest is not None else []
+    known = tables.label_order([*results.runs["label"], *expected])
     unknown = [name for name in order or () if name not in known]
     if unknown:  # before anything is written
         raise ValueError(

@@ -278,6 +278,20 @@ def test_manifest_labels(tmp_path, shape):
     assert missing["dataset"].tolist() == ["hopper-medium"]
 
 
+def test_order_may_name_a_label_the_matrix_expects_but_has_not_run(tmp_path):
+    done = write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", scores=[5.0, 6.0])
+    entries = {
+        done: {"label": "sac", "task": "hopper", "gap": "gravity=2.0", "seed": 0},
+        "hopper-cql-s0-notyet": {"label": "cql", "algorithm": "cql", "regime": "offline",
+                                 "task": "hopper", "dataset": "d", "seed": 0},
+    }  # fmt: skip
+    (tmp_path / "matrix.json").write_text(json.dumps({"runs": entries}))
+    rep = build_report(tmp_path, tmp_path / "rep", reps=50, order=["cql", "sac"])
+    assert rep.index.is_file()
+    with pytest.raises(ValueError, match="order: h2o not among the algorithms; valid: cql, sac"):
+        build_report(tmp_path, tmp_path / "rep2", reps=50, order=["h2o"])
+
+
 def test_default_label_oracle(tmp_path):
     write_record(tmp_path, "hopper", "sac", 0, regime="oracle", scores=[10.0, 20.0])
     assert load_results(tmp_path).labels == ["sac-oracle"]
