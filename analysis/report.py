@@ -432,8 +432,8 @@ def _index(
         "## Final normalized score per cell",
         "",
         f"Final normalized score (D4RL, %), mean ± std over seeds (n = seeds when not the "
-        f"usual); best mean per row in **bold**. LaTeX: [cells.tex](cells.tex); all statistics "
-        f"with {pct} CIs: [cells.csv](cells.csv).",
+        f"usual, and for a single seed, shown without ± std); best mean per row in **bold**. "
+        f"LaTeX: [cells.tex](cells.tex); all statistics with {pct} CIs: [cells.csv](cells.csv).",
         "",
         (out / "cells.md").read_text(),
     ]

@@ -385,9 +385,13 @@ def _cell_grid(
         for lab in labels:
             if lab in by_label.index:
                 r = by_label.loc[lab]
-                text = f"{r['mean']:.{decimals}f} ± {r['std']:.{decimals}f}"
-                if int(r["n"]) != modal_n:
-                    text += f" (n={int(r['n'])})"
+                n = int(r["n"])
+                # one seed has no spread to show: "± 0.0" would read as a measured one
+                text = f"{r['mean']:.{decimals}f}" + (
+                    f" ± {r['std']:.{decimals}f}" if n > 1 else ""
+                )
+                if n != modal_n or n == 1:
+                    text += f" (n={n})"
                 row[lab] = text
             else:
                 row[lab] = None

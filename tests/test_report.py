@@ -365,8 +365,8 @@ def test_cell_table_shows_a_dash_where_a_label_has_no_run_in_a_cell(tmp_path):
     write_record(tmp_path, "walker2d", "darc", 0, "gravity=2.0", "d", scores=[4.0, 5.0, 6.0])
     cells = tables.cell_stats(tables.final_scores(load_results(tmp_path).curves))
     md = tables.cell_table_markdown(cells, order=["h2o", "darc"])
-    assert "| hopper | gravity=2.0 | d | **2.0 ± 0.0** | – |" in md
-    assert "| walker2d | gravity=2.0 | d | 2.0 ± 0.0 | **5.0 ± 0.0** |" in md
+    assert "| hopper | gravity=2.0 | d | **2.0 (n=1)** | – |" in md  # one seed: no ± std
+    assert "| walker2d | gravity=2.0 | d | 2.0 (n=1) | **5.0 (n=1)** |" in md
     tex = tables.cell_table_latex(cells, order=["h2o", "darc"])
     assert tex.count("--") == 1
 
