@@ -167,6 +167,11 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def _number(value: object) -> str:
+    x = pd.to_numeric(value, errors="coerce")
+    return f"{x:.1f}" if np.isfinite(x) else "–"
+
+
 def run_table_markdown(table: pd.DataFrame, order: Sequence[str] | None = None) -> str:
     """:func:`run_table` as Markdown, grouped by cell, labels in ``order`` (as the other
     tables), and a last line with the total compute."""
@@ -195,8 +200,8 @@ def run_table_markdown(table: pd.DataFrame, order: Sequence[str] | None = None) 
                     f"{r.final:.1f}",
                     f"{r.best:.1f} ({_steps(r.best_step)})",
                     _steps(r.last_step),
-                    _duration(float(r.wall_time_s)),
-                    f"{float(r.updates_per_s):.1f}",
+                    _duration(float(pd.to_numeric(r.wall_time_s, errors="coerce"))),
+                    _number(r.updates_per_s),
                     resumed or "–",
                     f"`{str(r.git_commit or '–')[:7]}`",
                 ]
