@@ -11,7 +11,10 @@ CIs (Agarwal et al., 2021), and writes into the output folder::
                                       performance_profiles, gap_heatmap_<key>,
                                       diagnostics_<task>_<metric>
     cells.md, cells.tex, cells.csv    per-cell mean ± std (best per row in bold) and all stats
+    final_diagnostics.md              the baseline's logged metrics at the end of training
     aggregates.md, .tex, .csv         mean / median / IQM / optimality gap with 95% CIs
+    aggregates_common.md, .tex, .csv  the same for every algorithm over the cells common to
+                                      all, when some algorithms ran on part of the grid only
     probability_of_improvement.csv    P(baseline > X) with 95% CIs
     performance_profiles.csv          fraction of runs above each threshold, with CIs
     final_scores.csv                  the final score of every run and cell
@@ -23,8 +26,8 @@ In the CSV files a nominal gap is spelled ``nominal`` and a run without a datase
 :func:`gapbench.analysis.records.read_csv` reads them back as ``""``.
 
 Figures and tables that need what the results lack (a second algorithm for the probability of
-improvement, cells shared by all algorithms for the aggregates, a sweep of one gap key for the
-heatmap) are skipped, and ``index.md`` says why.
+improvement, a cell shared by the algorithms compared for the aggregates, a sweep of one gap
+key for the heatmap) are skipped, and ``index.md`` says why.
 """
 
 from __future__ import annotations
@@ -57,12 +60,15 @@ class Report:
     results: Results | None = None
     cells: pd.DataFrame | None = None
     aggregates: pd.DataFrame | None = None
+    # (scope, its aggregate estimates): every cell first, then the common cells if different
+    scopes: list[tuple[tables.AggregateInput, pd.DataFrame]] = field(default_factory=list)
     poi: pd.DataFrame | None = None
     missing: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     heatmaps: dict[str, str] = field(default_factory=dict)  # gap key -> figure name
     # task -> {metric: figure name} of the training-diagnostics page
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
+    final_diagnostics: str | None = None  # the label of final_diagnostics.md, if written
 
 
 def choose_baseline(
@@ -244,21 +250,30 @@ def build_report(
     write("cells.tex", tables.cell_table_latex(cells, order=order))
 
     tick("aggregate metrics (stratified bootstrap)")
-    agg_in = tables.score_matrices(finals, complete_labels)
-    rep.notes += agg_in.notes
-    aggregates = tables.aggregate_estimates(agg_in, reps, confidence, seed)
-    rep.aggregates = aggregates
-    write_csv("aggregates.csv", aggregates)
-    if not aggregates.empty:
-        write("aggregates.md", tables.aggregate_table_markdown(aggregates, order=order))
-        write("aggregates.tex", tables.aggregate_table_latex(aggregates, order=order))
-        figure(
-            "aggregate_intervals",
-            plots.aggregate_interval_plot(aggregates, palette, len(agg_in.cells)),
-        )
+    scopes = tables.aggregate_scopes(finals, complete_labels)
+    agg_in = scopes[0]
+    for i, scope in enumerate(scopes):
+        rep.notes += scope.notes
+        suffix = "" if i == 0 else "_common"
+        aggregates = tables.aggregate_estimates(scope, reps, confidence, seed)
+        rep.scopes.append((scope, aggregates))
+        write_csv(f"aggregates{suffix}.csv", aggregates)
+        if not aggregates.empty:
+            write(
+                f"aggregates{suffix}.md", tables.aggregate_table_markdown(aggregates, order=order)
+            )
+            write(f"aggregates{suffix}.tex", tables.aggregate_table_latex(aggregates, order=order))
+            figure(
+                f"aggregate_intervals{suffix}",
+                plots.aggregate_interval_plot(aggregates, palette, len(scope.cells)),
+            )
+    rep.aggregates = rep.scopes[0][1]
+    if len(scopes) == 1:  # an earlier report's second scope would be read as this one's
+        for ext in ("csv", "md", "tex"):
+            (out / f"aggregates_common.{ext}").unlink(missing_ok=True)
 
     tick("probability of improvement")
-    poi = tables.poi_estimates(agg_in, base, reps, confidence, seed)
+    poi = tables.poi_estimates(finals, base, complete_labels, reps, confidence, seed)
     rep.poi = poi
     write_csv("probability_of_improvement.csv", poi)
     if not poi.empty:
@@ -292,8 +307,17 @@ def build_report(
                 name = f"diagnostics_{task}_{metric}"
                 figure(name, plots.learning_curves(curves, task, palette, confidence, y=metric))
                 rep.diagnostics.setdefault(task, {})[metric] = name
+    # the baseline's metrics at the end of training, as a table (H2O: w, u, omega, penalty,
+    # real vs sim Q); columns in the order the algorithm logs them
+    logged = [c for c in curves.columns if c in diagnostics]
+    final_diag = tables.final_metrics(curves, base, logged, last_k)
+    if final_diag.empty:
+        (out / "final_diagnostics.md").unlink(missing_ok=True)
+    else:
+        write("final_diagnostics.md", tables.final_metrics_markdown(final_diag))
+        rep.final_diagnostics = base
     if rep.diagnostics:
-        write("diagnostics.md", _diagnostics_page(rep, confidence))
+        write("diagnostics.md", _diagnostics_page(rep, confidence, last_k))
     else:  # an earlier report's page would link figures that were just removed
         (out / "diagnostics.md").unlink(missing_ok=True)
 
@@ -307,11 +331,24 @@ def build_report(
     return rep
 
 
-def _diagnostics_page(rep: Report, confidence: float) -> str:
+def _final_diagnostics_md(rep: Report, last_k: int) -> list[str]:
+    if rep.final_diagnostics is None:
+        return []
+    return [
+        f"**{rep.final_diagnostics}** at the end of training: each metric's mean over a run's "
+        f"last {last_k} evaluations (as the final score), mean ± std over seeds "
+        "([final_diagnostics.md](final_diagnostics.md)).",
+        "",
+        (rep.out / "final_diagnostics.md").read_text(),
+    ]
+
+
+def _diagnostics_page(rep: Report, confidence: float, last_k: int) -> str:
     """Every training metric the runs logged, per task, as curves over seeds."""
     lines = [
         "# Training diagnostics",
         "",
+        *_final_diagnostics_md(rep, last_k),
         "The metrics each algorithm logged next to its score at every evaluation (mean over "
         f"the updates since the previous one), mean and {confidence:.0%} CI over seeds; "
         "rows: sim gap, columns: dataset. An algorithm appears only in the metrics it logs. "
@@ -474,6 +511,7 @@ def _index(
             f"Training diagnostics — the curves of the {len(diag)} metrics the algorithms "
             f"logged ({', '.join(diag)}): [diagnostics.md](diagnostics.md).",
             "",
+            *_final_diagnostics_md(rep, last_k),
         ]
 
     # -- aggregates ------------------------------------------------------------------------
@@ -484,28 +522,34 @@ def _index(
             "be comparable.",
             "",
         ]
-    else:
-        n_common, n_all = len(agg_in.cells), len(agg_in.all_cells)
-        scope = (
-            f"all {n_all} cells"
-            if n_common == n_all
-            else f"the {n_common} cells common to every algorithm (of {n_all} cells in all; "
-            "the interval estimates need the same tasks for every algorithm)"
-        )
+    n_all = len(agg_in.all_cells)
+    for i, (scope, aggregates) in enumerate(rep.scopes):
+        if aggregates.empty:
+            continue
+        suffix = "" if i == 0 else "_common"
+        n = len(scope.cells)
+        if n == n_all:
+            where = f"all {n_all} cells"
+        else:
+            where = (
+                f"the {n} cell{'s' if n != 1 else ''} common to every algorithm (of {n_all} "
+                "cells in all; the interval estimates need the same tasks for every algorithm)"
+            )
+        who = "every algorithm" if len(rep.scopes) == 1 else ", ".join(scope.scores)
         lines += [
             f"Mean, median (of per-cell means, as rliable), IQM and optimality gap (shortfall "
-            f"below 100) of the final scores over {scope}; point estimate [{pct} CI]. "
-            "LaTeX: [aggregates.tex](aggregates.tex).",
+            f"below 100) of the final scores of {who} over {where}; point estimate "
+            f"[{pct} CI]. LaTeX: [aggregates{suffix}.tex](aggregates{suffix}.tex).",
             "",
         ]
-        lines += [f"- {_md(n)}" for n in agg_in.notes] + ([""] if agg_in.notes else [])
-        lines += [(out / "aggregates.md").read_text(), ""]
+        lines += [f"- {_md(note)}" for note in scope.notes] + ([""] if scope.notes else [])
+        lines += [(out / f"aggregates{suffix}.md").read_text(), ""]
         lines += [
             _figure_md(
-                "aggregate_intervals",
-                rep.figures["aggregate_intervals"],
+                f"aggregate_intervals{suffix}",
+                rep.figures[f"aggregate_intervals{suffix}"],
                 out,
-                f"Aggregate metrics with {pct} stratified-bootstrap CIs.",
+                f"Aggregate metrics with {pct} stratified-bootstrap CIs over {n} cell(s).",
             ),
             "",
         ]
@@ -527,10 +571,10 @@ def _index(
         )
         lines += [
             f"Probability that a run of the baseline **{baseline}** beats a run of X on a "
-            f"random cell (ties count ½), with {pct} bootstrap CIs; above 0.5 favours "
-            f"{baseline}.",
+            f"random cell the two share (ties count ½), with {pct} bootstrap CIs; above 0.5 "
+            f"favours {baseline}.",
             "",
-            _md_table(p, ["comparison", "estimate"]),
+            _md_table(p, ["comparison", "estimate", "cells"]),
             _figure_md(
                 "probability_of_improvement",
                 rep.figures["probability_of_improvement"],

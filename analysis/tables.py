@@ -22,11 +22,14 @@ __all__ = [
     "METRIC_NAMES",
     "AggregateInput",
     "aggregate_estimates",
+    "aggregate_scopes",
     "aggregate_table_latex",
     "aggregate_table_markdown",
     "cell_stats",
     "cell_table_latex",
     "cell_table_markdown",
+    "final_metrics",
+    "final_metrics_markdown",
     "final_scores",
     "format_cell",
     "label_order",
@@ -213,6 +216,66 @@ def run_table_markdown(table: pd.DataFrame, order: Sequence[str] | None = None) 
     return "\n".join(lines) + "\n"
 
 
+def final_metrics(
+    curves: pd.DataFrame, label: str, metrics: Sequence[str], last_k: int = 3
+) -> pd.DataFrame:
+    """A label's logged training metrics at the end of its runs, like its final score: each
+    run's mean over its last ``last_k`` evaluations, then mean and std over seeds per cell.
+
+    Returns columns ``task, gap, real_gap, dataset, metric, mean, std, n`` (metrics the
+    label never logged are left out).
+    """
+    cols = [*CELL, "metric", "mean", "std", "n"]
+    sub = curves[curves["label"] == label]
+    metrics = [m for m in metrics if m in sub.columns and sub[m].notna().any()]
+    if sub.empty or not metrics:
+        return pd.DataFrame(columns=cols)
+    run_key = [*CELL, "seed", "run_id"]
+    tail = sub.sort_values([*run_key, "step"]).groupby(run_key, dropna=False).tail(int(last_k))
+    per_run = tail.groupby(run_key, dropna=False)[metrics].mean().reset_index()
+    rows = []
+    for cell, group in per_run.groupby(list(CELL), sort=True, dropna=False):
+        for m in metrics:
+            values = group[m].dropna().to_numpy(float)
+            if values.size:
+                std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+                rows.append((*cell, m, float(values.mean()), std, int(values.size)))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _sig(x: float) -> str:
+    """Three significant digits, plain for the magnitudes training metrics take."""
+    return "–" if not np.isfinite(x) else f"{x:.3g}" if abs(x) < 1e5 else f"{x:.2e}"
+
+
+def final_metrics_markdown(frame: pd.DataFrame) -> str:
+    """:func:`final_metrics` as Markdown: one row per metric, one column per cell, entries
+    'mean ± std' over seeds (a single seed without ± std, n where seeds differ)."""
+    if frame.empty:
+        return "No logged metric.\n"
+    cells = frame[list(CELL)].drop_duplicates().sort_values(list(CELL))
+    keys = [tuple(c) for c in cells.to_numpy().tolist()]
+    counts = frame["n"].unique()
+
+    def head(cell: tuple) -> str:
+        task, gap, _real, dataset = cell
+        return f"{task}, {format_gap(gap)}, {format_dataset(dataset)}"
+
+    def entry(r) -> str:
+        text = _sig(r["mean"]) if r["n"] == 1 else f"{_sig(r['mean'])} ± {_sig(r['std'])}"
+        return text + (f" (n={r['n']})" if len(counts) > 1 else "")
+
+    lines = [
+        "| metric | " + " | ".join(_md_escape(head(c)) for c in keys) + " |",
+        "|:---|" + "---:|" * len(keys),
+    ]
+    by_key = {(tuple(r[c] for c in CELL), r["metric"]): r for _, r in frame.iterrows()}
+    for m in dict.fromkeys(frame["metric"]):
+        cells_text = [entry(by_key[(c, m)]) if (c, m) in by_key else "–" for c in keys]
+        lines.append(f"| {_md_escape(m)} | " + " | ".join(cells_text) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def cell_stats(finals: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Across-seed statistics of the final score per cell and label.
 
@@ -249,6 +312,13 @@ class AggregateInput:
     notes: list[str] = field(default_factory=list)
 
 
+def _cells_of(finals: pd.DataFrame, labels: Sequence[str]) -> dict[str, set[tuple]]:
+    return {
+        lab: set(map(tuple, finals.loc[finals["label"] == lab, list(CELL)].to_numpy().tolist()))
+        for lab in labels
+    }
+
+
 def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) -> AggregateInput:
     """Matrices of final scores for the interval estimates.
 
@@ -258,20 +328,20 @@ def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) ->
     resamples each cell independently, so seeds need not line up across cells).
     """
     labels = label_order(finals["label"]) if labels is None else list(labels)
-    cells_of = {
-        lab: set(map(tuple, finals.loc[finals["label"] == lab, list(CELL)].to_numpy().tolist()))
-        for lab in labels
-    }
+    cells_of = _cells_of(finals, labels)
     all_cells = sorted(set().union(*cells_of.values())) if cells_of else []
     common = sorted(set.intersection(*cells_of.values())) if cells_of else []
     notes = []
+    left_out: dict[tuple[int, int], list[str]] = {}  # (extra, of) -> labels, one note each
     for lab in labels:
         extra = len(cells_of[lab]) - len(common)
         if extra:
-            notes.append(
-                f"{lab}: {extra} of its {len(cells_of[lab])} cells are not shared by every "
-                "algorithm and are left out of the aggregates"
-            )
+            left_out.setdefault((extra, len(cells_of[lab])), []).append(lab)
+    for (extra, of), labs in left_out.items():
+        notes.append(
+            f"{', '.join(labs)}: {extra} of {'its' if len(labs) == 1 else 'their'} {of} cells "
+            "are not shared by every algorithm and are left out of the aggregates"
+        )
     scores: dict[str, np.ndarray] = {}
     if not common:
         return AggregateInput(scores, common, all_cells, notes)
@@ -299,6 +369,33 @@ def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) ->
     return AggregateInput(scores, common, all_cells, notes)
 
 
+def aggregate_scopes(
+    finals: pd.DataFrame, labels: Sequence[str] | None = None
+) -> list[AggregateInput]:
+    """The score matrices the aggregates are computed over: one or two scopes.
+
+    Restricting every algorithm to the cells common to all of them lets a method run on part
+    of the grid only (e.g. extra methods on one cell) drop the rest of the grid for everyone.
+    So when at least two algorithms cover every cell and others do not, the first scope is
+    every cell with those algorithms, and the second all algorithms over the common cells
+    (omitted when there are none). Otherwise there is one scope, the common cells.
+    """
+    labels = label_order(finals["label"]) if labels is None else list(labels)
+    cells_of = _cells_of(finals, labels)
+    all_cells = set().union(*cells_of.values()) if cells_of else set()
+    full = [lab for lab in labels if cells_of[lab] == all_cells]
+    if len(full) < 2 or len(full) == len(labels):
+        return [score_matrices(finals, labels)]
+    first = score_matrices(finals, full)
+    partial = ", ".join(f"{lab} ({len(cells_of[lab])})" for lab in labels if lab not in full)
+    first.notes.insert(
+        0,
+        f"left out as they do not cover all {len(all_cells)} cells (cells they have): {partial}",
+    )
+    second = score_matrices(finals, labels)
+    return [first, second] if second.cells else [first]
+
+
 def aggregate_estimates(
     agg: AggregateInput, reps: int = 10_000, confidence: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
@@ -309,26 +406,31 @@ def aggregate_estimates(
 
 
 def poi_estimates(
-    agg: AggregateInput,
+    finals: pd.DataFrame,
     baseline: str,
+    labels: Sequence[str],
     reps: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """P(baseline > X) with a bootstrap CI for every other label X.
+    """P(baseline > X) with a bootstrap CI for every other label X, each over the cells the
+    two share (a comparison needs only its own pair on the same cells).
 
-    Returns columns ``baseline, other, point, lower, upper``.
+    Returns columns ``baseline, other, point, lower, upper, cells``; a label sharing no cell
+    with the baseline has no row.
     """
     rows = []
-    if baseline in agg.scores:
-        for other, y in agg.scores.items():
-            if other == baseline:
-                continue
-            point, lo, hi = stats.probability_of_improvement_ci(
-                agg.scores[baseline], y, reps=reps, confidence=confidence, seed=seed
-            )
-            rows.append((baseline, other, point, lo, hi))
-    return pd.DataFrame(rows, columns=["baseline", "other", "point", "lower", "upper"])
+    for other in labels:
+        if other == baseline or baseline not in labels:
+            continue
+        pair = score_matrices(finals, [baseline, other])
+        if not pair.cells:
+            continue
+        point, lo, hi = stats.probability_of_improvement_ci(
+            pair.scores[baseline], pair.scores[other], reps=reps, confidence=confidence, seed=seed
+        )
+        rows.append((baseline, other, point, lo, hi, len(pair.cells)))
+    return pd.DataFrame(rows, columns=["baseline", "other", "point", "lower", "upper", "cells"])
 
 
 def profile_taus(agg: AggregateInput, n: int = 101) -> np.ndarray:

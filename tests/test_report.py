@@ -446,6 +446,10 @@ def test_report_files(report_dir):
         assert label in (report_dir / "aggregates.tex").read_text()
     assert re.search(r"P\(h2o > ", index)
     assert "## Runs: scores and compute" in index and "hours of wall time in all" in index
+    # the baseline's metrics at the end of training, in the index and the diagnostics page
+    final_diag = (report_dir / "final_diagnostics.md").read_text()
+    assert final_diag.startswith("| metric | hopper,") and "| critic_loss |" in final_diag
+    assert final_diag in index and final_diag in (report_dir / "diagnostics.md").read_text()
 
 
 def test_report_partial_and_empty_via_cli(tmp_path):
@@ -548,3 +552,69 @@ def test_shipped_reference_records_tabulate():
     done = sorted(p.parent.name for p in root.glob("*/summary.json"))
     assert sorted(runs["run_id"]) == done
     assert f"{len(done)} runs," in tables.run_table_markdown(runs)
+
+
+def _grid_finals(scores: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    """Final scores per (label, task) over seeds 0..n-1, one sim gap and dataset."""
+    rows = []
+    for (label, task), values in scores.items():
+        for seed, score in enumerate(values):
+            cell = {"task": task, "gap": "gravity=2.0", "real_gap": "", "dataset": "d"}
+            rows.append({"label": label, **cell, "seed": seed, "final_normalized_score": score})
+    return pd.DataFrame(rows)
+
+
+def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
+    # The reference matrix's shape: h2o and sac on both tasks, bc on walker2d only. The
+    # comparison of h2o and sac keeps both cells; bc joins them on the common one.
+    finals = _grid_finals(
+        {
+            ("h2o", "hopper"): [10.0, 20.0],
+            ("h2o", "walker2d"): [30.0, 40.0],
+            ("sac", "hopper"): [15.0, 5.0],
+            ("sac", "walker2d"): [35.0, 25.0],
+            ("bc", "walker2d"): [50.0, 60.0],
+        }
+    )
+    full, common = tables.aggregate_scopes(finals, ["h2o", "sac", "bc"])
+    assert list(full.scores) == ["h2o", "sac"] and len(full.cells) == 2
+    assert full.scores["h2o"].tolist() == [[10.0, 30.0], [20.0, 40.0]]
+    assert "bc (1)" in full.notes[0]
+    assert list(common.scores) == ["h2o", "sac", "bc"] and len(common.cells) == 1
+    assert common.scores["bc"].tolist() == [[50.0], [60.0]]
+    # every label on every cell: one scope, nothing left out
+    (only,) = tables.aggregate_scopes(finals[finals["label"] != "bc"])
+    assert len(only.cells) == 2 and not any("left out" in n for n in only.notes)
+
+
+def test_probability_of_improvement_is_over_the_cells_each_pair_shares():
+    finals = _grid_finals(
+        {
+            ("h2o", "hopper"): [10.0, 20.0],
+            ("h2o", "walker2d"): [30.0, 40.0],
+            ("sac", "hopper"): [15.0, 5.0],
+            ("sac", "walker2d"): [35.0, 25.0],
+            ("bc", "walker2d"): [50.0, 35.0],
+        }
+    )
+    poi = tables.poi_estimates(finals, "h2o", ["h2o", "sac", "bc"], reps=200).set_index("other")
+    # hopper: h2o {10, 20} vs sac {15, 5}: 3 wins of 4; walker2d {30, 40} vs {35, 25}: 3 of 4
+    assert poi.loc["sac", "point"] == pytest.approx(0.75) and poi.loc["sac", "cells"] == 2
+    # walker2d only: {30, 40} vs {50, 35}: 40 > 35 is the one win of 4
+    assert poi.loc["bc", "point"] == pytest.approx(0.25) and poi.loc["bc", "cells"] == 1
+    assert poi.loc["bc", "lower"] <= 0.25 <= poi.loc["bc", "upper"]
+
+
+def test_final_metrics_are_the_mean_of_the_last_k_evaluations_over_seeds(tmp_path):
+    # write_record logs critic_loss = 1 / (i + 1) at evaluation i
+    for seed in (0, 1):
+        write_record(tmp_path, "hopper", "h2o", seed, "gravity=2.0", "d", scores=[1.0] * 4)
+    write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", "d", scores=[1.0] * 4)
+    curves = load_results(tmp_path).curves
+    frame = tables.final_metrics(curves, "h2o", ["critic_loss", "never_logged"], last_k=2)
+    (row,) = frame.itertuples(index=False)  # one cell, the metric h2o logged
+    assert row.metric == "critic_loss" and row.n == 2
+    assert row.mean == pytest.approx((1 / 3 + 1 / 4) / 2) and row.std == pytest.approx(0.0)
+    md = tables.final_metrics_markdown(frame)
+    assert "| metric | hopper, gravity=2.0, d |" in md and "| critic_loss | 0.292 ± 0 |" in md
+    assert tables.final_metrics(curves, "iql", ["critic_loss"]).empty
