@@ -564,18 +564,22 @@ def _grid_finals(scores: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
-    # The reference matrix's shape: h2o and sac on both tasks, bc on walker2d only. The
-    # comparison of h2o and sac keeps both cells; bc joins them on the common one.
-    finals = _grid_finals(
+def _reference_shape(bc: list[float]) -> pd.DataFrame:
+    """The reference matrix's shape: h2o and sac on both tasks, bc on walker2d only."""
+    return _grid_finals(
         {
             ("h2o", "hopper"): [10.0, 20.0],
             ("h2o", "walker2d"): [30.0, 40.0],
             ("sac", "hopper"): [15.0, 5.0],
             ("sac", "walker2d"): [35.0, 25.0],
-            ("bc", "walker2d"): [50.0, 60.0],
+            ("bc", "walker2d"): bc,
         }
     )
+
+
+def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
+    # The comparison of h2o and sac keeps both cells; bc joins them on the common one.
+    finals = _reference_shape([50.0, 60.0])
     full, common = tables.aggregate_scopes(finals, ["h2o", "sac", "bc"])
     assert list(full.scores) == ["h2o", "sac"] and len(full.cells) == 2
     assert full.scores["h2o"].tolist() == [[10.0, 30.0], [20.0, 40.0]]
@@ -588,15 +592,7 @@ def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
 
 
 def test_probability_of_improvement_is_over_the_cells_each_pair_shares():
-    finals = _grid_finals(
-        {
-            ("h2o", "hopper"): [10.0, 20.0],
-            ("h2o", "walker2d"): [30.0, 40.0],
-            ("sac", "hopper"): [15.0, 5.0],
-            ("sac", "walker2d"): [35.0, 25.0],
-            ("bc", "walker2d"): [50.0, 35.0],
-        }
-    )
+    finals = _reference_shape([50.0, 35.0])
     poi = tables.poi_estimates(finals, "h2o", ["h2o", "sac", "bc"], reps=200).set_index("other")
     # hopper: h2o {10, 20} vs sac {15, 5}: 3 wins of 4; walker2d {30, 40} vs {35, 25}: 3 of 4
     assert poi.loc["sac", "point"] == pytest.approx(0.75) and poi.loc["sac", "cells"] == 2
