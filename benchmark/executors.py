@@ -15,6 +15,11 @@ Both executors call the same worker function, :func:`execute_run`, which
 3. calls :func:`gapbench.benchmark.harness.run`, which resumes from ``checkpoint.pt`` if a killed
    run left one and records exceptions as ``status: failed``.
 
+A stop request in the output folder (``OUT/STOP``, ``gapbench matrix stop``) is looked for
+before a run starts and between its training steps: a run not started reports "stopped"
+without starting; a running one checkpoints where it stands and reports "stopped" (its next
+``matrix run`` resumes it exactly).
+
 Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
 Seed groups (local executor): runs that differ only by seed, of an algorithm with a
@@ -65,6 +70,8 @@ from typing import Any
 from gapbench.benchmark.matrix import Matrix, write_manifest
 from gapbench.benchmark.runstate import (
     RunBusy,
+    RunStopped,
+    clear_stop,
     holder,
     read_lock,
     read_summary,
@@ -72,6 +79,7 @@ from gapbench.benchmark.runstate import (
     rerun_reason,
     run_locked,
     run_status,
+    stop_poller,
 )
 
 log = logging.getLogger("gapbench.matrix")
@@ -115,14 +123,24 @@ def execute_run(
     from gapbench.benchmark.spec import RunSpec
 
     spec = RunSpec.from_dict(spec_dict).resolved()  # plain data in; resolved once, here
+    stop = stop_poller(out)
+    if stop():
+        return stopped_result(spec.run_id)
     _current_run.prefix = f"{label or spec.algorithm} {spec.run_id}"
     try:
-        summary, recorded = run_locked(spec, out, retry_failed)
+        summary, recorded = run_locked(spec, out, retry_failed, stop=stop)
     except RunBusy as busy:
         return {"run_id": spec.run_id, "status": "running", "skipped": True, "error": str(busy)}
+    except RunStopped:
+        return stopped_result(spec.run_id)
     finally:
         _current_run.prefix = ""
     return result_of(spec.run_id, summary, skipped=recorded)
+
+
+def stopped_result(run_id: str) -> Result:
+    """A run that a stop request kept from starting or checkpointed and stopped."""
+    return {"run_id": run_id, "status": "stopped", "skipped": True, "error": None}
 
 
 def execute_group(
@@ -135,12 +153,21 @@ def execute_group(
     from gapbench.benchmark.spec import RunSpec
 
     specs = [RunSpec.from_dict(d).resolved() for d in spec_dicts]
+    stop = stop_poller(out)
+    if stop():
+        return [stopped_result(spec.run_id) for spec in specs]
     seeds = ",".join(str(s.seed) for s in specs)
     _current_run.prefix = f"{label or specs[0].algorithm} seeds {seeds}"
     try:
-        pairs = run_group_locked(specs, out, retry_failed)
+        pairs = run_group_locked(specs, out, retry_failed, stop=stop)
     except RunBusy:
         pairs = None
+    except RunStopped:  # a seed with a record (done before, or failed alone) reports it
+        summaries = [read_summary(Path(out) / spec.run_id) for spec in specs]
+        return [
+            stopped_result(spec.run_id) if summary is None else result_of(spec.run_id, summary)
+            for spec, summary in zip(specs, summaries, strict=True)
+        ]
     finally:
         _current_run.prefix = ""
     if pairs is None:
@@ -528,9 +555,11 @@ def run_matrix(
     seed_groups: bool | None = None,
 ) -> dict[str, Result]:
     """Run every run of ``matrix`` that has no complete record; return run_id -> result
-    in matrix order. Writes ``OUT/matrix.json`` first. ``seed_groups``: the local executor
-    trains the seeds of one spec as one seed group (see the module docstring); None (the
-    default) groups the runs on a GPU only, True on any device, False none."""
+    in matrix order. Writes ``OUT/matrix.json`` first, and clears a stop request left in
+    ``OUT`` (a request made while it runs stops it: see the module docstring).
+    ``seed_groups``: the local executor trains the seeds of one spec as one seed group (see
+    the module docstring); None (the default) groups the runs on a GPU only, True on any
+    device, False none."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -547,6 +576,8 @@ def run_matrix(
             if problem := device_problem(device):
                 raise ValueError(problem)
     out.mkdir(parents=True, exist_ok=True)
+    if clear_stop(out):
+        log.info("cleared the stop request in %s (gapbench matrix stop): running", out)
     write_manifest(matrix, out)
     todo, results = plan(matrix, out, retry_failed)
     if on_plan is not None:
@@ -555,7 +586,7 @@ def run_matrix(
 
     def collect(result: Result) -> None:
         results[result["run_id"]] = result
-        if result["status"] not in ("ok", "running"):
+        if result["status"] not in ("ok", "running", "stopped"):
             log.warning(
                 "run %s (%s) %s: %s",
                 result["run_id"],

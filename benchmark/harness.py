@@ -34,6 +34,7 @@ from gapbench.algorithms.buffer import TensorBuffer
 from gapbench.benchmark import records
 from gapbench.benchmark.allocator import keep_freed_memory
 from gapbench.benchmark.evaluation import evaluate, make_eval_env
+from gapbench.benchmark.runstate import RunStopped
 from gapbench.benchmark.spec import RunSpec
 
 log = logging.getLogger("gapbench.run")
@@ -205,6 +206,7 @@ def run(
     progress: bool | None = None,
     on_eval: Callable[[dict[str, Any], Any], None] | None = None,
     tensorboard: str | Path | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and write its record under ``out_dir/<run_id>``; return the summary.
 
@@ -216,7 +218,10 @@ def run(
     raising ``RunPruned`` from it stops the run. ``tensorboard``: a folder where the run
     also logs every training metric and evaluation as TensorBoard scalars
     (``<folder>/<run_id>``; default ``$GAPBENCH_TENSORBOARD``; needs the ``tensorboard``
-    extra). It never changes the numbers.
+    extra). It never changes the numbers. ``stop()``, asked between collection/update
+    steps (e.g. :func:`gapbench.benchmark.runstate.stop_poller`): once True, the run
+    checkpoints where it stands and raises :class:`RunStopped`; resumed, it goes on
+    exactly as if never stopped.
     """
     spec = spec.resolved()
     run_dir = Path(out_dir) / spec.run_id
@@ -227,7 +232,7 @@ def run(
     start = time.perf_counter()
     try:
         board = tensorboard or os.environ.get(TENSORBOARD_ENV) or None
-        summary = _train(spec, run_dir, progress, on_eval, start, board)
+        summary = _train(spec, run_dir, progress, on_eval, start, board, stop)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, not raised: a matrix goes on with its other runs
@@ -252,7 +257,7 @@ class RunPruned(RuntimeError):
 
 
 def _train(
-    spec, run_dir: Path, progress, on_eval, start: float, tensorboard=None
+    spec, run_dir: Path, progress, on_eval, start: float, tensorboard=None, stop=None
 ) -> dict[str, Any]:
     budget = spec.budget
     task = gap_envs.get_task(spec.task)
@@ -290,6 +295,9 @@ def _train(
 
     curve: list[dict[str, Any]] = []
     done_updates = 0
+    # training metrics summed since the last evaluation (a stop between two keeps them)
+    sums: dict[str, torch.Tensor] = {}
+    n_sum = 0
     resumes: list[dict[str, Any]] = []
     exact = True  # whether a resume reproduced the interrupted run's state exactly
     ckpt_path = run_dir / records.CHECKPOINT
@@ -320,6 +328,7 @@ def _train(
         torch.set_rng_state(state["torch_rng"])
         records.set_numpy_rng_state(state["numpy_rng"])
         curve, done_updates = state["curve"], state["updates"]
+        sums, n_sum = state.get("sums") or {}, state.get("n_sum", 0)
         resumes = state.get("resumes", [])
         resumes.append(resume_entry(done_updates, exact))
         start -= state["wall_time_s"]
@@ -328,9 +337,29 @@ def _train(
     def policy(obs: np.ndarray) -> np.ndarray:
         return algo.act(obs, deterministic=False)
 
+    def save_checkpoint() -> None:
+        if collector is not None:
+            collector.flush(run_dir)  # the log first: a checkpoint never outruns it
+        records.save_checkpoint(
+            ckpt_path,
+            {
+                "algo": algo.state_dict(),
+                "env_steps": collector.steps if collector is not None else 0,
+                "replay_rng": replay.generator.get_state() if replay is not None else None,
+                "collector_obs": torch.as_tensor(collector.obs) if collector is not None else None,
+                "dataset_rng": dataset.generator.get_state() if dataset is not None else None,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": records.numpy_rng_state(),
+                "curve": curve,
+                "updates": done_updates,
+                "sums": sums,
+                "n_sum": n_sum,
+                "resumes": resumes,
+                "wall_time_s": time.perf_counter() - start,
+            },
+        )
+
     chunk = budget.schedule(spec.regime)
-    sums: dict[str, torch.Tensor] = {}
-    n_sum = 0
     update_time = 0.0
     bar = _progress(progress, spec, budget.updates, done_updates)
     with bar, _board(tensorboard, spec.run_id) as board:
@@ -375,30 +404,11 @@ def _train(
                     and n_evals % budget.checkpoint_every == 0
                     and done_updates < budget.updates
                 ):
-                    if collector is not None:
-                        collector.flush(run_dir)  # the log first: a checkpoint never outruns it
-                    records.save_checkpoint(
-                        ckpt_path,
-                        {
-                            "algo": algo.state_dict(),
-                            "env_steps": collector.steps if collector is not None else 0,
-                            "replay_rng": replay.generator.get_state()
-                            if replay is not None
-                            else None,
-                            "collector_obs": torch.as_tensor(collector.obs)
-                            if collector is not None
-                            else None,
-                            "dataset_rng": dataset.generator.get_state()
-                            if dataset is not None
-                            else None,
-                            "torch_rng": torch.get_rng_state(),
-                            "numpy_rng": records.numpy_rng_state(),
-                            "curve": curve,
-                            "updates": done_updates,
-                            "resumes": resumes,
-                            "wall_time_s": time.perf_counter() - start,
-                        },
-                    )
+                    save_checkpoint()
+            if stop is not None and done_updates < budget.updates and stop():
+                save_checkpoint()
+                log.info("%s: stopped on request at update %d", spec.run_id, done_updates)
+                raise RunStopped(f"{spec.run_id} stopped at update {done_updates}")
     eval_env.close()
     env_steps = collector.steps if collector is not None else 0
     return summary_record(curve, done_updates, env_steps, update_time, start, resumes)

@@ -15,7 +15,11 @@ used alike by the matrix (status), the executors (workers), ``gapbench run`` and
   changed), and running a spec under its lock (:func:`run_locked`), which sets such a
   record's summary and curve aside first so a record never shows two summaries;
 * :func:`exclusive`, a blocking OS lock (flock) on a file or folder, released when its
-  process dies: tuning's per-run-id lock and the matrix manifest's folder lock.
+  process dies: tuning's per-run-id lock and the matrix manifest's folder lock;
+* the stop request ``OUT/STOP`` (:func:`request_stop`, ``gapbench matrix stop``): every
+  run of the folder checkpoints where it stands and exits (:class:`RunStopped`), and no
+  new run starts, so a sitting or a cluster allocation ends without losing the updates
+  since the last periodic checkpoint; ``matrix run`` clears it when it starts.
 """
 
 from __future__ import annotations
@@ -43,6 +47,51 @@ LOCK = ".lock"
 LOCK_HEARTBEAT_S = 30.0  # a lock's holder touches it this often
 LOCK_TIMEOUT_S = 300.0  # a lock from another host not touched for this long is stale
 STATUSES = ("done", "failed", "running", "interrupted", "missing")
+STOP = "STOP"  # in a results folder: its runs checkpoint and stop (request_stop)
+STOP_POLL_S = 2.0  # a run looks for the stop request at most this often
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run checkpointed where it stood and stopped because its folder asked it to
+    (:func:`request_stop`). A KeyboardInterrupt, so that like Ctrl-C it leaves no summary
+    and the next run of the same spec resumes it."""
+
+
+# -- the stop request ----------------------------------------------------------------------
+def request_stop(out: str | Path) -> Path:
+    """Ask every run of the results folder ``out`` to checkpoint and stop."""
+    path = Path(out) / STOP
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "since": time.time()}) + "\n")
+    return path
+
+
+def clear_stop(out: str | Path) -> bool:
+    """Remove the folder's stop request; True if there was one."""
+    try:
+        (Path(out) / STOP).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def stop_requested(out: str | Path) -> bool:
+    return (Path(out) / STOP).exists()
+
+
+def stop_poller(out: str | Path, every_s: float = STOP_POLL_S):
+    """A cheap ``stop()`` for a training loop: True once the folder asks its runs to stop;
+    the file is looked at most every ``every_s`` seconds (a loop step can be a
+    millisecond)."""
+    path, last, seen = Path(out) / STOP, [-float("inf")], [False]
+
+    def stop() -> bool:
+        now = time.monotonic()
+        if not seen[0] and now - last[0] >= every_s:
+            last[0], seen[0] = now, path.exists()
+        return seen[0]
+
+    return stop
 
 
 # -- reading a lock ------------------------------------------------------------------------
@@ -301,11 +350,16 @@ class RunBusy(RuntimeError):
 
 
 def run_locked(
-    spec: Any, out: str | Path, retry_failed: bool = False, progress: bool | None = False
+    spec: Any,
+    out: str | Path,
+    retry_failed: bool = False,
+    progress: bool | None = False,
+    stop=None,
 ) -> tuple[dict[str, Any], bool]:
     """(summary, recorded): run ``spec`` under its lock, or return its complete record as
     is (recorded=True) unless :func:`rerun_reason` says otherwise. Raises :class:`RunBusy`
-    when a live process holds the lock: the same id is never trained twice at once."""
+    when a live process holds the lock: the same id is never trained twice at once, and
+    :class:`RunStopped` when ``stop()`` asked the run to checkpoint and stop."""
     from gapbench.benchmark.harness import run as run_one
 
     run_dir = Path(out) / spec.run_id
@@ -326,7 +380,7 @@ def run_locked(
                 n,
             )
         log.info("starting")
-        summary = run_one(spec, out, progress=progress)
+        summary = run_one(spec, out, progress=progress, stop=stop)
         log.info("finished: %s", summary.get("status"))
         return summary, False
     finally:
@@ -338,8 +392,11 @@ __all__ = [
     "LOCK_HEARTBEAT_S",
     "LOCK_TIMEOUT_S",
     "STATUSES",
+    "STOP",
     "RunBusy",
     "RunLock",
+    "RunStopped",
+    "clear_stop",
     "exclusive",
     "holder",
     "last_evaluation",
@@ -348,7 +405,10 @@ __all__ = [
     "read_lock",
     "read_summary",
     "remove_stale_lock",
+    "request_stop",
     "rerun_reason",
     "run_locked",
     "run_status",
+    "stop_poller",
+    "stop_requested",
 ]

@@ -39,6 +39,7 @@ from gapbench.benchmark import harness as h
 from gapbench.benchmark import records
 from gapbench.benchmark.allocator import keep_freed_memory
 from gapbench.benchmark.evaluation import make_eval_env
+from gapbench.benchmark.runstate import RunStopped
 from gapbench.benchmark.spec import RunSpec
 
 log = logging.getLogger("gapbench.run")
@@ -73,11 +74,17 @@ def group_problem(specs: list[RunSpec]) -> str | None:
 
 
 def run_group(
-    specs: list[RunSpec], out_dir: str | Path, progress: bool | None = None, tensorboard=None
+    specs: list[RunSpec],
+    out_dir: str | Path,
+    progress: bool | None = None,
+    tensorboard=None,
+    stop=None,
 ) -> list[dict[str, Any]]:
     """Run the seeds ``specs`` (one spec, several seeds) and write each seed's record under
     ``out_dir/<run_id>``; return their summaries in order. Complete records are returned
-    as they are; see the module docstring for when the seeds run one by one instead."""
+    as they are; see the module docstring for when the seeds run one by one instead.
+    ``stop()`` as for :func:`harness.run`, except that a group stops at its next
+    evaluation (every seed's checkpoint written there), where no metric sums are pending."""
     specs = [s.resolved() for s in specs]
     out_dir = Path(out_dir)
     dirs = [out_dir / s.run_id for s in specs]
@@ -93,14 +100,14 @@ def run_group(
     if why is not None:
         if todo:
             log.info("training the seeds one by one: %s", why)
-        return [h.run(s, out_dir, progress, tensorboard=tensorboard) for s in specs]
+        return [h.run(s, out_dir, progress, tensorboard=tensorboard, stop=stop) for s in specs]
     group = [specs[i] for i in todo]
     for spec, d in zip(group, (dirs[i] for i in todo), strict=True):
         d.mkdir(parents=True, exist_ok=True)
         h.write_spec(d, spec)
     start = time.perf_counter()
     try:
-        summaries = _train_group(group, [dirs[i] for i in todo], progress, start)
+        summaries = _train_group(group, [dirs[i] for i in todo], progress, start, stop)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # recorded, not raised, as a single run records it
@@ -211,7 +218,7 @@ def _build(spec: RunSpec, run_dir: Path, start: float, shared: dict[str, TensorB
     return seed, algo, rng, updates
 
 
-def _train_group(specs: list[RunSpec], dirs: list[Path], progress, start: float):
+def _train_group(specs: list[RunSpec], dirs: list[Path], progress, start: float, stop=None):
     device = torch.device(specs[0].device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise h.RunFailed("device 'cuda' requested but torch.cuda.is_available() is False")
@@ -269,16 +276,20 @@ def _train_group(specs: list[RunSpec], dirs: list[Path], progress, start: float)
                         _evaluate(seed, member, done_updates, sums, k, n_sum, bar, update_time)
                 sums, n_sum = {}, 0
                 n_evals = len(seeds[0].curve)
+                stopping = stop is not None and done_updates < budget.updates and stop()
                 if (
                     budget.checkpoint_every
                     and n_evals % budget.checkpoint_every == 0
                     and done_updates < budget.updates
-                ):
+                ) or stopping:
                     for k, seed in enumerate(seeds):
                         if seed.failed is None:
                             _checkpoint(seed, batch, k, done_updates)
                 if all(s.failed is not None for s in seeds):
                     break
+                if stopping:
+                    log.info("seeds %s stopped on request at update %d", group, done_updates)
+                    raise RunStopped(f"seeds {group} stopped at update {done_updates}")
     summaries = []
     for seed in seeds:
         seed.eval_env.close()
@@ -340,7 +351,7 @@ def _summary(seed: _Seed, updates: int, update_time: float, group: list[int]) ->
 
 
 def run_group_locked(
-    specs: list[RunSpec], out: str | Path, retry_failed: bool = False, progress=None
+    specs: list[RunSpec], out: str | Path, retry_failed: bool = False, progress=None, stop=None
 ) -> list[tuple[dict[str, Any], bool]]:
     """(summary, recorded) per seed: :func:`run_group` under every seed's run lock, with
     complete records returned as they are unless :func:`runstate.rerun_reason` says
@@ -371,7 +382,7 @@ def run_group_locked(
                     n,
                 )
             recorded.append(done and why is None)
-        summaries = run_group(specs, out, progress)
+        summaries = run_group(specs, out, progress, stop=stop)
         return list(zip(summaries, recorded, strict=True))
     finally:
         for lock in locks:

@@ -294,3 +294,59 @@ def test_the_sim_replay_is_no_larger_than_the_run_can_fill_and_that_changes_noth
     assert _curve_without_time(tmp_path / capped.resolved().run_id) == _curve_without_time(
         tmp_path / full.resolved().run_id
     )
+
+
+def _stop_after(calls: int):
+    """A stop() that asks the run to stop at its ``calls``-th question (between steps)."""
+    asked = [0]
+
+    def stop() -> bool:
+        asked[0] += 1
+        return asked[0] >= calls
+
+    return stop
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "regime", "calls", "stopped_at"),
+    [("sac", "online", 14, 14), ("iql", "offline", 17, 17), ("h2o", "hybrid", 3, 15)],
+)
+def test_a_run_stopped_between_evaluations_resumes_to_the_uninterrupted_run(
+    tmp_path, monkeypatch, algorithm, regime, calls, stopped_at
+):
+    """A stop request checkpoints mid-way between two evaluations (with the training
+    metrics summed so far) and raises RunStopped; the resumed run's every number equals
+    the run that was never stopped (hybrid: stopped between two collection phases)."""
+    from gapbench.benchmark.runstate import RunStopped
+
+    kw: dict = {"algorithm": algorithm, "regime": regime}
+    budget = Budget(updates=30, eval_every=10, eval_episodes=2, warmup_steps=20)
+    if regime != "online":
+        from gapbench.benchmark import datasets_build
+
+        data = tmp_path / "data"
+        did = datasets_build.build(
+            "hopper", "random", size=400, seed=1, data_dir=data, progress=False
+        )
+        monkeypatch.setenv("GAPBENCH_DATA_DIR", str(data))
+        kw["dataset"] = did
+        if regime == "offline":
+            kw["gap"] = ""
+    if algorithm == "h2o":
+        kw["hparams"] = {"hidden": (32, 32), "disc_hidden": (16, 16)}
+        budget = dataclasses.replace(budget, collect_every=5)
+    elif algorithm == "iql":
+        kw["hparams"] = {"batch_size": 32, "hidden": (32, 32)}
+    s = spec(budget=budget, **kw)
+    whole = run(s, tmp_path / "whole", progress=False)
+    with pytest.raises(RunStopped):
+        run(s, tmp_path / "cut", progress=False, stop=_stop_after(calls))
+    run_dir = tmp_path / "cut" / s.run_id
+    assert not records.is_complete(run_dir)
+    state = records.load_checkpoint(run_dir / records.CHECKPOINT)
+    assert state["updates"] == stopped_at and state["n_sum"] == stopped_at - 10
+    assert state["sums"]  # the metrics since the evaluation at 10 updates
+    resumed = run(s, tmp_path / "cut", progress=False)
+    assert resumed["resumed"][0]["update"] == stopped_at and resumed["resumed"][0]["exact"]
+    assert _curve_without_time(run_dir) == _curve_without_time(tmp_path / "whole" / s.run_id)
+    assert resumed["final_return"] == whole["final_return"]

@@ -411,6 +411,43 @@ def test_killed_matrix_resumes_and_runs_each_id_once(tmp_path, sig):
     assert {k: v["label"] for k, v in manifest.items()} == {r.run_id: r.label for r in m.runs}
 
 
+def test_a_stopped_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
+    budget = {**TINY_BUDGET, "updates": 2000, "eval_every": 200}
+    path = write(tmp_path / "m.yaml", tiny_matrix(budget=budget))
+    out = tmp_path / "out"
+    log = tmp_path / "first.log"
+    proc = start_matrix_cli(path, out, log)
+    deadline = time.time() + 240
+    try:
+        while not list(out.glob("*/curve.csv")):  # the first run is past an evaluation
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no evaluation in time"
+            time.sleep(0.1)
+        stopped = CliRunner().invoke(cli_app, ["matrix", "stop", str(path), "--out", str(out)])
+        assert stopped.exit_code == 0 and "stop requested" in stopped.output
+        assert (out / runstate.STOP).exists()
+        shown = CliRunner().invoke(cli_app, ["matrix", "status", str(path), "--out", str(out)])
+        assert "stop requested" in shown.output
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0 and "stopped on request" in text, text
+    m = load(path, out=out)
+    first, second = (out / r.run_id for r in m.runs)
+    state = records.load_checkpoint(first / records.CHECKPOINT)
+    assert 200 <= state["updates"] < 2000 and not records.is_complete(first)
+    assert not second.exists()  # never started
+    results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
+    assert {r["status"] for r in results.values()} == {"ok"}
+    assert not (out / runstate.STOP).exists()  # the new run cleared the request
+    steps = list(range(200, 2001, 200))
+    summary = check_record(first, steps)
+    assert summary["resumed"][0]["update"] == state["updates"]
+    check_record(second, steps)
+
+
 FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # fails at start-up
 
 

@@ -94,6 +94,23 @@ def test_an_interrupted_group_resumes_as_a_group(tmp_path, monkeypatch):
             }
 
 
+def test_a_stopped_group_checkpoints_at_its_next_evaluation_and_resumes_as_a_group(tmp_path):
+    from gapbench.benchmark.runstate import RunStopped
+
+    specs = seed_specs(_spec(), [1, 2])
+    whole = run_group(specs, tmp_path / "whole")
+    assert BUDGET.eval_every == 20 and BUDGET.updates == 40  # stop asked at the 1st evaluation
+    with pytest.raises(RunStopped):
+        run_group(specs, tmp_path / "cut", stop=lambda: True)
+    for spec in specs:
+        state = records.load_checkpoint(tmp_path / "cut" / spec.run_id / "checkpoint.pt")
+        assert state["updates"] == 20 and not records.is_complete(tmp_path / "cut" / spec.run_id)
+    resumed = run_group(specs, tmp_path / "cut")
+    for a, b in zip(whole, resumed, strict=True):
+        assert b["resumed"][0]["update"] == 20 and b["seed_group"] == [1, 2]
+        assert a["final_return"] == b["final_return"]
+
+
 def test_what_cannot_be_batched_runs_seed_by_seed(tmp_path, caplog):
     specs = seed_specs(RunSpec(task="hopper", algorithm="td3bc", dataset="any"), [0, 1])
     assert "no seed-batched path" in group_problem(specs)

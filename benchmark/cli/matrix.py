@@ -103,6 +103,13 @@ starts new runs, so compute already spent finishes first), and skips failed ones
 summary.failed-N.json); a done run whose dataset's content changed since runs again (kept
 as summary.stale-N.json). A per-run lock, OUT/RUN_ID/.lock, stops two processes running the
 same id.
+
+`gapbench matrix stop FILE` asks the runs of the output folder to stop: each running run
+checkpoints where it stands (between two training steps; a seed group at its next
+evaluation) and exits, no new run starts, and `matrix run` exits 0 saying how many
+stopped. The same `matrix run` resumes them exactly, as if never stopped; it clears the
+request when it starts. Use it to end a sitting or an allocation without losing the
+updates since the last periodic checkpoint.
 """)
 
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]
@@ -167,6 +174,8 @@ def _score(value: Any) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+OK_STATUSES = ("ok", "running", "stopped")  # not failures: the last resumes on the next run
+
 STYLE = {
     "ok": "green",
     "done": "green",
@@ -175,6 +184,7 @@ STYLE = {
     "pruned": "yellow",
     "running": "cyan",
     "interrupted": "yellow",
+    "stopped": "yellow",
     "missing": "dim",
 }
 
@@ -296,7 +306,7 @@ def run(
 
     def on_plan(todo, known) -> None:
         nonlocal failures
-        failures = sum(r["status"] not in ("ok", "running") for r in known.values())
+        failures = sum(r["status"] not in OK_STATUSES for r in known.values())
         progress.update(bar, completed=len(known), failures=failures)
         logging.getLogger("gapbench.matrix").info(
             "%s: %d runs, %d to run, %d already recorded -> %s",
@@ -309,7 +319,7 @@ def run(
 
     def on_result(result) -> None:
         nonlocal failures
-        failures += result["status"] not in ("ok", "running")
+        failures += result["status"] not in OK_STATUSES
         progress.update(bar, advance=1, failures=failures)
 
     start = time.perf_counter()
@@ -360,7 +370,14 @@ def run(
             _score(result.get("final_normalized_score")),
         )
     (err_console if as_json else out_console).print(table)
-    bad = [r for r in results.values() if r["status"] not in ("ok", "running")]
+    stopped = sum(r["status"] == "stopped" for r in results.values())
+    if stopped:
+        err_console.print(
+            f"[yellow]stopped on request[/]: {stopped} run(s) checkpointed or not started; "
+            "re-run the same command to resume",
+            soft_wrap=True,
+        )
+    bad = [r for r in results.values() if r["status"] not in OK_STATUSES]
     if bad:
         # a crashed run has no record yet: the same command resumes it, no flag needed
         crashed = sum(r["status"] == "crashed" for r in bad)
@@ -391,12 +408,21 @@ def status(
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
     from gapbench.benchmark.matrix import status as matrix_status
+    from gapbench.benchmark.runstate import stop_requested
 
     matrix = _load(file, out, check_datasets=False, only=only)
-    report = matrix_status(matrix, out or matrix.out)
+    out_dir = Path(out or matrix.out)
+    report = matrix_status(matrix, out_dir)
+    report["stop_requested"] = stop_requested(out_dir)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
+    if report["stop_requested"]:
+        out_console.print(
+            f"[yellow]stop requested[/] ({out_dir}/STOP): running runs checkpoint and exit; "
+            "`matrix run` clears it",
+            highlight=False,
+        )
     table = Table(
         "status",
         "runs",
@@ -426,3 +452,27 @@ def status(
                 highlight=False,
                 markup=True,
             )
+
+
+@app.command("stop")
+def stop(
+    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
+    ] = None,
+) -> None:
+    """Ask the matrix's running runs to checkpoint where they stand and exit, and its
+    `matrix run` to start no new run; the same `matrix run` resumes them exactly.
+
+    Writes OUT/STOP; every process running runs into OUT sees it within seconds and stops
+    after its current training step (a hybrid run's step is one collection phase, up to
+    1,000 updates; a seed group stops at its next evaluation)."""
+    from gapbench.benchmark.runstate import request_stop
+
+    matrix = _load(file, out, check_datasets=False)
+    path = request_stop(Path(out or matrix.out))
+    out_console.print(
+        f"stop requested: {path}. Running runs checkpoint and exit; "
+        f"`gapbench matrix run {file}` resumes them (and clears the request).",
+        highlight=False,
+    )
