@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -58,6 +59,13 @@ def unwrap_help(text: str) -> str:
         else:
             paragraphs.append(" ".join(line.strip() for line in lines))
     return "\n\n".join(paragraphs) + "\n"
+
+
+def unwrapped_doc(fn):
+    """A command whose docstring's paragraphs are unwrapped (:func:`unwrap_help`): Typer
+    keeps the line breaks of every paragraph after the first."""
+    fn.__doc__ = unwrap_help(inspect.cleandoc(fn.__doc__ or ""))
+    return fn
 
 
 def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:

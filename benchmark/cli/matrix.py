@@ -21,6 +21,7 @@ from gapbench.benchmark.cli.common import (
     out_dir_problem,
     print_json,
     unwrap_help,
+    unwrapped_doc,
     use_tensorboard,
 )
 
@@ -394,6 +395,7 @@ def run(
 
 
 @app.command("status")
+@unwrapped_doc
 def status(
     file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
     out: Annotated[
@@ -455,6 +457,7 @@ def status(
 
 
 @app.command("stop")
+@unwrapped_doc
 def stop(
     file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
     out: Annotated[
