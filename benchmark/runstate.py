@@ -83,13 +83,13 @@ def stop_poller(out: str | Path, every_s: float = STOP_POLL_S):
     """A cheap ``stop()`` for a training loop: True once the folder asks its runs to stop;
     the file is looked at most every ``every_s`` seconds (a loop step can be a
     millisecond)."""
-    path, last, seen = Path(out) / STOP, [-float("inf")], [False]
+    path, last, seen = Path(out) / STOP, -float("inf"), False
 
     def stop() -> bool:
-        now = time.monotonic()
-        if not seen[0] and now - last[0] >= every_s:
-            last[0], seen[0] = now, path.exists()
-        return seen[0]
+        nonlocal last, seen
+        if not seen and time.monotonic() - last >= every_s:
+            last, seen = time.monotonic(), path.exists()
+        return seen
 
     return stop
 

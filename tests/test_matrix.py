@@ -594,3 +594,13 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
     assert rows[fresh.run_id]["updates_done"] is None
     text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
     assert "80 / " in text and "last score 3.2" in text and "no evaluation yet" in text
+
+
+def test_the_stop_request_is_looked_for_at_most_every_poll_period(tmp_path):
+    lazy, eager = runstate.stop_poller(tmp_path, every_s=3600), runstate.stop_poller(tmp_path, 0)
+    assert not lazy() and not eager()
+    runstate.request_stop(tmp_path)
+    assert eager() and not lazy()  # the lazy one looks again only after an hour
+    assert runstate.stop_requested(tmp_path) and runstate.clear_stop(tmp_path)
+    assert eager()  # once seen, a stop stands: the run is already stopping
+    assert not runstate.clear_stop(tmp_path) and not runstate.stop_poller(tmp_path, 0)()
