@@ -771,6 +771,7 @@ def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
                 "updates": r.spec.budget.updates,  # the spec is resolved
                 "updates_done": last[0] if last else None,
                 "last_normalized_score": last[1] if last else None,
+                "updates_per_s": last[2] if last else None,  # over the last interval
             }
         )
     return {

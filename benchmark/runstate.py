@@ -277,14 +277,22 @@ def run_status(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
     return "missing", None
 
 
-def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
-    """(updates, normalized score) of the last curve row of an unfinished run, if any."""
+def last_evaluation(run_dir: Path) -> tuple[int, float, float | None] | None:
+    """(updates, normalized score, updates/s) of the last curve row of an unfinished run, if
+    any; the pace is that of the last evaluation interval (evaluation included), None
+    before a second row."""
     try:
         with open(Path(run_dir) / records.CURVE, newline="") as f:
             rows = list(csv.DictReader(f))
-        return int(rows[-1]["step"]), float(rows[-1]["normalized_score"])
+        step, score = int(rows[-1]["step"]), float(rows[-1]["normalized_score"])
     except (OSError, IndexError, KeyError, ValueError):
         return None
+    pace = None
+    with contextlib.suppress(KeyError, ValueError, IndexError):
+        seconds = float(rows[-1]["wall_time_s"]) - float(rows[-2]["wall_time_s"])
+        updates = step - int(rows[-2]["step"])
+        pace = updates / seconds if seconds > 0 and updates > 0 else None
+    return step, score, pace
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -575,7 +575,8 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
 
     from gapbench.benchmark.cli import app
 
-    path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2))
+    budget = {**TINY_BUDGET, "updates": 100_000}
+    path = write(tmp_path / "m.yaml", tiny_matrix(seeds=2, budget=budget))
     out = tmp_path / "out"
     m = load(path, out=out)
     started, fresh = m.runs[0], m.runs[1]
@@ -584,16 +585,24 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
         run_dir.mkdir(parents=True)
         records.write_json(run_dir / records.SPEC, {"run_id": run.run_id})
         lines = ["step,env_steps,return_mean,return_std,normalized_score,wall_time_s"]
-        lines += [f"{s},{s},0,0,{score},1" for s, score in rows]
+        lines += [f"{s},{s},0,0,{score},{s / 4}" for s, score in rows]  # 4 updates/s
         (run_dir / records.CURVE).write_text("\n".join(lines) + "\n")
     rows = {r["run_id"]: r for r in status(m)["runs"]}
     assert rows[started.run_id]["status"] == "interrupted"
     assert rows[started.run_id]["updates_done"] == 80
     assert rows[started.run_id]["last_normalized_score"] == 3.25
+    assert rows[started.run_id]["updates_per_s"] == 4.0
     assert rows[started.run_id]["updates"] == started.spec.resolved().budget.updates
     assert rows[fresh.run_id]["updates_done"] is None
     text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
     assert "80 / " in text and "last score 3.2" in text and "no evaluation yet" in text
+    lock = RunLock.acquire(out / started.run_id)  # held by a live process: running
+    try:
+        text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
+    finally:
+        lock.release()
+    # (100,000 - 80) updates at 4 updates/s: 6 h 56 min
+    assert "4.0 updates/s, ~6 h 56 min left" in " ".join(text.split()), text
 
 
 def test_the_stop_request_is_looked_for_at_most_every_poll_period(tmp_path):

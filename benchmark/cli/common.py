@@ -61,6 +61,12 @@ def unwrap_help(text: str) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
+def format_duration(seconds: float) -> str:
+    """'42 min', '3 h 05 min'."""
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def unwrapped_doc(fn):
     """A command whose docstring's paragraphs are unwrapped (:func:`unwrap_help`): Typer
     keeps the line breaks of every paragraph after the first."""

@@ -1,4 +1,4 @@
-"""``gapbench matrix run|status``: many runs from one YAML file; :data:`DOCS` is the manual."""
+"""``gapbench matrix run|status|stop``: many runs from one YAML file; :data:`DOCS` is the manual."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rich.table import Table
 from gapbench.benchmark.cli.common import (
     TensorBoard,
     fail,
+    format_duration,
     out_dir_problem,
     print_json,
     unwrap_help,
@@ -443,6 +444,9 @@ def status(
                 else f"{row['updates_done']:,} / {row['updates']:,} updates, last score "
                 f"{row['last_normalized_score']:.1f}"
             )
+            if row["status"] == "running" and row["updates_per_s"]:
+                left = (row["updates"] - row["updates_done"]) / row["updates_per_s"]
+                progress += f", {row['updates_per_s']:.1f} updates/s, ~{format_duration(left)} left"
             out_console.print(
                 f"[{STYLE[row['status']]}]{row['status']}[/] {row['run_id']} "
                 f"({row['label']}): {progress}",
