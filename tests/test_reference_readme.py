@@ -62,3 +62,19 @@ def test_block_is_built_from_the_report_files(tmp_path):
     (report / "runs.md").unlink()
     with pytest.raises(FileNotFoundError, match="build the report first"):
         rr.build_block(report, results, docs)
+
+
+def test_readme_block_lists_every_shipped_record():
+    # A record committed without rebuilding the block would leave README behind the records.
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split(rr.BEGIN)[1].split(rr.END)[0]
+    results = ROOT / "results" / "reference"
+    done = sorted(p.parent.name for p in results.glob("*/summary.json"))
+    expected = len(json.loads((results / "matrix.json").read_text())["runs"])
+    assert f"({len(done)} of the matrix's {expected};" in block, "run scripts/reference_readme.py"
+    rows = re.findall(
+        r"^\| (?:halfcheetah|walker2d|hopper) \|.*\| (\d+) \| [-\d.]+ \|", block, re.M
+    )
+    assert len(rows) == len(done)
