@@ -120,6 +120,8 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+MatrixFile = Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)]
+OutDir = Annotated[Path | None, typer.Option("--out", help="Output folder (overrides out:)")]
 Only = Annotated[
     list[str] | None,
     typer.Option(
@@ -193,7 +195,7 @@ STYLE = {
 
 @app.command("run", help="Run every run of FILE that has no complete record.\n\n" + _HELP)
 def run(
-    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
+    file: MatrixFile,
     executor: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
     workers: Annotated[
         int | None, typer.Option(help="Parallel runs (default: min(#runs, #cpus))", min=1)
@@ -210,9 +212,7 @@ def run(
             min=1,
         ),
     ] = 1,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
-    ] = None,
+    out: OutDir = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs; run nothing")] = False,
     retry_failed: Annotated[
         bool,
@@ -398,10 +398,8 @@ def run(
 @app.command("status")
 @unwrapped_doc
 def status(
-    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
-    ] = None,
+    file: MatrixFile,
+    out: OutDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     only: Only = None,
 ) -> None:
@@ -463,10 +461,8 @@ def status(
 @app.command("stop")
 @unwrapped_doc
 def stop(
-    file: Annotated[Path, typer.Argument(help="Matrix YAML file", exists=True, dir_okay=False)],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides out:)")
-    ] = None,
+    file: MatrixFile,
+    out: OutDir = None,
 ) -> None:
     """Ask the matrix's running runs to checkpoint where they stand and exit, and its
     `matrix run` to start no new run; the same `matrix run` resumes them exactly.
