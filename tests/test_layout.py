@@ -152,3 +152,17 @@ def test_the_readme_and_the_docstrings_point_to_the_manuals():
     section = readme.split("## Many runs")[1].split("\n## ")[0]
     example = section.split("```yaml\n")[1].split("```")[0]  # the README's short example
     assert len(load(yaml.safe_load(example), out=ROOT / "unused", check_datasets=False)) == 9
+
+
+def test_readme_contents_link_to_its_sections():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    contents = readme.split("**Contents:**")[1].split("\n\n")[0]
+    links = re.findall(r"\]\(#([^)]+)\)", contents)
+
+    def anchor(heading: str) -> str:  # GitHub's: lower case, punctuation dropped, - for space
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    sections = [anchor(h) for h in re.findall(r"^## (.+)$", readme, re.M)]
+    assert links == sections  # every section, in order, and no dead link
