@@ -592,7 +592,8 @@ def _index(
                 rep.figures["performance_profiles"],
                 out,
                 f"Fraction of runs with final score above τ, {pct} CI bands "
-                "(performance_profiles.csv).",
+                f"(performance_profiles.csv), over the cells of the first aggregate "
+                f"({len(agg_in.cells)}).",
             ),
             "",
         ]
