@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ class Results:
     """Everything loaded from one results folder.
 
     Attributes:
-        root: the folder that was searched.
+        root: the folder that was searched (the first, if several were).
         runs: one row per record and cell (a shared run has one row per cell), every status:
             ``status`` is ``ok``, ``failed``, ``pruned`` or ``incomplete`` (no summary.json).
         curves: the tidy frame: one row per complete (``ok``) run, cell and evaluation step,
@@ -155,6 +155,12 @@ class Results:
     curves: pd.DataFrame
     manifest: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    roots: tuple[Path, ...] = ()  # every folder searched (``root`` first)
+
+    @property
+    def where(self) -> str:
+        """The searched folders, for a heading: "a" or "a, b"."""
+        return ", ".join(str(r) for r in (self.roots or (self.root,)))
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -384,8 +390,10 @@ def _share_axes(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     return _share(frame, "dataset", DATA_FREE_REGIMES, reference)
 
 
-def load_results(root: str | Path, manifest: bool = True) -> Results:
-    """Load every run record under ``root`` (searched recursively).
+def load_results(root: str | Path | Sequence[str | Path], manifest: bool = True) -> Results:
+    """Load every run record under ``root`` (searched recursively), or under each of several
+    folders (e.g. a reference matrix and an ablation beside it; a record found twice counts
+    once).
 
     Incomplete records (no summary.json) are kept in ``runs`` with status ``incomplete`` but
     never enter ``curves``; failed and pruned runs are logged as a warning listing them and are
@@ -397,12 +405,16 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
         ValueError: one (cell, label) holds complete runs with different hyper-parameters,
             budgets or replay capacities (they are not seeds of one experiment).
     """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"results folder {root} does not exist")
-    paths = find_records(root)
+    roots = [Path(root)] if isinstance(root, str | Path) else [Path(r) for r in root]
+    if not roots:
+        raise FileNotFoundError("no results folder given")
+    for folder in roots:
+        if not folder.exists():
+            raise FileNotFoundError(f"results folder {folder} does not exist")
+    where = ", ".join(map(str, roots))
+    paths = sorted({p.resolve(): p for r in roots for p in find_records(r)}.values())
     if not paths:
-        raise FileNotFoundError(f"no run records (folders with {SPEC}) under {root}")
+        raise FileNotFoundError(f"no run records (folders with {SPEC}) under {where}")
     notes: list[str] = []
     rows = []
     for path in paths:
@@ -411,13 +423,13 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
         except (OSError, ValueError, TypeError, AttributeError) as e:
             notes.append(f"unreadable record {path}: {type(e).__name__}: {e}")
     if not rows:
-        raise FileNotFoundError(f"no readable run records under {root}")
+        raise FileNotFoundError(f"no readable run records under {where}")
     runs = pd.DataFrame(rows)
 
     manifest_frame = None
     if manifest:
         frames = []
-        for mpath in _find_manifests(root):
+        for mpath in sorted({m for r in roots for m in _find_manifests(r)}):
             try:
                 frames.append(read_manifest(mpath))
             except (OSError, ValueError, TypeError, KeyError) as e:
@@ -468,7 +480,14 @@ def load_results(root: str | Path, manifest: bool = True) -> Results:
         notes.append(f"{len(failed)} run(s) did not succeed: {listing}")
     for note in notes:
         log.warning(note)
-    return Results(root=root, runs=runs, curves=curves, manifest=expected, warnings=notes)
+    return Results(
+        root=roots[0],
+        runs=runs,
+        curves=curves,
+        manifest=expected,
+        warnings=notes,
+        roots=tuple(roots),
+    )
 
 
 def _expected_from_manifest(manifest: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

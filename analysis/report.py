@@ -135,7 +135,7 @@ def _remove_stale_figures(fig_dir: Path) -> None:
 
 
 def build_report(
-    results_dir: str | Path,
+    results_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     baseline: str | None = None,
     last_k: int = 3,
@@ -150,7 +150,8 @@ def build_report(
     """Write the full report of ``results_dir`` into ``out_dir`` (see the module docstring).
 
     Args:
-        results_dir: folder searched recursively for run records.
+        results_dir: folder searched recursively for run records, or several such folders
+            (one report of all their records, e.g. a reference matrix and an ablation).
         out_dir: report folder (created; existing files are overwritten).
         baseline: algorithm label for P(baseline > X); default ``h2o`` if present, else the
             first label in sorted order.
@@ -189,7 +190,7 @@ def build_report(
     results = load_results(results_dir)
     if results.curves.empty:
         raise ValueError(
-            f"no complete successful runs under {results_dir}: {len(results.failed)} failed or "
+            f"no complete successful runs under {results.where}: {len(results.failed)} failed or "
             f"pruned, {results.incomplete['run_id'].nunique()} incomplete (no summary.json)"
         )
     # a label the matrix expects but has no run of yet may be named too (a matrix in progress)
@@ -390,7 +391,7 @@ def _index(
     lines = [
         f"# {title}",
         "",
-        f"Results: `{results.root}` — generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
+        f"Results: `{results.where}` — generated {_dt.datetime.now():%Y-%m-%d %H:%M}.",
         "",
         "## Summary",
         "",

@@ -614,3 +614,22 @@ def test_final_metrics_are_the_mean_of_the_last_k_evaluations_over_seeds(tmp_pat
     md = tables.final_metrics_markdown(frame)
     assert "| metric | hopper, gravity=2.0, d |" in md and "| critic_loss | 0.292 ± 0 |" in md
     assert tables.final_metrics(curves, "iql", ["critic_loss"]).empty
+
+
+def test_several_results_folders_make_one_report_and_a_record_counts_once(tmp_path):
+    ref, ablation = tmp_path / "reference", tmp_path / "ablation"
+    write_record(ref, "hopper", "h2o", 0, "gravity=2.0", "d", scores=[1.0, 2.0, 3.0])
+    write_record(ablation, "hopper", "sac", 0, "gravity=2.0", "d", scores=[4.0, 5.0, 6.0])
+    res = load_results([ref, ablation, tmp_path])  # tmp_path holds both again
+    assert sorted(res.complete["label"]) == ["h2o", "sac"]
+    assert res.where == f"{ref}, {ablation}, {tmp_path}"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_results([ref, tmp_path / "nowhere"])
+    from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli.report import app
+
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, [str(ref), str(ablation), "--out", str(out), "--reps", "50"])
+    assert result.exit_code == 0, result.output
+    assert f"`{ref}, {ablation}`" in (out / "index.md").read_text()

@@ -1,8 +1,8 @@
-"""``gapbench report RESULTS_DIR --out DIR``: statistics, tables and figures of run records.
+"""``gapbench report RESULTS_DIR... --out DIR``: statistics, tables and figures of run records.
 
 Mounted by ``gapbench.benchmark.cli`` as ``app.add_typer(app, name="report")``: the
 sub-app has no sub-commands and runs its callback, so the command reads
-``gapbench report RESULTS_DIR --out DIR [--baseline ALGO] [--last-k K] [--reps N]
+``gapbench report RESULTS_DIR... --out DIR [--baseline ALGO] [--last-k K] [--reps N]
 [--order A,B,...] [--tau-range LO,HI] [--json]``.
 """
 
@@ -46,7 +46,11 @@ app = typer.Typer(
 @app.callback()
 def report(
     results_dir: Annotated[
-        Path, typer.Argument(help="Folder of run records (searched recursively)")
+        list[Path],
+        typer.Argument(
+            help="Folder(s) of run records (searched recursively); several make one report "
+            "of all their records, e.g. a reference matrix and an ablation beside it"
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Report folder (index.md, figures/, tables)")],
     baseline: Annotated[
