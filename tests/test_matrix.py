@@ -434,6 +434,7 @@ def test_a_stopped_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_
             proc.kill()
     text = log.read_text()
     assert proc.returncode == 0 and "stopped on request" in text, text
+    assert "(recorded)" not in text  # a stopped run has no record yet
     m = load(path, out=out)
     first, second = (out / r.run_id for r in m.runs)
     state = records.load_checkpoint(first / records.CHECKPOINT)

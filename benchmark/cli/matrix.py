@@ -364,7 +364,7 @@ def run(
     table.add_column("final normalized score", justify="right")
     for run_id, result in results.items():
         st = result["status"]
-        note = " (recorded)" if result.get("skipped") and st != "running" else ""
+        note = " (recorded)" if result.get("skipped") and st not in ("running", "stopped") else ""
         table.add_row(
             run_id,
             escape(labels[run_id]),  # a label is the user's text, not rich markup
