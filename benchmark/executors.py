@@ -18,7 +18,8 @@ Both executors call the same worker function, :func:`execute_run`, which
 A stop request in the output folder (``OUT/STOP``, ``gapbench matrix stop``) is looked for
 before a run starts and between its training steps: a run not started reports "stopped"
 without starting; a running one checkpoints where it stands and reports "stopped" (its next
-``matrix run`` resumes it exactly).
+``matrix run`` resumes it exactly). A local matrix takes its first Ctrl-C or SIGTERM as the
+same request for its own workers (:func:`run_local`); a second aborts at once.
 
 Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
@@ -73,6 +74,7 @@ from gapbench.benchmark.runstate import (
     RunStopped,
     clear_stop,
     holder,
+    interrupts_as_stop,
     read_lock,
     read_summary,
     remove_stale_lock,
@@ -91,6 +93,7 @@ Result = dict[str, Any]
 
 # -- the worker function -------------------------------------------------------------------
 _current_run = threading.local()
+_interrupted: Any = None  # a local worker's view of its matrix's Ctrl-C (run_local)
 
 
 class _RunPrefix(logging.Filter):
@@ -123,7 +126,7 @@ def execute_run(
     from gapbench.benchmark.spec import RunSpec
 
     spec = RunSpec.from_dict(spec_dict).resolved()  # plain data in; resolved once, here
-    stop = stop_poller(out)
+    stop = _stop_poller(out)
     if stop():
         return stopped_result(spec.run_id)
     _current_run.prefix = f"{label or spec.algorithm} {spec.run_id}"
@@ -136,6 +139,11 @@ def execute_run(
     finally:
         _current_run.prefix = ""
     return result_of(spec.run_id, summary, skipped=recorded)
+
+
+def _stop_poller(out: str) -> Callable[[], bool]:
+    """The folder's stop request, and in a local worker its matrix's interrupt too."""
+    return stop_poller(out, also=None if _interrupted is None else _interrupted.is_set)
 
 
 def stopped_result(run_id: str) -> Result:
@@ -153,7 +161,7 @@ def execute_group(
     from gapbench.benchmark.spec import RunSpec
 
     specs = [RunSpec.from_dict(d).resolved() for d in spec_dicts]
-    stop = stop_poller(out)
+    stop = _stop_poller(out)
     if stop():
         return [stopped_result(spec.run_id) for spec in specs]
     seeds = ",".join(str(s.seed) for s in specs)
@@ -233,8 +241,14 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)  # the matrix process died: stop; the checkpoint is there to resume
 
 
-def _init_worker(threads: int, queue: Any, level: int, parent: int) -> None:
+def _init_worker(threads: int, queue: Any, level: int, parent: int, interrupted: Any) -> None:
     import torch
+
+    global _interrupted
+    # A terminal's Ctrl-C reaches the whole process group: the parent alone answers it, by
+    # setting ``interrupted``, which the running runs poll (run_local).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _interrupted = interrupted
 
     torch.set_num_threads(threads)
     root = logging.getLogger()
@@ -266,27 +280,44 @@ def run_local(
     (:func:`seed_group_jobs`), in a pool of ``workers`` spawned processes, each with
     ``threads`` torch threads (default :func:`worker_threads`). A worker killed by the OS
     (out of memory) breaks the pool: only the run it held is reported "crashed", the
-    others go on in a fresh pool (see :func:`_after_break`)."""
+    others go on in a fresh pool (see :func:`_after_break`).
+
+    The first Ctrl-C or SIGTERM (called from the main thread) is a stop request for this
+    matrix's workers alone (``OUT/STOP`` would stop every matrix on the folder): the running
+    runs checkpoint where they stand, no new one starts, and KeyboardInterrupt is raised
+    once they have; a second signal aborts at once, killing the workers (their runs resume
+    from the last periodic checkpoint)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     listener = logging.handlers.QueueListener(queue, _Forward())
     listener.start()
     level = logging.getLogger("gapbench").getEffectiveLevel()
-    initargs = (threads or worker_threads(workers), queue, level, os.getpid())
+    interrupted = ctx.Event()
+    initargs = (threads or worker_threads(workers), queue, level, os.getpid(), interrupted)
     strikes: dict[str, int] = {}
+
+    def stopping() -> None:
+        log.warning(
+            "interrupted: the running runs checkpoint where they stand and no new run "
+            "starts (Ctrl-C again to abort at once)"
+        )
+
     try:
-        while jobs:
-            pool = ProcessPoolExecutor(
-                max_workers=min(workers, len(jobs)),
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=initargs,
-            )
-            broken, workers_seen = _run_pool(pool, jobs, out, retry_failed, on_result)
-            jobs = _after_break(broken, workers_seen, out, retry_failed, on_result, strikes)
+        with interrupts_as_stop(stopping, interrupted):
+            while jobs:
+                pool = ProcessPoolExecutor(
+                    max_workers=min(workers, len(jobs)),
+                    mp_context=ctx,
+                    initializer=_init_worker,
+                    initargs=initargs,
+                )
+                broken, workers_seen = _run_pool(pool, jobs, out, retry_failed, on_result)
+                jobs = _after_break(broken, workers_seen, out, retry_failed, on_result, strikes)
     finally:
         listener.stop()
         queue.close()
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def _run_pool(pool, jobs, out, retry_failed, on_result) -> tuple[list[Any], dict[int, Any]]:

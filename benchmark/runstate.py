@@ -19,7 +19,10 @@ used alike by the matrix (status), the executors (workers), ``gapbench run`` and
 * the stop request ``OUT/STOP`` (:func:`request_stop`, ``gapbench matrix stop``): every
   run of the folder checkpoints where it stands and exits (:class:`RunStopped`), and no
   new run starts, so a sitting or a cluster allocation ends without losing the updates
-  since the last periodic checkpoint; ``matrix run`` clears it when it starts.
+  since the last periodic checkpoint; ``matrix run`` clears it when it starts;
+* Ctrl-C and SIGTERM as the same request for the process that gets them
+  (:func:`interrupts_as_stop`, ``gapbench run`` and a local ``matrix run``): the first asks
+  its runs to checkpoint and stop, a second aborts at once.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,19 +83,53 @@ def stop_requested(out: str | Path) -> bool:
     return (Path(out) / STOP).exists()
 
 
-def stop_poller(out: str | Path, every_s: float = STOP_POLL_S):
-    """A cheap ``stop()`` for a training loop: True once the folder asks its runs to stop;
-    the file is looked at most every ``every_s`` seconds (a loop step can be a
-    millisecond)."""
+def stop_poller(
+    out: str | Path, every_s: float = STOP_POLL_S, also: Callable[[], bool] | None = None
+):
+    """A cheap ``stop()`` for a training loop: True once the folder asks its runs to stop,
+    or ``also()`` does (a worker's interrupt flag); both are looked at at most every
+    ``every_s`` seconds (a loop step can be a millisecond)."""
     path, last, seen = Path(out) / STOP, -float("inf"), False
 
     def stop() -> bool:
         nonlocal last, seen
         if not seen and time.monotonic() - last >= every_s:
-            last, seen = time.monotonic(), path.exists()
+            last = time.monotonic()
+            seen = path.exists() or (also is not None and also())
         return seen
 
     return stop
+
+
+@contextlib.contextmanager
+def interrupts_as_stop(
+    on_first: Callable[[], None] | None = None, flag: Any = None
+) -> Iterator[Callable[[], bool]]:
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM are a stop request: the first sets
+    ``flag`` (default a new :class:`threading.Event`; a matrix passes a multiprocessing
+    Event its workers poll) and calls ``on_first``; the yielded ``stop()`` then returns
+    True, and a run polling it checkpoints where it stands and raises :class:`RunStopped`.
+    A second signal raises KeyboardInterrupt at once: the kill path, which loses the
+    updates since the last periodic checkpoint. The previous handlers come back on exit.
+    Signal handlers live in the main thread only; elsewhere the block changes nothing."""
+    flag = threading.Event() if flag is None else flag
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        if on_first is not None:
+            on_first()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag.is_set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # -- reading a lock ------------------------------------------------------------------------
@@ -407,6 +445,7 @@ __all__ = [
     "clear_stop",
     "exclusive",
     "holder",
+    "interrupts_as_stop",
     "last_evaluation",
     "lock_alive",
     "pid_alive",

@@ -58,8 +58,10 @@ def run(
     tensorboard: TensorBoard = None,
 ) -> None:
     """Train one algorithm in its data regime and evaluate it on the real system.
-    A complete record of the same run id is returned as is; an interrupted one resumes."""
-    from gapbench.benchmark.runstate import RunBusy, run_locked
+    A complete record of the same run id is returned as is; an interrupted one resumes.
+    Ctrl-C (or SIGTERM) checkpoints the run where it stands and exits; a second one aborts
+    at once, losing the updates since the last periodic checkpoint."""
+    from gapbench.benchmark.runstate import RunBusy, RunStopped, interrupts_as_stop, run_locked
     from gapbench.benchmark.spec import RunSpec, device_problem, run_problem
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -86,24 +88,38 @@ def run(
     import torch
 
     torch.set_num_threads(threads)
-    try:  # under the run's lock, as in `matrix run`: one id is never trained twice at once
-        if seeds is None:
-            results = [(spec, *run_locked(spec, out_dir, retry_failed, progress=None))]
-        else:  # every seed under its own lock, trained as one batch (benchmark/seedgroup.py)
-            from gapbench.benchmark.seedgroup import parse_seeds, run_group_locked, seed_specs
 
-            try:
-                specs = seed_specs(spec, parse_seeds(seeds))
-            except ValueError as e:
-                raise fail(str(e)) from None
-            results = [
-                (s, *result)
-                for s, result in zip(
-                    specs, run_group_locked(specs, out_dir, retry_failed), strict=True
-                )
-            ]
+    def stopping() -> None:
+        err_console.print(
+            "[yellow]interrupted[/]: checkpointing where the run stands "
+            f"({'at its next evaluation' if seeds else 'within seconds'}; "
+            "Ctrl-C again to abort at once)"
+        )
+
+    try:  # under the run's lock, as in `matrix run`: one id is never trained twice at once
+        with interrupts_as_stop(stopping) as stop:
+            if seeds is None:
+                results = [(spec, *run_locked(spec, out_dir, retry_failed, None, stop))]
+            else:  # every seed under its own lock, trained as one batch (seedgroup.py)
+                from gapbench.benchmark.seedgroup import parse_seeds, run_group_locked, seed_specs
+
+                try:
+                    specs = seed_specs(spec, parse_seeds(seeds))
+                except ValueError as e:
+                    raise fail(str(e)) from None
+                results = [
+                    (s, *result)
+                    for s, result in zip(
+                        specs,
+                        run_group_locked(specs, out_dir, retry_failed, stop=stop),
+                        strict=True,
+                    )
+                ]
     except RunBusy as busy:
         raise fail(f"run {spec.run_id} is being trained by another process ({busy})") from None
+    except RunStopped as stopped:
+        err_console.print(f"[yellow]stopped[/]: {stopped}; the same command resumes it")
+        raise typer.Exit(130) from None
     shown = []
     for spec, summary, recorded in results:
         path = out_dir / spec.run_id

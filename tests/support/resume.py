@@ -23,15 +23,26 @@ def run_interrupted(spec: Any, out: Path, at_step: int) -> None:
         run(spec, out, on_eval=kill, progress=False)
 
 
-def start_matrix_cli(config: Path, out: Path, log: Path, *extra: str):
-    """``gapbench matrix run CONFIG --out OUT --workers 1`` with one torch thread (no
-    OpenMP spinning on a busy 2-core machine) in a child process logging to ``log``, for
-    the tests that kill it; returns the Popen."""
+def start_cli(args: list[str], log: Path, own_group: bool = False):
+    """``gapbench ARGS`` in a child process logging to ``log``, for the tests that kill or
+    interrupt it; ``own_group``: in a process group of its own, which a test can signal as
+    a terminal's Ctrl-C signals the foreground group. Returns the Popen."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "gapbench.benchmark.cli", "matrix", "run", str(config),
-           "--out", str(out), "--workers", "1", "--threads", "1", *extra, "--quiet"]  # fmt: skip
+    cmd = [sys.executable, "-m", "gapbench.benchmark.cli", *args]
     root = Path(__file__).resolve().parents[2]
     with open(log, "w") as f:
-        return subprocess.Popen(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT, start_new_session=own_group
+        )
+
+
+def start_matrix_cli(
+    config: Path, out: Path, log: Path, *extra: str, own_group: bool = False, quiet: bool = True
+):
+    """``gapbench matrix run CONFIG --out OUT --workers 1`` with one torch thread (no
+    OpenMP spinning on a busy 2-core machine) in a child process logging to ``log``
+    (``quiet=False``: with the runs' progress lines)."""
+    args = ["matrix", "run", str(config), "--out", str(out), "--workers", "1", "--threads", "1"]
+    return start_cli([*args, *extra, *(["--quiet"] if quiet else [])], log, own_group)

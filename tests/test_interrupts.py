@@ -1,0 +1,130 @@
+"""Ctrl-C and SIGTERM checkpoint a run where it stands (``runstate.interrupts_as_stop``):
+the first signal is a stop request, a second aborts at once."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from support.resume import start_cli, start_matrix_cli
+
+from gapbench.benchmark import records, runstate
+from gapbench.benchmark.executors import run_matrix
+from gapbench.benchmark.matrix import load
+
+NET = ["--set", "hidden=32,32", "--set", "batch_size=32"]
+# no periodic checkpoint before the end: a checkpoint found after the signal is the stop's
+BUDGET = {"updates": 6000, "eval_every": 200, "eval_episodes": 1, "warmup_steps": 50,
+          "checkpoint_every": 100}  # fmt: skip
+
+
+def _wait_for_evaluation(proc, log: Path, timeout: float = 240) -> None:
+    """Until the child logs its first evaluation (the curve reaches disk at checkpoints)."""
+    deadline = time.time() + timeout
+    while "update 200/" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.time() < deadline, "no evaluation in time"
+        time.sleep(0.05)
+
+
+def _steps(run_dir: Path) -> list[int]:
+    with open(run_dir / records.CURVE) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_first_signal_asks_to_stop_and_the_second_aborts(sig):
+    told = []
+    before = signal.getsignal(sig)
+    with runstate.interrupts_as_stop(lambda: told.append(1)) as stop:
+        assert not stop()
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # the handler runs in the main thread between two bytecodes
+        assert stop() and told == [1]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+            time.sleep(1)
+    assert signal.getsignal(sig) is before  # the previous handler is back
+
+
+def test_a_polled_flag_stops_like_the_folder_request(tmp_path):
+    flag = []
+    stop = runstate.stop_poller(tmp_path, every_s=0, also=lambda: bool(flag))
+    assert not stop() and not runstate.stop_requested(tmp_path)
+    flag.append(1)
+    assert stop()
+    flag.clear()
+    assert stop()  # once seen, a stop stands: the run is already stopping
+
+
+def test_ctrl_c_checkpoints_a_single_run_where_it_stands_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "out"
+    budget = [x for k, v in BUDGET.items() for x in ("--budget", f"{k}={v}")]
+    args = ["run", "--task", "hopper", "--algo", "sac", "--gap", "gravity=2.0", *NET, *budget]
+    args += ["--out", str(out)]
+    log = tmp_path / "first.log"
+    proc = start_cli(args, log)
+    try:
+        _wait_for_evaluation(proc, log)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 130 and "interrupted" in text and "stopped at update" in text, text
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    state = records.load_checkpoint(run_dir / records.CHECKPOINT)
+    assert 200 <= state["updates"] < 6000 and not records.is_complete(run_dir)
+    assert not (run_dir / runstate.LOCK).exists()
+    log2 = tmp_path / "second.log"
+    again = start_cli(args, log2)
+    assert again.wait(timeout=600) == 0, log2.read_text()
+    summary = records.read_json(run_dir / records.SUMMARY)
+    assert summary["status"] == "ok" and summary["resumed"][0]["update"] == state["updates"]
+    assert _steps(run_dir) == list(range(200, 6001, 200))
+
+
+def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground group, workers included: the
+    workers leave it to the matrix, whose running run checkpoints where it stands."""
+    net = {"hidden": [32, 32], "batch_size": 32}
+    config = {
+        "name": "ctrl-c",
+        "preset": "smoke",
+        "budget": BUDGET,
+        "tasks": ["hopper"],
+        "sim_gaps": ["gravity=2.0"],
+        "algorithms": {"sac": {"hparams": net}},
+        "seeds": 2,
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    log = tmp_path / "first.log"
+    proc = start_matrix_cli(path, out, log, "--no-seed-groups", own_group=True, quiet=False)
+    try:
+        _wait_for_evaluation(proc, log)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert proc.returncode == 130 and "checkpoint where they stand" in text, text
+    assert not (out / runstate.STOP).exists()  # this matrix's workers only, not the folder's
+    m = load(path, out=out)
+    first, second = (out / r.run_id for r in m.runs)
+    state = records.load_checkpoint(first / records.CHECKPOINT)
+    assert 200 <= state["updates"] < 6000 and not records.is_complete(first)
+    assert not second.exists()  # never started
+    results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
+    assert {r["status"] for r in results.values()} == {"ok"}
+    summary = records.read_json(first / records.SUMMARY)
+    assert summary["resumed"][0]["update"] == state["updates"]
+    assert _steps(first) == _steps(second) == list(range(200, 6001, 200))
