@@ -69,10 +69,12 @@ def train_behavior(
     device: str = "cpu",
     command: str = "",
     progress: bool | None = None,
+    stop=None,
 ) -> dict[str, Any]:
     """Train (or resume) and save a snapshot at every evaluation into the policy folder
     ``out_dir/<run_id>/snapshots`` (the layout of :mod:`gapbench.benchmark.policies`), each listed
-    with its evaluated return. :func:`publish` picks the medium and expert ones."""
+    with its evaluated return. :func:`publish` picks the medium and expert ones. ``stop()``:
+    as :func:`gapbench.benchmark.harness.run`'s (checkpoint where it stands, RunStopped)."""
     spec = behavior_spec(task, real_gap, steps, seed, snapshot_every, device)
     snap_root = Path(out_dir) / spec.run_id / "snapshots"
 
@@ -102,7 +104,7 @@ def train_behavior(
             policy_dir=snap_root,
         )
 
-    return run(spec, out_dir, progress=progress, on_eval=save)
+    return run(spec, out_dir, progress=progress, on_eval=save, stop=stop)
 
 
 def choose_medium(

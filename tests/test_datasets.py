@@ -735,6 +735,36 @@ def test_behavior_training_resumes_to_the_same_curve_and_snapshots(tmp_path, mon
     assert snaps(tmp_path / "cut") == snaps(tmp_path / "whole")
 
 
+def test_behavior_training_stopped_between_evaluations_resumes_to_the_same_curve(tmp_path):
+    """Ctrl-C's path (``gapbench behavior train``: a stop request between two steps)
+    checkpoints mid-way and the resumed training's curve equals the uninterrupted one."""
+    from gapbench.benchmark import behavior, records
+    from gapbench.benchmark.runstate import RunStopped
+
+    asked = [0]
+
+    def stop() -> bool:  # asked after each update (one per step after the warm-up)
+        asked[0] += 1
+        return asked[0] >= 15
+
+    def train(out, stop=None):
+        return behavior.train_behavior(
+            "hopper", out, steps=30, snapshot_every=10, progress=False, stop=stop
+        )
+
+    whole = train(tmp_path / "whole")
+    with pytest.raises(RunStopped, match="stopped at update 15"):
+        train(tmp_path / "cut", stop)
+    resumed = train(tmp_path / "cut")
+    assert resumed["resumed"][0]["update"] == 15 and resumed["resumed"][0]["exact"]
+
+    def rows(root):
+        curve = records.read_curve(root / whole["run_id"] / records.CURVE)
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in curve]
+
+    assert rows(tmp_path / "cut") == rows(tmp_path / "whole")
+
+
 def test_a_sharded_build_is_the_same_on_one_or_two_processes(tmp_path, monkeypatch):
     """Shards are independent rollouts with their own seeds: their content never depends on
     how many processes roll them out, and every shard but the first starts afresh."""

@@ -76,7 +76,7 @@ def test_ctrl_c_checkpoints_a_single_run_where_it_stands_and_the_same_command_re
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = log.read_text()
+    text = " ".join(log.read_text().split())  # rich wraps long lines
     assert proc.returncode == 130 and "interrupted" in text and "stopped at update" in text, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
@@ -128,3 +128,24 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     summary = records.read_json(first / records.SUMMARY)
     assert summary["resumed"][0]["update"] == state["updates"]
     assert _steps(first) == _steps(second) == list(range(200, 6001, 200))
+
+
+def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):
+    out = tmp_path / "behavior"
+    args = ["behavior", "train", "--task", "hopper", "--steps", "20000"]
+    args += ["--snapshot-every", "200", "--out", str(out)]
+    log = tmp_path / "train.log"
+    proc = start_cli(args, log)
+    try:
+        _wait_for_evaluation(proc, log)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = " ".join(log.read_text().split())  # rich wraps long lines
+    assert proc.returncode == 130 and "interrupted" in text, text
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    state = records.load_checkpoint(run_dir / records.CHECKPOINT)
+    assert f"stopped at update {state['updates']};" in text and state["updates"] >= 200
+    assert not records.is_complete(run_dir)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gapbench.benchmark.cli.common import fail, out_console
+from gapbench.benchmark.cli.common import err_console, fail, out_console
 
 app = typer.Typer(help="Behaviour policies for the graded datasets.", no_args_is_help=True)
 
@@ -26,17 +26,30 @@ def behavior_train(
     ),
     device: str = "cpu",
 ) -> None:
-    """Train SAC on the real system, saving evaluated actor snapshots; resumes if killed."""
+    """Train SAC on the real system, saving evaluated actor snapshots; resumes if killed.
+    Ctrl-C (or SIGTERM) checkpoints where it stands and exits; a second aborts at once."""
     from gapbench.benchmark.behavior import train_behavior
+    from gapbench.benchmark.runstate import RunStopped, interrupts_as_stop
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "gapbench behavior train " + " ".join(sys.argv[3:])
-    try:
-        summary = train_behavior(
-            task, out_dir, real_gap, steps, seed, snapshot_every, device, command=command
+
+    def stopping() -> None:
+        err_console.print(
+            "[yellow]interrupted[/]: checkpointing where the training stands "
+            "(Ctrl-C again to abort at once)"
         )
+
+    try:
+        with interrupts_as_stop(stopping) as stop:
+            summary = train_behavior(
+                task, out_dir, real_gap, steps, seed, snapshot_every, device, command, stop=stop
+            )
     except (ValueError, KeyError) as e:
         raise fail(str(e)) from None
+    except RunStopped as stopped:
+        err_console.print(f"[yellow]stopped[/]: {stopped}; the same command resumes it")
+        raise typer.Exit(130) from None
     if summary["status"] != "ok":
         raise fail(f"training failed: {summary.get('error')}")
     out_console.print(
