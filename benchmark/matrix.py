@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import statistics
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -752,13 +753,15 @@ def read_manifest(out: str | Path) -> dict[str, dict[str, Any]]:
 
 def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
     """Counts and run ids per status, plus one row per run (unfinished runs with the
-    updates and score of their last evaluation, to follow long matrices)."""
+    updates and score of their last evaluation, to follow long matrices), and the compute
+    the unfinished runs still need (:func:`work_left`)."""
     out = Path(out or matrix.out)
     ids: dict[str, list[str]] = {s: [] for s in STATUSES}
-    rows = []
+    rows, summaries = [], []
     for r in matrix.runs:
         st, summary = run_status(out / r.run_id)
         ids[st].append(r.run_id)
+        summaries.append(summary)
         last = last_evaluation(out / r.run_id) if st in ("running", "interrupted") else None
         rows.append(
             {
@@ -781,4 +784,35 @@ def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
         "counts": {s: len(v) for s, v in ids.items()},
         "ids": ids,
         "runs": rows,
+        "left": work_left(rows, summaries),
     }
+
+
+def work_left(rows: list[dict[str, Any]], summaries: list[dict[str, Any] | None]) -> dict:
+    """The compute the unfinished runs still need, in run-seconds (one worker each), at the
+    pace their method showed in this matrix: a running run at its own last interval's, the
+    others at the median ``updates_per_s`` of their label's done runs (evaluation and
+    simulator steps included), else of its running ones. A label with neither is listed
+    as unmeasured.
+    Failed runs count for nothing: they are skipped unless ``--retry-failed``."""
+    paces: dict[str, list[float]] = {}
+    live: dict[str, list[float]] = {}
+    for row, summary in zip(rows, summaries, strict=True):
+        if row["status"] == "done" and (summary or {}).get("updates_per_s"):
+            paces.setdefault(row["label"], []).append(float(summary["updates_per_s"]))
+        elif row["status"] == "running" and row["updates_per_s"]:
+            live.setdefault(row["label"], []).append(row["updates_per_s"])
+    median = {label: statistics.median(v) for label, v in {**live, **paces}.items()}
+    seconds, runs, unmeasured = 0.0, 0, {}
+    for row in rows:
+        if row["status"] not in ("missing", "interrupted", "running"):
+            continue
+        updates = row["updates"] - (row["updates_done"] or 0)
+        pace = row["updates_per_s"] if row["status"] == "running" else None
+        pace = pace or median.get(row["label"])
+        if pace:
+            seconds += updates / pace
+            runs += 1
+        else:
+            unmeasured[row["label"]] = unmeasured.get(row["label"], 0) + 1
+    return {"run_seconds": seconds, "runs": runs, "unmeasured": unmeasured}

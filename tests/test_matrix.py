@@ -597,13 +597,39 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
     assert rows[fresh.run_id]["updates_done"] is None
     text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
     assert "80 / " in text and "last score 3.2" in text and "no evaluation yet" in text
+    assert "not yet measured: sac (2), sac-oracle (2)" in " ".join(text.split())  # no pace yet
     lock = RunLock.acquire(out / started.run_id)  # held by a live process: running
     try:
         text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
+        left = status(m)["left"]
     finally:
         lock.release()
     # (100,000 - 80) updates at 4 updates/s: 6 h 56 min
     assert "4.0 updates/s, ~6 h 56 min left" in " ".join(text.split()), text
+    # the other seed at the running one's pace: (99,920 + 100,000) / 4 s = 13.9 h
+    assert left == {"run_seconds": 49_980.0, "runs": 2, "unmeasured": {"sac-oracle": 2}}
+    assert "left: ~13.9 run-hours for 2 unfinished runs" in " ".join(text.split()), text
+
+
+def test_work_left_is_each_unfinished_run_at_its_method_pace():
+    def row(label, status, done=None, pace=None, updates=1000):
+        return {"label": label, "status": status, "updates": updates, "updates_done": done,
+                "updates_per_s": pace}  # fmt: skip
+
+    rows = [
+        row("a", "done"), row("a", "done"), row("a", "done"),  # paces 10, 30, 20: median 20
+        row("a", "missing"),  # 1000 / 20 = 50 s
+        row("a", "interrupted", done=400, pace=99.0),  # 600 / 20 = 30 s: not its last interval
+        row("a", "running", done=400, pace=60.0),  # its own pace: 600 / 60 = 10 s
+        row("a", "failed"),  # skipped unless --retry-failed: nothing
+        row("b", "running", done=0, pace=5.0, updates=100),  # 20 s
+        row("b", "missing", updates=100),  # at the running one's pace: 20 s
+        row("c", "missing"),  # never measured
+    ]  # fmt: skip
+    summaries = [{"updates_per_s": p} for p in (10.0, 30.0, 20.0)] + [None] * 7
+    assert mx.work_left(rows, summaries) == {
+        "run_seconds": 130.0, "runs": 5, "unmeasured": {"c": 1}
+    }  # fmt: skip
 
 
 def test_the_stop_request_is_looked_for_at_most_every_poll_period(tmp_path):

@@ -406,7 +406,9 @@ def status(
     only: Only = None,
 ) -> None:
     """Done / failed / running / interrupted / missing runs of a matrix, and which ids;
-    for each unfinished run, the updates and score of its last evaluation.
+    for each unfinished run, the updates and score of its last evaluation; the run-hours
+    the unfinished runs still need, each at the median pace of its method's done runs (a
+    running run at its own).
 
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
@@ -436,6 +438,15 @@ def status(
         shown = ", ".join(ids[:6]) + (f", ... (+{len(ids) - 6})" if len(ids) > 6 else "")
         table.add_row(f"[{STYLE[st]}]{st}[/]", str(len(ids)), shown if st != "done" else "")
     out_console.print(table)
+    left = report["left"]
+    if left["runs"] or left["unmeasured"]:
+        unmeasured = ", ".join(f"{label} ({n})" for label, n in left["unmeasured"].items())
+        out_console.print(
+            f"left: ~{left['run_seconds'] / 3600:.1f} run-hours for {left['runs']} unfinished "
+            "runs (one worker each; each method at its pace in this matrix)"
+            + (f"; not yet measured: {unmeasured}" if unmeasured else ""),
+            highlight=False,
+        )
     for row in report["runs"]:
         if row["status"] in ("running", "interrupted"):
             progress = (
