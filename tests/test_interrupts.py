@@ -23,13 +23,22 @@ BUDGET = {"updates": 6000, "eval_every": 200, "eval_episodes": 1, "warmup_steps"
           "checkpoint_every": 100}  # fmt: skip
 
 
-def _wait_for_evaluation(proc, log: Path, timeout: float = 240) -> None:
-    """Until the child logs its first evaluation (the curve reaches disk at checkpoints)."""
-    deadline = time.time() + timeout
-    while "update 200/" not in log.read_text():
-        assert proc.poll() is None, log.read_text()
-        assert time.time() < deadline, "no evaluation in time"
-        time.sleep(0.05)
+def _interrupt_after_first_evaluation(proc, log: Path, group: bool = False) -> str:
+    """Ctrl-C the child once it logs its first evaluation (the curve reaches disk only at
+    checkpoints), as a terminal would (``group``: its whole process group); wait for it
+    and return its output with rich's line wrapping undone."""
+    deadline = time.time() + 240
+    try:
+        while "update 200/" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no evaluation in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT) if group else proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+    return " ".join(log.read_text().split())
 
 
 def _steps(run_dir: Path) -> list[int]:
@@ -69,14 +78,7 @@ def test_ctrl_c_checkpoints_a_single_run_where_it_stands_and_the_same_command_re
     args += ["--out", str(out)]
     log = tmp_path / "first.log"
     proc = start_cli(args, log)
-    try:
-        _wait_for_evaluation(proc, log)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = " ".join(log.read_text().split())  # rich wraps long lines
+    text = _interrupt_after_first_evaluation(proc, log)
     assert proc.returncode == 130 and "interrupted" in text and "stopped at update" in text, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
@@ -108,14 +110,7 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     out = tmp_path / "out"
     log = tmp_path / "first.log"
     proc = start_matrix_cli(path, out, log, "--no-seed-groups", own_group=True, quiet=False)
-    try:
-        _wait_for_evaluation(proc, log)
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+    text = _interrupt_after_first_evaluation(proc, log, group=True)
     assert proc.returncode == 130 and "checkpoint where they stand" in text, text
     assert not (out / runstate.STOP).exists()  # this matrix's workers only, not the folder's
     m = load(path, out=out)
@@ -136,14 +131,7 @@ def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):
     args += ["--snapshot-every", "200", "--out", str(out)]
     log = tmp_path / "train.log"
     proc = start_cli(args, log)
-    try:
-        _wait_for_evaluation(proc, log)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = " ".join(log.read_text().split())  # rich wraps long lines
+    text = _interrupt_after_first_evaluation(proc, log)
     assert proc.returncode == 130 and "interrupted" in text, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
