@@ -115,3 +115,24 @@ def test_report_json_names_the_files_and_counts(tmp_path):
     assert summary["complete_runs"] == 2 and summary["index"] == str(out / "index.md")
     assert all(Path(p).exists() for p in summary["files"])
     assert "learning_curves_hopper" in summary["figures"]
+
+
+def test_report_json_carries_both_aggregate_scopes(tmp_path):
+    """Two methods on two cells and one on the first only: the aggregates over both cells
+    leave the third out, the second scope has all three on the shared cell."""
+    from test_report import write_record
+
+    for algo, gaps in (("sac", ("gravity=2.0", "friction=0.3")), ("darc", ("gravity=2.0",
+                       "friction=0.3")), ("h2o", ("gravity=2.0",))):  # fmt: skip
+        for gap in gaps:
+            for seed in (0, 1):
+                write_record(tmp_path / "results", "hopper", algo, seed, gap)
+    args = ["report", str(tmp_path / "results"), "--out", str(tmp_path / "rep")]
+    result = runner.invoke(app, [*args, "--reps", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    every, common = json.loads(result.stdout)["aggregate_scopes"]
+    assert sorted(every["algorithms"]) == ["darc", "sac"] and len(every["cells"]) == 2
+    assert sorted(common["algorithms"]) == ["darc", "h2o", "sac"]
+    assert [cell[1] for cell in common["cells"]] == ["gravity=2.0"]
+    assert {row["algorithm"] for row in common["aggregates"]} == {"darc", "h2o", "sac"}
+    assert json.loads(result.stdout)["aggregates"] == every["aggregates"]

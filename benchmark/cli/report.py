@@ -148,6 +148,15 @@ def report(
                 },
                 "files": [str(p) for p in result.files],
                 "aggregates": [] if aggregates is None else aggregates.to_dict("records"),
+                # aggregates.md and aggregates_common.md: which algorithms over which cells
+                "aggregate_scopes": [
+                    {
+                        "algorithms": list(scope.scores),
+                        "cells": [list(cell) for cell in scope.cells],
+                        "aggregates": estimates.to_dict("records"),
+                    }
+                    for scope, estimates in result.scopes
+                ],
                 "notes": result.notes,
             }
         )
