@@ -13,8 +13,9 @@ CIs (Agarwal et al., 2021), and writes into the output folder::
     cells.md, cells.tex, cells.csv    per-cell mean ± std (best per row in bold) and all stats
     final_diagnostics.md              the baseline's logged metrics at the end of training
     aggregates.md, .tex, .csv         mean / median / IQM / optimality gap with 95% CIs
-    aggregates_common.md, .tex, .csv  the same for every algorithm over the cells common to
-                                      all, when some algorithms ran on part of the grid only
+    aggregates_cell<k>.md, .tex, .csv when some algorithms ran on part of the grid only: the
+                                      same per cell such an algorithm ran, for every
+                                      algorithm that ran it (aggregate_scopes.json: which)
     probability_of_improvement.csv    P(baseline > X) with 95% CIs
     performance_profiles.csv          fraction of runs above each threshold, with CIs
     final_scores.csv                  the final score of every run and cell
@@ -33,6 +34,7 @@ key for the heatmap) are skipped, and ``index.md`` says why.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +62,7 @@ class Report:
     results: Results | None = None
     cells: pd.DataFrame | None = None
     aggregates: pd.DataFrame | None = None
-    # (scope, its aggregate estimates): every cell first, then the common cells if different
+    # (scope, its aggregate estimates): the first, then one per cell a partial method ran
     scopes: list[tuple[tables.AggregateInput, pd.DataFrame]] = field(default_factory=list)
     poi: pd.DataFrame | None = None
     missing: pd.DataFrame | None = None
@@ -82,6 +84,31 @@ def choose_baseline(
     if baseline not in ordered:
         raise ValueError(f"baseline {baseline!r} is not among the algorithms: {', '.join(ordered)}")
     return baseline
+
+
+SCOPES = "aggregate_scopes.json"  # which algorithms and cells each aggregates file covers
+
+
+def _scope_suffix(i: int) -> str:
+    """aggregates.md for the first scope, aggregates_cell1.md ... for the per-cell ones."""
+    return "" if i == 0 else f"_cell{i}"
+
+
+def _cell_text(cell: tuple) -> str:
+    """A cell (task, gap, real gap, dataset) as prose: its non-empty parts."""
+    return ", ".join(str(part) for part in cell if str(part) not in ("", "nan", "None"))
+
+
+def _scope_index(scopes: list) -> list[dict]:
+    return [
+        {
+            "file": f"aggregates{_scope_suffix(i)}.md",
+            "algorithms": list(scope.scores),
+            "cells": [list(map(str, cell)) for cell in scope.cells],
+            "cells_text": [_cell_text(cell) for cell in scope.cells],
+        }
+        for i, (scope, _) in enumerate(scopes)
+    ]
 
 
 def _md(text: object) -> str:
@@ -253,9 +280,11 @@ def build_report(
     tick("aggregate metrics (stratified bootstrap)")
     scopes = tables.aggregate_scopes(finals, complete_labels)
     agg_in = scopes[0]
+    for old in [*out.glob("aggregates_c*.*"), out / SCOPES]:  # an earlier report's scopes
+        old.unlink(missing_ok=True)
     for i, scope in enumerate(scopes):
         rep.notes += scope.notes
-        suffix = "" if i == 0 else "_common"
+        suffix = _scope_suffix(i)
         aggregates = tables.aggregate_estimates(scope, reps, confidence, seed)
         rep.scopes.append((scope, aggregates))
         write_csv(f"aggregates{suffix}.csv", aggregates)
@@ -269,9 +298,8 @@ def build_report(
                 plots.aggregate_interval_plot(aggregates, palette, len(scope.cells)),
             )
     rep.aggregates = rep.scopes[0][1]
-    if len(scopes) == 1:  # an earlier report's second scope would be read as this one's
-        for ext in ("csv", "md", "tex"):
-            (out / f"aggregates_common.{ext}").unlink(missing_ok=True)
+    if len(scopes) > 1:
+        write(SCOPES, json.dumps(_scope_index(rep.scopes), indent=2) + "\n")
 
     tick("probability of improvement")
     poi = tables.poi_estimates(finals, base, complete_labels, reps, confidence, seed)
@@ -527,10 +555,12 @@ def _index(
     for i, (scope, aggregates) in enumerate(rep.scopes):
         if aggregates.empty:
             continue
-        suffix = "" if i == 0 else "_common"
+        suffix = _scope_suffix(i)
         n = len(scope.cells)
         if n == n_all:
             where = f"all {n_all} cells"
+        elif i > 0:
+            where = f"the cell {_cell_text(scope.cells[0])}"
         else:
             where = (
                 f"the {n} cell{'s' if n != 1 else ''} common to every algorithm (of {n_all} "

@@ -372,13 +372,15 @@ def score_matrices(finals: pd.DataFrame, labels: Sequence[str] | None = None) ->
 def aggregate_scopes(
     finals: pd.DataFrame, labels: Sequence[str] | None = None
 ) -> list[AggregateInput]:
-    """The score matrices the aggregates are computed over: one or two scopes.
+    """The score matrices the aggregates are computed over: one scope, or one plus one per cell.
 
     Restricting every algorithm to the cells common to all of them lets a method run on part
-    of the grid only (e.g. extra methods on one cell) drop the rest of the grid for everyone.
-    So when at least two algorithms cover every cell and others do not, the first scope is
-    every cell with those algorithms, and the second all algorithms over the common cells
-    (omitted when there are none). Otherwise there is one scope, the common cells.
+    of the grid only (e.g. extra methods on one cell) drop the rest of the grid for everyone,
+    and two such methods on different cells leave no cell at all. So when at least two
+    algorithms cover every cell and others do not, the first scope is every cell with those
+    algorithms, and then each cell that a partial algorithm ran is a scope of its own with
+    every algorithm that ran it (its per-cell IQM and CIs). Otherwise there is one scope,
+    the common cells.
     """
     labels = label_order(finals["label"]) if labels is None else list(labels)
     cells_of = _cells_of(finals, labels)
@@ -392,8 +394,14 @@ def aggregate_scopes(
         0,
         f"left out as they do not cover all {len(all_cells)} cells (cells they have): {partial}",
     )
-    second = score_matrices(finals, labels)
-    return [first, second] if second.cells else [first]
+    scopes = [first]
+    row_cells = list(map(tuple, finals[list(CELL)].to_numpy().tolist()))
+    for cell in sorted(all_cells):
+        here = [lab for lab in labels if cell in cells_of[lab]]
+        if any(lab not in full for lab in here):  # a partial method ran it
+            rows = [c == cell for c in row_cells]
+            scopes.append(score_matrices(finals[rows], here))
+    return scopes
 
 
 def aggregate_estimates(

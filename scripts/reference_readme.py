@@ -50,15 +50,12 @@ def _prose(text: str) -> str:
     return textwrap.fill(text, width=90, break_on_hyphens=False)
 
 
-def _common_tasks(report: Path) -> str:
-    """The tasks of the cells every algorithm ran (the aggregates_common scope)."""
-    cells = pd.read_csv(report / "cells.csv")
-    key = ["task", "gap", "real_gap", "dataset"]
-    sets = [
-        set(map(tuple, g[key].astype(str).to_numpy().tolist())) for _, g in cells.groupby("label")
-    ]
-    common = set.intersection(*sets) if sets else set()
-    return ", ".join(sorted({c[0] for c in common}))
+def _cell_scopes(report: Path) -> list[tuple[str, str]]:
+    """(cell as prose, its aggregates table) for each per-cell scope of the report (every
+    method that ran the cell; written when some method ran on part of the grid)."""
+    path = report / "aggregate_scopes.json"
+    scopes = json.loads(path.read_text())[1:] if path.exists() else []
+    return [("; ".join(sc["cells_text"]), _read(report / sc["file"])) for sc in scopes]
 
 
 def _read(path: Path) -> str:
@@ -78,7 +75,6 @@ def build_block(report: Path, results: Path, docs: Path) -> str:
         target = docs / f"reference_{png.name}"
         shutil.copyfile(png, target)
         figures.append(f"![Reference learning curves, {task}]({target.relative_to(docs.parent)})")
-    common = _read(report / "aggregates_common.md")
     parts = [
         _prose(
             f"**Records so far** ({done} of the matrix's {expected}; `results/reference/`, "
@@ -106,13 +102,9 @@ def build_block(report: Path, results: Path, docs: Path) -> str:
         _read(report / "aggregates.md"),
         "",
     ]
-    if common:
-        parts += [
-            f"Every method, on the cells they all share ({_common_tasks(report)}):",
-            "",
-            common,
-            "",
-        ]
+    for cell, table in _cell_scopes(report):
+        if table:
+            parts += [f"Every method that ran {cell}:", "", table, ""]
     poi = _poi_table(report / "probability_of_improvement.csv")
     if poi:
         parts += [

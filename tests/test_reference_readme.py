@@ -42,20 +42,24 @@ def test_block_is_built_from_the_report_files(tmp_path):
     (report / "cells.md").write_text("| cells table |\n")
     (report / "aggregates.md").write_text("| aggregates table |\n")
     (report / "final_diagnostics.md").write_text("| metric | cell |\n")
-    (report / "cells.csv").write_text(
-        "label,task,gap,real_gap,dataset\nh2o,hopper,g,nominal,d\nbc,hopper,g,nominal,d\n"
-        "h2o,walker2d,g,nominal,d\n"
+    (report / "aggregates_cell1.md").write_text("| hopper table |\n")
+    (report / "aggregate_scopes.json").write_text(
+        json.dumps(
+            [
+                {"file": "aggregates.md", "cells_text": ["hopper, g, d", "walker2d, g, d"]},
+                {"file": "aggregates_cell1.md", "cells_text": ["hopper, g, d"]},
+            ]
+        )
     )
-    (report / "aggregates_common.md").write_text("| common table |\n")
     (report / "probability_of_improvement.csv").write_text(
         "baseline,other,point,lower,upper,cells\nh2o,bc,0.25,0.0,0.5,1\n"
     )
     (report / "figures" / "learning_curves_hopper.png").write_bytes(b"png")
     block = rr.build_block(report, results, docs)
     assert "(1 of the matrix's 2;" in block
-    for table in ("| cells table |", "| aggregates table |", "| common table |", "| runs table |"):
+    for table in ("| cells table |", "| aggregates table |", "| hopper table |", "| runs table |"):
         assert table in block
-    assert "cells they all share (hopper)" in block
+    assert "Every method that ran hopper, g, d:" in block
     assert "| bc | 0.25 [0.00, 0.50] | 1 |" in block and "| metric | cell |" in block
     assert "](docs/reference_learning_curves_hopper.png)" in block
     assert (docs / "reference_learning_curves_hopper.png").read_bytes() == b"png"

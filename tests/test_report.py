@@ -586,6 +586,16 @@ def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
     assert "bc (1)" in full.notes[0]
     assert list(common.scores) == ["h2o", "sac", "bc"] and len(common.cells) == 1
     assert common.scores["bc"].tolist() == [[50.0], [60.0]]
+    # cql on the other cell only: no cell is common to all four, yet each cell is a scope
+    # with every method that ran it (before, this left the second scope empty and dropped)
+    with_cql = pd.concat([finals, _grid_finals({("cql", "hopper"): [70.0, 80.0]})])
+    full, hopper, walker = tables.aggregate_scopes(with_cql, ["h2o", "sac", "bc", "cql"])
+    assert list(full.scores) == ["h2o", "sac"] and len(full.cells) == 2
+    assert list(hopper.scores) == ["h2o", "sac", "cql"] and hopper.cells[0][0] == "hopper"
+    assert hopper.scores["h2o"].tolist() == [[10.0], [20.0]]
+    assert hopper.scores["cql"].tolist() == [[70.0], [80.0]]
+    assert list(walker.scores) == ["h2o", "sac", "bc"] and walker.cells[0][0] == "walker2d"
+    assert walker.scores["sac"].tolist() == [[35.0], [25.0]]
     # every label on every cell: one scope, nothing left out
     (only,) = tables.aggregate_scopes(finals[finals["label"] != "bc"])
     assert len(only.cells) == 2 and not any("left out" in n for n in only.notes)

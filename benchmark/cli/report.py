@@ -148,7 +148,7 @@ def report(
                 },
                 "files": [str(p) for p in result.files],
                 "aggregates": [] if aggregates is None else aggregates.to_dict("records"),
-                # aggregates.md and aggregates_common.md: which algorithms over which cells
+                # aggregates.md, aggregates_cell<k>.md: which algorithms over which cells
                 "aggregate_scopes": [
                     {
                         "algorithms": list(scope.scores),
