@@ -99,7 +99,8 @@ def _cell_text(cell: tuple) -> str:
     return ", ".join(str(part) for part in cell if str(part) not in ("", "nan", "None"))
 
 
-def _scope_index(scopes: list) -> list[dict]:
+def scope_index(scopes: list) -> list[dict]:
+    """Which aggregates file covers which algorithms and cells (aggregate_scopes.json)."""
     return [
         {
             "file": f"aggregates{_scope_suffix(i)}.md",
@@ -299,7 +300,7 @@ def build_report(
             )
     rep.aggregates = rep.scopes[0][1]
     if len(scopes) > 1:
-        write(SCOPES, json.dumps(_scope_index(rep.scopes), indent=2) + "\n")
+        write(SCOPES, json.dumps(scope_index(rep.scopes), indent=2) + "\n")
 
     tick("probability of improvement")
     poi = tables.poi_estimates(finals, base, complete_labels, reps, confidence, seed)

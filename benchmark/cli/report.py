@@ -87,7 +87,7 @@ def report(
     ] = False,
 ) -> None:
     """Per-cell and aggregate statistics (rliable-style CIs), tables and figures of results."""
-    from gapbench.analysis.report import build_report
+    from gapbench.analysis.report import build_report, scope_index
 
     taus = _tau_range(tau_range)
     labels = [name.strip() for name in order.split(",") if name.strip()] if order else None
@@ -150,12 +150,10 @@ def report(
                 "aggregates": [] if aggregates is None else aggregates.to_dict("records"),
                 # aggregates.md, aggregates_cell<k>.md: which algorithms over which cells
                 "aggregate_scopes": [
-                    {
-                        "algorithms": list(scope.scores),
-                        "cells": [list(cell) for cell in scope.cells],
-                        "aggregates": estimates.to_dict("records"),
-                    }
-                    for scope, estimates in result.scopes
+                    {**entry, "aggregates": estimates.to_dict("records")}
+                    for entry, (_, estimates) in zip(
+                        scope_index(result.scopes), result.scopes, strict=True
+                    )
                 ],
                 "notes": result.notes,
             }
