@@ -110,8 +110,9 @@ def interrupts_as_stop(
     Event its workers poll) and calls ``on_first``; the yielded ``stop()`` then returns
     True, and a run polling it checkpoints where it stands and raises :class:`RunStopped`.
     A second signal raises KeyboardInterrupt at once: the kill path, which loses the
-    updates since the last periodic checkpoint. The previous handlers come back on exit.
-    Signal handlers live in the main thread only; elsewhere the block changes nothing."""
+    updates since the last periodic checkpoint. The previous handlers come back on exit; an
+    ignored signal stays ignored. Signal handlers live in the main thread only; elsewhere
+    the block changes nothing."""
     flag = threading.Event() if flag is None else flag
     if threading.current_thread() is not threading.main_thread():
         yield flag.is_set
@@ -124,7 +125,10 @@ def interrupts_as_stop(
         if on_first is not None:
             on_first()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal ignored on entry stays ignored: a shell starts `cmd &` with SIGINT ignored,
+    # so that a Ctrl-C meant for the script does not reach its background jobs
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield flag.is_set
     finally:

@@ -49,16 +49,36 @@ def _steps(run_dir: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_first_signal_asks_to_stop_and_the_second_aborts(sig):
     told = []
-    before = signal.getsignal(sig)
-    with runstate.interrupts_as_stop(lambda: told.append(1)) as stop:
-        assert not stop()
-        os.kill(os.getpid(), sig)
-        time.sleep(0.05)  # the handler runs in the main thread between two bytecodes
-        assert stop() and told == [1]
-        with pytest.raises(KeyboardInterrupt):
+    # answered by default (pytest may run with SIGINT ignored, as a script's background job)
+    outer = signal.signal(sig, signal.default_int_handler)
+    try:
+        with runstate.interrupts_as_stop(lambda: told.append(1)) as stop:
+            assert not stop()
             os.kill(os.getpid(), sig)
-            time.sleep(1)
-    assert signal.getsignal(sig) is before  # the previous handler is back
+            time.sleep(0.05)  # the handler runs in the main thread between two bytecodes
+            assert stop() and told == [1]
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+                time.sleep(1)
+        assert signal.getsignal(sig) is signal.default_int_handler  # the previous one is back
+    finally:
+        signal.signal(sig, outer)
+
+
+def test_an_ignored_signal_stays_ignored():
+    """A shell starts background jobs with SIGINT ignored; a Ctrl-C meant for the script
+    must not stop them."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with runstate.interrupts_as_stop() as stop:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not stop()
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # still answered
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_polled_flag_stops_like_the_folder_request(tmp_path):

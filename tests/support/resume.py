@@ -34,8 +34,21 @@ def start_cli(args: list[str], log: Path, own_group: bool = False):
     root = Path(__file__).resolve().parents[2]
     with open(log, "w") as f:
         return subprocess.Popen(
-            cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT, start_new_session=own_group
+            cmd,
+            cwd=root,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+            preexec_fn=_answer_sigint,
         )
+
+
+def _answer_sigint() -> None:
+    """In the child before exec: SIGINT at its default, even when this test process runs
+    with it ignored (a background job of a script), which the child would inherit."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_matrix_cli(
