@@ -19,7 +19,7 @@ from gapbench.benchmark.matrix import load
 
 NET = ["--set", "hidden=32,32", "--set", "batch_size=32"]
 # no periodic checkpoint before the end: a checkpoint found after the signal is the stop's
-BUDGET = {"updates": 6000, "eval_every": 200, "eval_episodes": 1, "warmup_steps": 50,
+BUDGET = {"updates": 2000, "eval_every": 200, "eval_episodes": 1, "warmup_steps": 50,
           "checkpoint_every": 100}  # fmt: skip
 
 
@@ -102,14 +102,14 @@ def test_ctrl_c_checkpoints_a_single_run_where_it_stands_and_the_same_command_re
     assert proc.returncode == 130 and "interrupted" in text and "stopped at update" in text, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
-    assert 200 <= state["updates"] < 6000 and not records.is_complete(run_dir)
+    assert 200 <= state["updates"] < 2000 and not records.is_complete(run_dir)
     assert not (run_dir / runstate.LOCK).exists()
     log2 = tmp_path / "second.log"
     again = start_cli(args, log2)
     assert again.wait(timeout=600) == 0, log2.read_text()
     summary = records.read_json(run_dir / records.SUMMARY)
     assert summary["status"] == "ok" and summary["resumed"][0]["update"] == state["updates"]
-    assert _steps(run_dir) == list(range(200, 6001, 200))
+    assert _steps(run_dir) == list(range(200, 2001, 200))
 
 
 def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
@@ -136,13 +136,13 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     m = load(path, out=out)
     first, second = (out / r.run_id for r in m.runs)
     state = records.load_checkpoint(first / records.CHECKPOINT)
-    assert 200 <= state["updates"] < 6000 and not records.is_complete(first)
+    assert 200 <= state["updates"] < 2000 and not records.is_complete(first)
     assert not second.exists()  # never started
     results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
     assert {r["status"] for r in results.values()} == {"ok"}
     summary = records.read_json(first / records.SUMMARY)
     assert summary["resumed"][0]["update"] == state["updates"]
-    assert _steps(first) == _steps(second) == list(range(200, 6001, 200))
+    assert _steps(first) == _steps(second) == list(range(200, 2001, 200))
 
 
 def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):
