@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.resume import start_cli, start_matrix_cli
+from support.resume import resume_after_stop_in_first_run, start_cli, start_matrix_cli
 
 from gapbench.benchmark import records, runstate
-from gapbench.benchmark.executors import run_matrix
 from gapbench.benchmark.matrix import load
 
 NET = ["--set", "hidden=32,32", "--set", "batch_size=32"]
@@ -133,16 +132,7 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     text = _interrupt_after_first_evaluation(proc, log, group=True)
     assert proc.returncode == 130 and "checkpoint where they stand" in text, text
     assert not (out / runstate.STOP).exists()  # this matrix's workers only, not the folder's
-    m = load(path, out=out)
-    first, second = (out / r.run_id for r in m.runs)
-    state = records.load_checkpoint(first / records.CHECKPOINT)
-    assert 200 <= state["updates"] < 2000 and not records.is_complete(first)
-    assert not second.exists()  # never started
-    results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
-    assert {r["status"] for r in results.values()} == {"ok"}
-    summary = records.read_json(first / records.SUMMARY)
-    assert summary["resumed"][0]["update"] == state["updates"]
-    assert _steps(first) == _steps(second) == list(range(200, 2001, 200))
+    resume_after_stop_in_first_run(load(path, out=out), out, updates=2000, every=200)
 
 
 def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support.resume import start_matrix_cli
+from support.resume import resume_after_stop_in_first_run, start_matrix_cli
 from typer.testing import CliRunner
 
 from gapbench.benchmark import matrix as mx
@@ -435,18 +435,10 @@ def test_a_stopped_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_
     text = log.read_text()
     assert proc.returncode == 0 and "stopped on request" in text, text
     assert "(recorded)" not in text  # a stopped run has no record yet
-    m = load(path, out=out)
-    first, second = (out / r.run_id for r in m.runs)
-    state = records.load_checkpoint(first / records.CHECKPOINT)
-    assert 200 <= state["updates"] < 2000 and not records.is_complete(first)
-    assert not second.exists()  # never started
-    results = run_matrix(m, workers=1, cpus_per_run=1)  # the same as re-running the command
-    assert {r["status"] for r in results.values()} == {"ok"}
+    runs = resume_after_stop_in_first_run(load(path, out=out), out, updates=2000, every=200)
     assert not (out / runstate.STOP).exists()  # the new run cleared the request
-    steps = list(range(200, 2001, 200))
-    summary = check_record(first, steps)
-    assert summary["resumed"][0]["update"] == state["updates"]
-    check_record(second, steps)
+    for run_dir in runs:
+        check_record(run_dir, list(range(200, 2001, 200)))
 
 
 FAILING = {"algorithm": "sac", "hparams": {**TINY_NET, "init_alpha": -1.0}}  # fails at start-up

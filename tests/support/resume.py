@@ -59,3 +59,25 @@ def start_matrix_cli(
     (``quiet=False``: with the runs' progress lines)."""
     args = ["matrix", "run", str(config), "--out", str(out), "--workers", "1", "--threads", "1"]
     return start_cli([*args, *extra, *(["--quiet"] if quiet else [])], log, own_group)
+
+
+def resume_after_stop_in_first_run(matrix: Any, out: Path, updates: int, every: int):
+    """For a two-run matrix stopped during its first run: the first has a checkpoint
+    mid-way and no record, the second never started; running the matrix again (as
+    re-running the command does) completes both, the first resumed at its checkpoint.
+    Returns the two run folders."""
+    from gapbench.benchmark import records
+    from gapbench.benchmark.executors import run_matrix
+
+    first, second = (out / r.run_id for r in matrix.runs)
+    state = records.load_checkpoint(first / records.CHECKPOINT)
+    assert every <= state["updates"] < updates and not records.is_complete(first)
+    assert not second.exists()  # never started
+    results = run_matrix(matrix, workers=1, cpus_per_run=1)
+    assert {r["status"] for r in results.values()} == {"ok"}
+    summary = records.read_json(first / records.SUMMARY)
+    assert summary["resumed"][0]["update"] == state["updates"]
+    for run_dir in (first, second):
+        curve = records.read_curve(run_dir / records.CURVE)
+        assert [int(r["step"]) for r in curve] == list(range(every, updates + 1, every))
+    return first, second
