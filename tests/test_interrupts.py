@@ -131,6 +131,7 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     proc = start_matrix_cli(path, out, log, "--no-seed-groups", own_group=True, quiet=False)
     text = _interrupt_after_first_evaluation(proc, log, group=True)
     assert proc.returncode == 130 and "checkpoint where they stand" in text, text
+    assert "0/2 0 failed 2 stopped" in text, text  # the bar counts no stopped run as done
     assert not (out / runstate.STOP).exists()  # this matrix's workers only, not the folder's
     resume_after_stop_in_first_run(load(path, out=out), out, updates=2000, every=200)
 

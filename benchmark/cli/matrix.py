@@ -300,18 +300,27 @@ def run(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("[red]{task.fields[failures]} failed[/]"),
+        TextColumn("[yellow]{task.fields[left]}[/]"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=err_console,
     )
-    bar = progress.add_task(f"matrix {matrix.name}", total=len(matrix), failures=0)
+    bar = progress.add_task(f"matrix {matrix.name}", total=len(matrix), failures=0, left="")
+    # The bar counts runs with a record (ok or failed) only: a run stopped on request, or
+    # running in another process, is named beside it, not counted as done.
     failures = 0
+    unfinished = Counter()
+
+    def left() -> str:
+        return ", ".join(f"{n} {k}" for k, n in unfinished.items() if n)
 
     def on_plan(todo, known) -> None:
         nonlocal failures
         failures = sum(r["status"] not in OK_STATUSES for r in known.values())
-        progress.update(bar, completed=len(known), failures=failures)
+        unfinished["running elsewhere"] = sum(r["status"] == "running" for r in known.values())
+        done = len(known) - unfinished["running elsewhere"]
+        progress.update(bar, completed=done, failures=failures, left=left())
         logging.getLogger("gapbench.matrix").info(
             "%s: %d runs, %d to run, %d already recorded -> %s",
             matrix.name,
@@ -324,7 +333,9 @@ def run(
     def on_result(result) -> None:
         nonlocal failures
         failures += result["status"] not in OK_STATUSES
-        progress.update(bar, advance=1, failures=failures)
+        unfinished["stopped"] += result["status"] == "stopped"
+        finished = result["status"] not in ("stopped", "running")
+        progress.update(bar, advance=int(finished), failures=failures, left=left())
 
     start = time.perf_counter()
     try:
