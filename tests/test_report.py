@@ -292,6 +292,20 @@ def test_order_may_name_a_label_the_matrix_expects_but_has_not_run(tmp_path):
         build_report(tmp_path, tmp_path / "rep2", reps=50, order=["h2o"])
 
 
+def test_a_rebuilt_report_drops_an_earlier_reports_figures_and_keeps_other_files(tmp_path):
+    write_record(tmp_path, "hopper", "sac", 0, "gravity=2.0", scores=[5.0, 6.0])
+    figs = tmp_path / "rep" / "figures"
+    figs.mkdir(parents=True)
+    stale = [figs / f"aggregate_intervals_common.{ext}" for ext in ("png", "pdf")]
+    mine = [figs / "my_sketch.png", tmp_path / "rep" / "notes.md"]
+    for path in (*stale, *mine):
+        path.write_text("earlier")
+    build_report(tmp_path, tmp_path / "rep", reps=50)
+    assert not any(p.exists() for p in stale)  # a name this report no longer writes
+    assert all(p.read_text() == "earlier" for p in mine)
+    assert (figs / "learning_curves_hopper.png").stat().st_size > 1000
+
+
 def test_default_label_oracle(tmp_path):
     write_record(tmp_path, "hopper", "sac", 0, regime="oracle", scores=[10.0, 20.0])
     assert load_results(tmp_path).labels == ["sac-oracle"]
