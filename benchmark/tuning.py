@@ -348,6 +348,7 @@ class TuneResult:
     files: dict[str, str]
     notes: list[str]
     dashboard: str
+    stopped: bool = False  # by a Ctrl-C: the running trials resume on the next tune
 
 
 def _jsonable(value: Any) -> Any:
@@ -578,10 +579,15 @@ def _last_k_mean(curve: list[dict[str, float]], k: int) -> float:
 
 
 class Objective:
-    """The Optuna objective: train the trial's seeds one after the other and score them."""
+    """The Optuna objective: train the trial's seeds one after the other and score them.
 
-    def __init__(self, prep: Prepared):
+    ``stop()`` (a Ctrl-C, see :func:`optimize`): the running seed checkpoints where it
+    stands, the trial is enqueued again with the same hyper-parameters (so the same run ids:
+    the next ``tune`` resumes it from the checkpoint), ends as FAIL, and the study stops."""
+
+    def __init__(self, prep: Prepared, stop: Callable[[], bool] | None = None):
         self.prep = prep
+        self.stop = stop
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -590,6 +596,10 @@ class Objective:
         from gapbench.benchmark.harness import RunPruned
 
         prep = self.prep
+        _RUN_PROGRESS.trial = trial.number
+        if self.stop is not None and self.stop():  # asked between two trials: start none
+            trial.study.stop()
+            raise TrialFailed("stopped on request before it started")
         sampled = {name: p.suggest(trial) for name, p in prep.space.items()}
         hparams = {**prep.base.hparams, **sampled}
         try:
@@ -628,7 +638,16 @@ class Objective:
                 if trial.should_prune():
                     raise RunPruned(f"pruned by Optuna at update {update} of seed {seed}")
 
-            summary = self._run(spec, trials_dir, on_eval)
+            try:
+                summary = self._run(spec, trials_dir, on_eval)
+            except runstate.RunStopped as stopped:
+                trial.study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
+                trial.set_user_attr("stopped", str(stopped))
+                trial.study.stop()
+                raise TrialFailed(
+                    f"stopped on request ({stopped}); enqueued again: the next `gapbench tune` "
+                    "of this study resumes it"
+                ) from None
             status = summary.get("status")
             if status == "pruned":
                 raise optuna.TrialPruned(f"run {spec.run_id} pruned")
@@ -661,7 +680,7 @@ class Objective:
                         except RunPruned as err:
                             raise optuna.TrialPruned(str(err)) from None
                     return summary
-            return run(spec, trials_dir, progress=False, on_eval=on_eval)
+            return run(spec, trials_dir, progress=False, on_eval=on_eval, stop=self.stop)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -721,27 +740,63 @@ def _quiet_pruned_runs() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
-def _worker(prep: Prepared, n_trials: int, index: int, threads: int) -> None:
-    """One trial process (or the caller's process when workers == 1)."""
+class _RunProgress(logging.Filter):
+    """A verbose tune shows each run's evaluations as they come (a trial can take hours),
+    named by trial: several workers interleave their lines on one stderr."""
+
+    trial: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trial = "-" if self.trial is None else self.trial
+        return True
+
+
+_RUN_PROGRESS = _RunProgress()
+
+
+@contextlib.contextmanager
+def _run_progress_lines(enabled: bool) -> Iterator[None]:
+    logger = logging.getLogger("gapbench.run")
+    if not enabled:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trial %(trial)s: %(message)s"))
+    handler.addFilter(_RUN_PROGRESS)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a caller's root handler would print each line twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _worker(
+    prep: Prepared, n_trials: int, index: int, threads: int, stop: Callable[[], bool]
+) -> None:
+    """One trial process (or the caller's process when workers == 1); ``stop()``: see
+    :class:`Objective`."""
     import optuna
     import torch
 
     torch.set_num_threads(threads)
     storage = open_storage(prep.storage_url)
-    with _quiet_optuna(), _quiet_pruned_runs():
+    with _quiet_optuna(), _quiet_pruned_runs(), _run_progress_lines(prep.config.verbose):
         study = optuna.load_study(
             study_name=prep.study_name,
             storage=storage,
             sampler=make_sampler(prep, index),
             pruner=make_pruner(prep),
         )
+        callbacks = [lambda study, _trial: study.stop() if stop() else None]
+        if prep.config.verbose:
+            callbacks.insert(0, _TrialProgress(prep.config.trials, prep.first_trial))
         study.optimize(
-            Objective(prep),
-            n_trials=n_trials,
-            catch=(TrialFailed,),
-            callbacks=[_TrialProgress(prep.config.trials, prep.first_trial)]
-            if prep.config.verbose
-            else None,
+            Objective(prep, stop), n_trials=n_trials, catch=(TrialFailed,), callbacks=callbacks
         )
 
 
@@ -749,30 +804,50 @@ def _shares(total: int, workers: int) -> list[int]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-def optimize(prep: Prepared) -> None:
-    """Run ``config.trials`` more trials, in this process or in ``workers`` processes."""
+def _pool_worker(prep: Prepared, n_trials: int, index: int, threads: int, flag: Any) -> None:
+    """A trial process of several: a terminal's Ctrl-C reaches it too, but the stop is the
+    parent's to decide (``flag``, set on its first signal)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker(prep, n_trials, index, threads, flag.is_set)
+
+
+def optimize(prep: Prepared) -> bool:
+    """Run ``config.trials`` more trials, in this process or in ``workers`` processes.
+
+    The first Ctrl-C (or SIGTERM) is a stop request: each running trial checkpoints its run
+    where it stands and is enqueued again (see :class:`Objective`), no new trial starts;
+    returns True when stopped so. A second signal aborts at once (KeyboardInterrupt)."""
     workers = min(prep.config.workers, prep.config.trials)
     if workers == 1:
-        _worker(prep, prep.config.trials, 0, prep.config.threads)
-        return
+        with runstate.interrupts_as_stop() as stop:
+            _worker(prep, prep.config.trials, 0, prep.config.threads, stop)
+        return stop()
     threads = prep.config.threads
     ctx = multiprocessing.get_context("spawn")
+    flag = ctx.Event()
     procs = [
-        ctx.Process(target=_worker, args=(prep, share, i, threads), name=f"gapbench-tune-{i}")
+        ctx.Process(
+            target=_pool_worker, args=(prep, share, i, threads, flag), name=f"gapbench-tune-{i}"
+        )
         for i, share in enumerate(_shares(prep.config.trials, workers))
     ]
     for p in procs:
         p.start()
     try:
+        with runstate.interrupts_as_stop(flag=flag):
+            for p in procs:
+                p.join()
+    except KeyboardInterrupt:  # the second signal: the workers ignore SIGINT, so end them
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
+            p.terminate()
             p.join(timeout=30)
         raise
     bad = [f"{p.name} exited with {p.exitcode}" for p in procs if p.exitcode != 0]
     if bad:
         raise RuntimeError("tuning worker(s) failed: " + "; ".join(bad))
+    return flag.is_set()
 
 
 def tune(config: TuneConfig) -> TuneResult:
@@ -798,8 +873,8 @@ def run_prepared(prep: Prepared) -> TuneResult:
         )
         if prep.dropped:
             print(f"fixed by --set, not tuned: {', '.join(prep.dropped)}", file=sys.stderr)
-    optimize(prep)
-    return export(prep)
+    stopped = optimize(prep)
+    return dataclasses.replace(export(prep), stopped=stopped)
 
 
 # -- outputs ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from support.resume import resume_after_stop_in_first_run, start_cli, start_matrix_cli
@@ -100,15 +101,45 @@ def test_ctrl_c_checkpoints_a_single_run_where_it_stands_and_the_same_command_re
     text = _interrupt_after_first_evaluation(proc, log)
     assert proc.returncode == 130 and "interrupted" in text and "stopped at update" in text, text
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    _same_command_resumes_where_it_stopped(args, run_dir, tmp_path / "second.log")
+
+
+def _same_command_resumes_where_it_stopped(args: list[str], run_dir: Path, log: Path) -> None:
+    """``run_dir`` holds a checkpoint mid-way and no record nor lock; ``gapbench ARGS``
+    again completes it from that checkpoint, with every evaluation once."""
     state = records.load_checkpoint(run_dir / records.CHECKPOINT)
     assert 200 <= state["updates"] < 2000 and not records.is_complete(run_dir)
     assert not (run_dir / runstate.LOCK).exists()
-    log2 = tmp_path / "second.log"
-    again = start_cli(args, log2)
-    assert again.wait(timeout=600) == 0, log2.read_text()
+    again = start_cli(args, log)
+    assert again.wait(timeout=600) == 0, log.read_text()
     summary = records.read_json(run_dir / records.SUMMARY)
     assert summary["status"] == "ok" and summary["resumed"][0]["update"] == state["updates"]
     assert _steps(run_dir) == list(range(200, 2001, 200))
+
+
+def test_ctrl_c_checkpoints_a_tuning_trial_and_the_same_command_resumes_it(tmp_path):
+    """The stopped trial ends FAIL and is enqueued again with its hyper-parameters, so the
+    next tune of the study trains the same run id on from its checkpoint."""
+    out = tmp_path / "tune"
+    budget = [x for k, v in BUDGET.items() for x in ("--budget", f"{k}={v}")]
+    args = ["tune", "--algo", "sac", "--task", "hopper", "--trials", "1", "--study", "s"]
+    args += [*NET, *budget, "--sampler", "random", "--pruner", "none", "--no-plots"]
+    args += ["--threads", "1", "--out", str(out)]
+    log = tmp_path / "first.log"
+    proc = start_cli(args, log)
+    text = _interrupt_after_first_evaluation(proc, log)
+    assert proc.returncode == 130 and "stopped on request" in text, text
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    stopped, queued = optuna.load_study(study_name="s", storage=storage).trials
+    assert stopped.state == optuna.trial.TrialState.FAIL and "stopped" in stopped.user_attrs
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.user_attrs == {"resumes_trial": 0}
+    run_dir = out / "trials" / stopped.user_attrs["run_id"]
+    _same_command_resumes_where_it_stopped(args, run_dir, tmp_path / "second.log")
+    resumed = optuna.load_study(study_name="s", storage=storage).trials[1]
+    assert resumed.state == optuna.trial.TrialState.COMPLETE
+    assert resumed.params == stopped.params
+    assert resumed.user_attrs["run_id"] == stopped.user_attrs["run_id"]
 
 
 def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):

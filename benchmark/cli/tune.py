@@ -69,13 +69,20 @@ trials; a study remembers its setup (task, gaps, dataset, budget, seeds, --last-
 refuses to continue with a different one. --workers N runs N trial processes on this machine
 against the shared storage, each with --threads torch threads.
 
+Ctrl-C (or SIGTERM): the running trials' runs checkpoint where they stand, each such trial
+is enqueued again with the same hyper-parameters (it ends FAIL, with a "stopped" user
+attribute), no new trial starts, the outputs are written, and tune exits 130. The same
+command then resumes the enqueued trials from their checkpoints first (same run ids). A
+second Ctrl-C aborts at once, losing the updates since the runs' last periodic checkpoint.
+
 Records: a run id depends only on its spec, so a trial that samples hyper-parameters already
 run reuses their record (a pruned one is run again); a lock in OUT/.locks/ stops two workers
 training the same run. Each trial's user attributes hold its run ids, its hyper-parameters
 (fixed and sampled, resolved) and its per-seed scores.
 
-After each trial one line on stderr shows the trials done of --trials, the trial's state,
-value and parameters, and the study's best so far.
+Each run's evaluations show on stderr as they come ("trial N: ALGO TASK update U/UPDATES
+...", several workers interleaved), and after each trial one line shows the trials done of
+--trials, the trial's state, value and parameters, and the study's best so far.
 
 Outputs in OUT (default results/tune/ALGO-TASK; one OUT per study, as best.yaml, plots/ and
 trials.csv are rewritten by every invocation; storage and trials/ can be shared): best.yaml,
@@ -224,5 +231,12 @@ def tune(
         highlight=False,
         markup=False,
     )
+    if result.stopped:
+        err_console.print(
+            "[yellow]stopped on request[/]: the running trial checkpointed and is enqueued "
+            "again; re-run the same command to resume it",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130)
     if result.best_value is None:
         raise typer.Exit(1)
