@@ -19,7 +19,9 @@ A stop request in the output folder (``OUT/STOP``, ``gapbench matrix stop``) is 
 before a run starts and between its training steps: a run not started reports "stopped"
 without starting; a running one checkpoints where it stands and reports "stopped" (its next
 ``matrix run`` resumes it exactly). A local matrix takes its first Ctrl-C or SIGTERM as the
-same request for its own workers (:func:`run_local`); a second aborts at once.
+same request for its own workers (:func:`run_local`); a Ray matrix writes ``OUT/STOP`` for
+its tasks on every node, and removes it once they have stopped (:func:`run_ray`); a
+second signal aborts at once.
 
 Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
@@ -70,6 +72,7 @@ from typing import Any
 
 from gapbench.benchmark.matrix import Matrix, write_manifest
 from gapbench.benchmark.runstate import (
+    STOP,
     RunBusy,
     RunStopped,
     clear_stop,
@@ -78,6 +81,7 @@ from gapbench.benchmark.runstate import (
     read_lock,
     read_summary,
     remove_stale_lock,
+    request_stop,
     rerun_reason,
     run_locked,
     run_status,
@@ -492,7 +496,14 @@ def run_ray(
     address: str | None = None,
     cpus_per_run: int = 1,
 ) -> None:
-    """Run (spec_dict, label) jobs as Ray tasks (see the module docstring)."""
+    """Run (spec_dict, label) jobs as Ray tasks (see the module docstring).
+
+    The first Ctrl-C or SIGTERM (called from the main thread) writes ``OUT/STOP``: the
+    tasks reach the driver's signals through the folder only, which every node shares. The
+    running runs checkpoint where they stand, the others report "stopped" unstarted, the
+    request is removed once all have returned, and KeyboardInterrupt is raised; any other
+    matrix on the folder stops too while it stands. A second signal cancels the tasks
+    (their runs resume from the last periodic checkpoint)."""
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -508,6 +519,16 @@ def run_ray(
     lines = Queue(actor_options={"num_cpus": 0})  # the tasks' log lines (see _ToRayQueue)
     level = logging.getLogger("gapbench").getEffectiveLevel()
     refs = {}
+    interrupted = threading.Event()
+
+    def stopping() -> None:
+        request_stop(out)
+        log.warning(
+            "interrupted: the running runs checkpoint where they stand and no new run "
+            "starts (Ctrl-C again to abort at once; %s stands until they have)",
+            Path(out) / STOP,
+        )
+
     try:
         for spec_dict, label in jobs:
             gpus = 1 if str(spec_dict.get("device", "cpu")).startswith("cuda") else 0
@@ -516,23 +537,24 @@ def run_ray(
             )
             refs[ref] = spec_dict
         pending = list(refs)
-        while pending:
-            # the timeout only paces the log lines of runs still training
-            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-            _drain(lines)  # a finished task's lines are all queued: print them before its result
-            for ref in done:
-                try:
-                    result = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - a crashed task, reported per run
-                    from gapbench.benchmark.spec import RunSpec
+        with interrupts_as_stop(stopping, interrupted):
+            while pending:
+                # the timeout only paces the log lines of runs still training
+                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                _drain(lines)  # a finished task's lines are all queued: print them first
+                for ref in done:
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # noqa: BLE001 - a crashed task, reported per run
+                        from gapbench.benchmark.spec import RunSpec
 
-                    result = {
-                        "run_id": RunSpec.from_dict(refs[ref]).run_id,
-                        "status": "crashed",
-                        "error": f"{type(err).__name__}: {err}",
-                        "skipped": False,
-                    }
-                on_result(result)
+                        result = {
+                            "run_id": RunSpec.from_dict(refs[ref]).run_id,
+                            "status": "crashed",
+                            "error": f"{type(err).__name__}: {err}",
+                            "skipped": False,
+                        }
+                    on_result(result)
     except BaseException:
         for ref in refs:
             with contextlib.suppress(Exception):
@@ -543,6 +565,10 @@ def run_ray(
             lines.shutdown()
         if started:
             ray.shutdown()
+        if interrupted.is_set():  # the tasks have returned or are cancelled: it was for them
+            clear_stop(out)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 # -- a whole matrix ------------------------------------------------------------------------

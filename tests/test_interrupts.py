@@ -4,6 +4,7 @@ the first signal is a stop request, a second aborts at once."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import signal
 import time
@@ -142,14 +143,13 @@ def test_ctrl_c_checkpoints_a_tuning_trial_and_the_same_command_resumes_it(tmp_p
     assert resumed.user_attrs["run_id"] == stopped.user_attrs["run_id"]
 
 
-def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
-    """A terminal's Ctrl-C signals the whole foreground group, workers included: the
-    workers leave it to the matrix, whose running run checkpoints where it stands."""
+def _two_sac_runs(tmp_path: Path, budget: dict | None = None) -> Path:
+    """A matrix file of two small SAC runs (seeds 0 and 1); returns its path."""
     net = {"hidden": [32, 32], "batch_size": 32}
     config = {
         "name": "ctrl-c",
         "preset": "smoke",
-        "budget": BUDGET,
+        "budget": budget or BUDGET,
         "tasks": ["hopper"],
         "sim_gaps": ["gravity=2.0"],
         "algorithms": {"sac": {"hparams": net}},
@@ -157,6 +157,13 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     }
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground group, workers included: the
+    workers leave it to the matrix, whose running run checkpoints where it stands."""
+    path = _two_sac_runs(tmp_path)
     out = tmp_path / "out"
     log = tmp_path / "first.log"
     proc = start_matrix_cli(path, out, log, "--no-seed-groups", own_group=True, quiet=False)
@@ -165,6 +172,44 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
     assert "0/2 0 failed 2 stopped" in text, text  # the bar counts no stopped run as done
     assert not (out / runstate.STOP).exists()  # this matrix's workers only, not the folder's
     resume_after_stop_in_first_run(load(path, out=out), out, updates=2000, every=200)
+
+
+def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
+    """Ray's tasks see the driver's Ctrl-C through OUT/STOP, removed once they stopped;
+    the same matrix then resumes each run at its checkpoint (Ray may run both at once)."""
+    ray = pytest.importorskip("ray")
+    from gapbench.benchmark.executors import run_matrix
+
+    out = tmp_path / "out"
+    matrix = load(_two_sac_runs(tmp_path, {**BUDGET, "updates": 400}), out=out)
+
+    class CtrlC(logging.Handler):  # the driver logs each task's lines in its main thread
+        def emit(self, record: logging.LogRecord) -> None:
+            if "update 200/" in record.getMessage():
+                os.kill(os.getpid(), signal.SIGINT)
+
+    logger, handler = logging.getLogger("gapbench"), CtrlC()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # the tasks log at the driver's level
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(matrix, executor="ray", workers=1)
+    finally:
+        ray.shutdown()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert not (out / runstate.STOP).exists()
+    first, second = (out / r.run_id for r in matrix.runs)
+    at = records.load_checkpoint(first / records.CHECKPOINT)["updates"]
+    assert 200 <= at < 400 and not records.is_complete(first)
+    if second.exists():  # started beside the first: stopped where it stood
+        assert not records.is_complete(second)
+    results = run_matrix(matrix, workers=1, cpus_per_run=1)
+    assert {r["status"] for r in results.values()} == {"ok"}
+    assert records.read_json(first / records.SUMMARY)["resumed"][0]["update"] == at
+    assert _steps(first) == _steps(second) == [200, 400]
 
 
 def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):
