@@ -111,9 +111,10 @@ checkpoints where it stands (between two training steps; a seed group at its nex
 evaluation) and exits, no new run starts, and `matrix run` exits 0 saying how many
 stopped. The same `matrix run` resumes them exactly, as if never stopped; it clears the
 request when it starts. Use it to end a sitting or an allocation without losing the
-updates since the last periodic checkpoint. With the local executor, the first Ctrl-C or
-SIGTERM to `matrix run` does the same for its own runs (the folder's other matrices go on)
-and exits 130; a second aborts at once, as a kill does.
+updates since the last periodic checkpoint. The first Ctrl-C or SIGTERM to `matrix run`
+does the same for its own runs and exits 130 (local executor: the folder's other matrices
+go on; Ray: it writes the folder's request for its tasks, and removes it once they have
+stopped); a second aborts at once, as a kill does.
 """)
 
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]
