@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import multiprocessing
+import re
 import shutil
 import sys
 import types
@@ -81,6 +82,11 @@ class TuningError(ValueError):
 
 class TrialFailed(RuntimeError):
     """A trial's run failed (recorded with ``status: failed``); the study goes on."""
+
+
+class TrialStopped(TrialFailed):
+    """A trial stopped on request and enqueued again (see :class:`Objective`): FAIL to
+    Optuna, no failure to report."""
 
 
 # -- search spaces ---------------------------------------------------------------------------
@@ -329,7 +335,9 @@ class Prepared:
     study_name: str
     setup: dict[str, Any]
     dropped: list[str] = field(default_factory=list)  # fixed by hparams, removed from the space
-    first_trial: int = 0  # number of this invocation's first trial (earlier ones: the study's)
+    # number of this invocation's first trial (earlier ones: the study's); trials enqueued
+    # by a stop (WAITING) are numbered before it and run first
+    first_trial: int = 0
 
     @property
     def out(self) -> Path:
@@ -527,17 +535,37 @@ def _create_study(prep: Prepared) -> None:
         )
 
 
+class _DropStopped(logging.Filter):
+    """Optuna warns of every FAIL trial, with a traceback; a trial stopped on request is no
+    failure (the progress line and the closing message say it stopped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = re.match(r"Trial (\d+) failed", record.getMessage())
+        if failed is None:
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], TrialStopped):
+            self.trials.add(int(failed[1]))
+        return int(failed[1]) not in self.trials  # its "failed with value None" comes after
+
+
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
     import optuna
 
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logger, drop = logging.getLogger("optuna.study._optimize"), _DropStopped()
+    logger.addFilter(drop)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        logger.removeFilter(drop)
         optuna.logging.set_verbosity(level)
 
 
@@ -599,7 +627,7 @@ class Objective:
         _RUN_PROGRESS.trial = trial.number
         if self.stop is not None and self.stop():  # asked between two trials: start none
             trial.study.stop()
-            raise TrialFailed("stopped on request before it started")
+            raise TrialStopped("stopped on request before it started")
         sampled = {name: p.suggest(trial) for name, p in prep.space.items()}
         hparams = {**prep.base.hparams, **sampled}
         try:
@@ -644,7 +672,7 @@ class Objective:
                 trial.study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
                 trial.set_user_attr("stopped", str(stopped))
                 trial.study.stop()
-                raise TrialFailed(
+                raise TrialStopped(
                     f"stopped on request ({stopped}); enqueued again: the next `gapbench tune` "
                     "of this study resumes it"
                 ) from None
@@ -697,7 +725,8 @@ def trial_line(trial: Any) -> str:
     if trial.value is not None and trial.state.name == "PRUNED":
         value = f"({value})"
     params = ", ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items())
-    return f"trial {trial.number:>4}  {trial.state.name:<8} value={value:<10} {params}"
+    state = "STOPPED" if "stopped" in trial.user_attrs else trial.state.name  # FAIL to Optuna
+    return f"trial {trial.number:>4}  {state:<8} value={value:<10} {params}"
 
 
 @dataclass
@@ -863,7 +892,9 @@ def run_prepared(prep: Prepared) -> TuneResult:
     with _quiet_optuna():
         storage = open_storage(prep.storage_url)
         study = optuna.load_study(study_name=prep.study_name, storage=storage)
-        prep.first_trial = len(study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]
+        prep.first_trial = min(waiting, default=len(trials))
     if config.verbose:
         print(
             f"study {prep.study_name!r} in {prep.storage_url}: {config.trials} more trial(s), "

@@ -130,6 +130,7 @@ def test_ctrl_c_checkpoints_a_tuning_trial_and_the_same_command_resumes_it(tmp_p
     proc = start_cli(args, log)
     text = _interrupt_after_first_evaluation(proc, log)
     assert proc.returncode == 130 and "stopped on request" in text, text
+    assert "[1/1] trial 0 STOPPED" in text and "Traceback" not in text, text
     storage = f"sqlite:///{out / 'optuna.db'}"
     stopped, queued = optuna.load_study(study_name="s", storage=storage).trials
     assert stopped.state == optuna.trial.TrialState.FAIL and "stopped" in stopped.user_attrs
@@ -137,6 +138,7 @@ def test_ctrl_c_checkpoints_a_tuning_trial_and_the_same_command_resumes_it(tmp_p
     assert queued.user_attrs == {"resumes_trial": 0}
     run_dir = out / "trials" / stopped.user_attrs["run_id"]
     _same_command_resumes_where_it_stopped(args, run_dir, tmp_path / "second.log")
+    assert "[1/1] trial    1  COMPLETE" in (tmp_path / "second.log").read_text()
     resumed = optuna.load_study(study_name="s", storage=storage).trials[1]
     assert resumed.state == optuna.trial.TrialState.COMPLETE
     assert resumed.params == stopped.params

@@ -233,8 +233,8 @@ def tune(
     )
     if result.stopped:
         err_console.print(
-            "[yellow]stopped on request[/]: the running trial checkpointed and is enqueued "
-            "again; re-run the same command to resume it",
+            "[yellow]stopped on request[/]: the running trials checkpointed and are enqueued "
+            "again; re-run the same command to resume them",
             soft_wrap=True,
         )
         raise typer.Exit(130)
