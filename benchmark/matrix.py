@@ -784,8 +784,19 @@ def status(matrix: Matrix, out: str | Path | None = None) -> dict[str, Any]:
         "counts": {s: len(v) for s, v in ids.items()},
         "ids": ids,
         "runs": rows,
+        "grid": status_grid(rows),
         "left": work_left(rows, summaries),
     }
+
+
+def status_grid(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """label -> task -> status -> runs (statuses with none left out; labels and tasks in
+    matrix order): how far each method got on each task, seeds and gaps together."""
+    grid: dict[str, dict[str, dict[str, int]]] = {}
+    for row in rows:
+        counts = grid.setdefault(row["label"], {}).setdefault(row["task"], {})
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return grid
 
 
 def work_left(rows: list[dict[str, Any]], summaries: list[dict[str, Any] | None]) -> dict:

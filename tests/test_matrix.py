@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -596,11 +597,28 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
         left = status(m)["left"]
     finally:
         lock.release()
+    assert re.search(r"sac\s+│ 0/2 \(1 running\)", text), text  # per method and task
     # (100,000 - 80) updates at 4 updates/s: 6 h 56 min
     assert "4.0 updates/s, ~6 h 56 min left" in " ".join(text.split()), text
     # the other seed at the running one's pace: (99,920 + 100,000) / 4 s = 13.9 h
     assert left == {"run_seconds": 49_980.0, "runs": 2, "unmeasured": {"sac-oracle": 2}}
     assert "left: ~13.9 run-hours for 2 unfinished runs" in " ".join(text.split()), text
+
+
+def test_the_status_grid_counts_each_methods_runs_per_task():
+    def row(label, task, status):
+        return {"label": label, "task": task, "status": status}
+
+    rows = [
+        row("h2o", "hopper", "done"), row("h2o", "hopper", "running"),
+        row("h2o", "walker2d", "failed"), row("cql", "walker2d", "done"),
+        row("h2o", "hopper", "done"), row("cql", "walker2d", "missing"),
+    ]  # fmt: skip
+    assert mx.status_grid(rows) == {
+        "h2o": {"hopper": {"done": 2, "running": 1}, "walker2d": {"failed": 1}},
+        "cql": {"walker2d": {"done": 1, "missing": 1}},
+    }
+    assert list(mx.status_grid(rows)) == ["h2o", "cql"]  # matrix order
 
 
 def test_work_left_is_each_unfinished_run_at_its_method_pace():

@@ -418,9 +418,9 @@ def status(
     only: Only = None,
 ) -> None:
     """Done / failed / running / interrupted / missing runs of a matrix, and which ids;
-    for each unfinished run, the updates and score of its last evaluation; the run-hours
-    the unfinished runs still need, each at the median pace of its method's done runs (a
-    running run at its own).
+    runs done per method and task; for each unfinished run, the updates and score of its
+    last evaluation; the run-hours the unfinished runs still need, each at the median pace
+    of its method's done runs (a running run at its own).
 
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
@@ -450,6 +450,7 @@ def status(
         shown = ", ".join(ids[:6]) + (f", ... (+{len(ids) - 6})" if len(ids) > 6 else "")
         table.add_row(f"[{STYLE[st]}]{st}[/]", str(len(ids)), shown if st != "done" else "")
     out_console.print(table)
+    out_console.print(_grid_table(report["grid"]))
     left = report["left"]
     if left["runs"] or left["unmeasured"]:
         unmeasured = ", ".join(f"{label} ({n})" for label, n in left["unmeasured"].items())
@@ -481,6 +482,27 @@ def status(
                 highlight=False,
                 markup=True,
             )
+
+
+STYLE_BUSY = ("failed", "running", "interrupted")  # what the grid names beside done / runs
+
+
+def _grid_table(grid: dict[str, dict[str, dict[str, int]]]) -> Table:
+    """Runs done of each method's runs per task ("2/3"), and what the others are doing."""
+    tasks = list(dict.fromkeys(task for by_task in grid.values() for task in by_task))
+    table = Table("label", *tasks, title="done / runs, per method and task")
+    for label, by_task in grid.items():
+        cells = []
+        for task in tasks:
+            counts = by_task.get(task)
+            if counts is None:
+                cells.append("")
+                continue
+            busy = [f"[{STYLE[st]}]{n} {st}[/]" for st, n in counts.items() if st in STYLE_BUSY]
+            text = f"{counts.get('done', 0)}/{sum(counts.values())}"
+            cells.append(text + (f" ({', '.join(busy)})" if busy else ""))
+        table.add_row(escape(label), *cells)
+    return table
 
 
 @app.command("stop")
