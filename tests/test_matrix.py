@@ -605,6 +605,25 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
     assert "left: ~13.9 run-hours for 2 unfinished runs" in " ".join(text.split()), text
 
 
+def test_the_progress_bar_names_a_run_running_elsewhere_instead_of_counting_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from gapbench.benchmark.cli import app
+
+    path = write(tmp_path / "m.yaml", tiny_matrix())
+    out = tmp_path / "out"
+    busy, free = load(path, out=out).runs
+    lock = RunLock.acquire(out / busy.run_id)  # another process's run
+    try:
+        args = ["matrix", "run", str(path), "--out", str(out), "--workers", "1", "--quiet"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        lock.release()
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "1/2 0 failed 1 running elsewhere" in text, text
+    assert records.is_complete(out / free.run_id)
+
+
 def test_the_status_grid_counts_each_methods_runs_per_task():
     def row(label, task, status):
         return {"label": label, "task": task, "status": status}
