@@ -669,3 +669,17 @@ def test_the_stop_request_is_looked_for_at_most_every_poll_period(tmp_path):
     assert runstate.stop_requested(tmp_path) and runstate.clear_stop(tmp_path)
     assert eager()  # once seen, a stop stands: the run is already stopping
     assert not runstate.clear_stop(tmp_path) and not runstate.stop_poller(tmp_path, 0)()
+
+
+def test_the_run_bar_eta_spreads_the_run_hours_left_over_the_workers():
+    from gapbench.benchmark.cli.matrix import time_left_text
+
+    left = {"run_seconds": 4 * 3600.0, "runs": 4, "unmeasured": {}}
+    assert time_left_text(left, parallel=2) == "ETA ~2 h 00 min"
+    assert time_left_text(left, parallel=8) == "ETA ~1 h 00 min"  # no more workers than runs
+    left = {"run_seconds": 600.0, "runs": 1, "unmeasured": {"vgdf": 2}}
+    assert time_left_text(left, 2) == "ETA ~10 min + 2 run(s) of unmeasured pace"
+    assert time_left_text({"run_seconds": 0.0, "runs": 0, "unmeasured": {"a": 1}}, 1) == (
+        "ETA unknown (1 run(s) of unmeasured pace)"
+    )
+    assert time_left_text({"run_seconds": 0.0, "runs": 0, "unmeasured": {}}, 1) == ""

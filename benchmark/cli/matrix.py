@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -13,7 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from gapbench.benchmark.cli.common import (
     TensorBoard,
@@ -106,6 +109,11 @@ summary.failed-N.json); a done run whose dataset's content changed since runs ag
 as summary.stale-N.json). A per-run lock, OUT/RUN_ID/.lock, stops two processes running the
 same id.
 
+The progress bar counts the runs with a record (ok or failed) and names the stopped ones
+beside it; its ETA is the compute `matrix status` says is left (each unfinished run at its
+method's pace in the output folder, a running run at its own) spread over the workers,
+re-read every 30 s, "unmeasured" for a method with no timed evaluation yet.
+
 `gapbench matrix stop FILE` asks the runs of the output folder to stop: each running run
 checkpoints where it stands (between two training steps; a seed group at its next
 evaluation) and exits, no new run starts, and `matrix run` exits 0 saying how many
@@ -194,6 +202,46 @@ STYLE = {
     "stopped": "yellow",
     "missing": "dim",
 }
+
+
+def time_left_text(left: dict[str, Any], parallel: int) -> str:
+    """The ETA beside ``matrix run``'s bar, from :func:`~gapbench.benchmark.matrix.work_left`
+    (each unfinished run at its method's pace in this matrix), spread over ``parallel``
+    workers: a count of runs means nothing when one method's run costs 20 times another's."""
+    if not left["runs"] and not left["unmeasured"]:
+        return ""
+    unmeasured = sum(left["unmeasured"].values())
+    if not left["runs"]:
+        return f"ETA unknown ({unmeasured} run(s) of unmeasured pace)"
+    seconds = left["run_seconds"] / min(parallel, left["runs"])
+    eta = f"ETA ~{format_duration(seconds)}" if seconds >= 60 else "ETA <1 min"
+    return eta + (f" + {unmeasured} run(s) of unmeasured pace" if unmeasured else "")
+
+
+class _TimeLeft(ProgressColumn):
+    """The column showing :func:`time_left_text`, re-read from the run folders at most every
+    ``every`` seconds (a running run's pace is in its curve, one line per evaluation) and
+    whenever the plan or a result comes in (:meth:`refresh`)."""
+
+    def __init__(self, matrix, out: Path, every: float = 30.0) -> None:
+        super().__init__()
+        self.matrix, self.out, self.every, self.parallel = matrix, out, every, 1
+        self._text, self._at = "", -float("inf")
+
+    def refresh(self) -> None:
+        self._at = -float("inf")
+
+    def render(self, task) -> Text:
+        from gapbench.benchmark.matrix import status as matrix_status
+
+        if time.monotonic() - self._at >= self.every:
+            self._at = time.monotonic()
+            try:
+                left = matrix_status(self.matrix, self.out)["left"]
+                self._text = time_left_text(left, self.parallel)
+            except (OSError, ValueError):  # a file caught half-written: keep the last text
+                pass
+        return Text(self._text, style="cyan")
 
 
 @app.command("run", help="Run every run of FILE that has no complete record.\n\n" + _HELP)
@@ -292,10 +340,10 @@ def run(
         Progress,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
 
     _setup_logging(err_console, verbose=not quiet)
+    time_left = _TimeLeft(matrix, out_dir)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -303,8 +351,7 @@ def run(
         TextColumn("[red]{task.fields[failures]} failed[/]"),
         TextColumn("[yellow]{task.fields[left]}[/]"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        time_left,
         console=err_console,
     )
     bar = progress.add_task(f"matrix {matrix.name}", total=len(matrix), failures=0, left="")
@@ -320,6 +367,8 @@ def run(
         nonlocal failures
         failures = sum(r["status"] not in OK_STATUSES for r in known.values())
         unfinished["running elsewhere"] = sum(r["status"] == "running" for r in known.values())
+        time_left.parallel = workers or min(len(todo), os.cpu_count() or 1) or 1
+        time_left.refresh()
         done = len(known) - unfinished["running elsewhere"]
         progress.update(bar, completed=done, failures=failures, left=left())
         logging.getLogger("gapbench.matrix").info(
@@ -336,6 +385,7 @@ def run(
         failures += result["status"] not in OK_STATUSES
         unfinished["stopped"] += result["status"] == "stopped"
         finished = result["status"] not in ("stopped", "running")
+        time_left.refresh()
         progress.update(bar, advance=int(finished), failures=failures, left=left())
 
     start = time.perf_counter()
