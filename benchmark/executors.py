@@ -19,9 +19,10 @@ A stop request in the output folder (``OUT/STOP``, ``gapbench matrix stop``) is 
 before a run starts and between its training steps: a run not started reports "stopped"
 without starting; a running one checkpoints where it stands and reports "stopped" (its next
 ``matrix run`` resumes it exactly). A local matrix takes its first Ctrl-C or SIGTERM as the
-same request for its own workers (:func:`run_local`); a Ray matrix writes ``OUT/STOP`` for
-its tasks on every node, and removes it once they have stopped (:func:`run_ray`); a
-second signal aborts at once.
+same request for its own workers (:func:`run_local`); a Ray matrix writes its own request
+file in ``OUT`` for its tasks on every node, and removes it once they have stopped
+(:func:`run_ray`); either way the folder's other matrices go on. A second signal aborts
+at once.
 
 Steps 1 to 3 are :func:`gapbench.benchmark.runstate.run_locked`, which ``gapbench run`` calls too.
 
@@ -64,6 +65,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -72,7 +74,6 @@ from typing import Any
 
 from gapbench.benchmark.matrix import Matrix, write_manifest
 from gapbench.benchmark.runstate import (
-    STOP,
     RunBusy,
     RunStopped,
     clear_stop,
@@ -81,7 +82,6 @@ from gapbench.benchmark.runstate import (
     read_lock,
     read_summary,
     remove_stale_lock,
-    request_stop,
     rerun_reason,
     run_locked,
     run_status,
@@ -466,7 +466,9 @@ def _ray_entry(
     threads: int,
     queue: Any,
     level: int,
+    own_stop: str,
 ) -> Result:
+    global _interrupted
     import torch
 
     torch.set_num_threads(threads)
@@ -478,7 +480,18 @@ def _ray_entry(
     logger.addHandler(_ToRayQueue(queue))
     logger.setLevel(level)
     logger.propagate = False  # the driver prints these lines: none to the worker's stderr
+    _interrupted = _FileFlag(Path(out) / own_stop)  # the driver's Ctrl-C (run_ray)
     return execute_run(spec_dict, out, retry_failed, label)
+
+
+class _FileFlag:
+    """An interrupt flag that is a file: a Ray task's view of its driver's Ctrl-C."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def is_set(self) -> bool:
+        return self.path.exists()
 
 
 def _drain(queue: Any) -> None:
@@ -498,11 +511,12 @@ def run_ray(
 ) -> None:
     """Run (spec_dict, label) jobs as Ray tasks (see the module docstring).
 
-    The first Ctrl-C or SIGTERM (called from the main thread) writes ``OUT/STOP``: the
-    tasks reach the driver's signals through the folder only, which every node shares. The
-    running runs checkpoint where they stand, the others report "stopped" unstarted, the
-    request is removed once all have returned, and KeyboardInterrupt is raised; any other
-    matrix on the folder stops too while it stands. A second signal cancels the tasks
+    The first Ctrl-C or SIGTERM (called from the main thread) writes ``OUT/.stop-TOKEN``,
+    this call's own request: the tasks reach the driver's signals through the folder only,
+    which every node shares, and each polls its matrix's token beside the folder's
+    ``OUT/STOP``, so other matrices writing to the folder go on. The running runs checkpoint
+    where they stand, the others report "stopped" unstarted, the request is removed once
+    all have returned, and KeyboardInterrupt is raised. A second signal cancels the tasks
     (their runs resume from the last periodic checkpoint)."""
     ray = import_ray()
     started = False
@@ -521,19 +535,20 @@ def run_ray(
     refs = {}
     interrupted = threading.Event()
 
+    own_stop = Path(out) / f".stop-{uuid.uuid4().hex[:12]}"  # this matrix's tasks only
+
     def stopping() -> None:
-        request_stop(out)
+        own_stop.write_text(json.dumps({"pid": os.getpid(), "since": time.time()}) + "\n")
         log.warning(
             "interrupted: the running runs checkpoint where they stand and no new run "
-            "starts (Ctrl-C again to abort at once; %s stands until they have)",
-            Path(out) / STOP,
+            "starts (Ctrl-C again to abort at once)"
         )
 
     try:
         for spec_dict, label in jobs:
             gpus = 1 if str(spec_dict.get("device", "cpu")).startswith("cuda") else 0
             ref = task.options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=2).remote(
-                spec_dict, out_abs, retry_failed, label, cpus_per_run, lines, level
+                spec_dict, out_abs, retry_failed, label, cpus_per_run, lines, level, own_stop.name
             )
             refs[ref] = spec_dict
         pending = list(refs)
@@ -565,8 +580,7 @@ def run_ray(
             lines.shutdown()
         if started:
             ray.shutdown()
-        if interrupted.is_set():  # the tasks have returned or are cancelled: it was for them
-            clear_stop(out)
+        own_stop.unlink(missing_ok=True)  # the tasks have returned or are cancelled
     if interrupted.is_set():
         raise KeyboardInterrupt
 

@@ -177,8 +177,9 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
 
 
 def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
-    """Ray's tasks see the driver's Ctrl-C through OUT/STOP, removed once they stopped;
-    the same matrix then resumes each run at its checkpoint (Ray may run both at once)."""
+    """Ray's tasks see the driver's Ctrl-C through a request file of their matrix's own,
+    removed once they stopped, not the folder's OUT/STOP (other matrices there go on); the
+    same matrix then resumes each run at its checkpoint (Ray may run both at once)."""
     ray = pytest.importorskip("ray")
     from gapbench.benchmark.executors import run_matrix
 
@@ -187,9 +188,12 @@ def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_on
 
     class CtrlC(logging.Handler):  # the driver logs each task's lines in its main thread
         sent = False
+        requests: set[str] = set()  # request files seen after the signal
 
         def emit(self, record: logging.LogRecord) -> None:
-            if "update 200/" in record.getMessage() and not self.sent:  # one: a 2nd aborts
+            if self.sent:
+                self.requests |= {p.name for p in out.iterdir() if "stop" in p.name.lower()}
+            elif "update 200/" in record.getMessage():  # one signal: a second aborts
                 self.sent = True
                 os.kill(os.getpid(), signal.SIGINT)
 
@@ -205,7 +209,8 @@ def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_on
         ray.shutdown()
         logger.removeHandler(handler)
         logger.setLevel(level)
-    assert not (out / runstate.STOP).exists()
+    assert [name.startswith(".stop-") for name in handler.requests] == [True], handler.requests
+    assert not [p for p in out.iterdir() if "stop" in p.name.lower()]  # removed
     first, second = (out / r.run_id for r in matrix.runs)
     at = records.load_checkpoint(first / records.CHECKPOINT)["updates"]
     assert 200 <= at < 400 and not records.is_complete(first)

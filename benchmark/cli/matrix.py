@@ -120,9 +120,9 @@ evaluation) and exits, no new run starts, and `matrix run` exits 0 saying how ma
 stopped. The same `matrix run` resumes them exactly, as if never stopped; it clears the
 request when it starts. Use it to end a sitting or an allocation without losing the
 updates since the last periodic checkpoint. The first Ctrl-C or SIGTERM to `matrix run`
-does the same for its own runs and exits 130 (local executor: the folder's other matrices
-go on; Ray: it writes the folder's request for its tasks, and removes it once they have
-stopped); a second aborts at once, as a kill does.
+does the same for its own runs only, the folder's other matrices going on (Ray: the tasks
+on every node see it through a request file of this matrix's own in the output folder,
+removed once they have stopped), and exits 130; a second aborts at once, as a kill does.
 """)
 
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]
