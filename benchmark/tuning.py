@@ -708,6 +708,14 @@ class Objective:
                         except RunPruned as err:
                             raise optuna.TrialPruned(str(err)) from None
                     return summary
+            if (run_dir / records.CHECKPOINT).is_file():
+                # a stopped trial's run resumes: its evaluations so far go to the pruner
+                # first, as the trial enqueued again has none of its stopped twin's
+                try:
+                    for row in records.load_checkpoint(run_dir / records.CHECKPOINT)["curve"]:
+                        on_eval(row)
+                except RunPruned as err:
+                    raise optuna.TrialPruned(str(err)) from None
             return run(spec, trials_dir, progress=False, on_eval=on_eval, stop=self.stop)
 
 

@@ -143,6 +143,8 @@ def test_ctrl_c_checkpoints_a_tuning_trial_and_the_same_command_resumes_it(tmp_p
     assert resumed.state == optuna.trial.TrialState.COMPLETE
     assert resumed.params == stopped.params
     assert resumed.user_attrs["run_id"] == stopped.user_attrs["run_id"]
+    # the pruner saw the whole curve: the evaluations before the checkpoint, replayed
+    assert sorted(resumed.intermediate_values) == _steps(run_dir) == list(range(200, 2001, 200))
 
 
 def _two_sac_runs(tmp_path: Path, budget: dict | None = None) -> Path:
