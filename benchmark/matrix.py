@@ -803,17 +803,20 @@ def work_left(rows: list[dict[str, Any]], summaries: list[dict[str, Any] | None]
     """The compute the unfinished runs still need, in run-seconds (one worker each), at the
     pace their method showed in this matrix: a running run at its own last interval's, the
     others at the median ``updates_per_s`` of their label's done runs (evaluation and
-    simulator steps included), else of its running ones. A label with neither is listed
-    as unmeasured.
+    simulator steps included), else of its running ones, else of the last intervals its
+    interrupted runs logged (perhaps on another machine: the last resort). A label with
+    none of these is listed as unmeasured.
     Failed runs count for nothing: they are skipped unless ``--retry-failed``."""
     paces: dict[str, list[float]] = {}
     live: dict[str, list[float]] = {}
+    logged: dict[str, list[float]] = {}
     for row, summary in zip(rows, summaries, strict=True):
         if row["status"] == "done" and (summary or {}).get("updates_per_s"):
             paces.setdefault(row["label"], []).append(float(summary["updates_per_s"]))
-        elif row["status"] == "running" and row["updates_per_s"]:
-            live.setdefault(row["label"], []).append(row["updates_per_s"])
-    median = {label: statistics.median(v) for label, v in {**live, **paces}.items()}
+        elif row["status"] in ("running", "interrupted") and row["updates_per_s"]:
+            kept = live if row["status"] == "running" else logged
+            kept.setdefault(row["label"], []).append(row["updates_per_s"])
+    median = {label: statistics.median(v) for label, v in {**logged, **live, **paces}.items()}
     seconds, runs, unmeasured = 0.0, 0, {}
     for row in rows:
         if row["status"] not in ("missing", "interrupted", "running"):

@@ -590,7 +590,9 @@ def test_status_shows_how_far_unfinished_runs_got(tmp_path):
     assert rows[fresh.run_id]["updates_done"] is None
     text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
     assert "80 / " in text and "last score 3.2" in text and "no evaluation yet" in text
-    assert "not yet measured: sac (2), sac-oracle (2)" in " ".join(text.split())  # no pace yet
+    # the interrupted run's logged pace is sac's last resort: (99,920 + 100,000) / 4 s
+    assert "~13.9 run-hours for 2 unfinished runs" in " ".join(text.split()), text
+    assert "not yet measured: sac-oracle (2)" in " ".join(text.split())  # no pace yet
     lock = RunLock.acquire(out / started.run_id)  # held by a live process: running
     try:
         text = CliRunner().invoke(app, ["matrix", "status", str(path), "--out", str(out)]).output
@@ -654,10 +656,13 @@ def test_work_left_is_each_unfinished_run_at_its_method_pace():
         row("b", "running", done=0, pace=5.0, updates=100),  # 20 s
         row("b", "missing", updates=100),  # at the running one's pace: 20 s
         row("c", "missing"),  # never measured
+        row("c", "interrupted", done=0),  # no evaluation yet: not measured either
+        row("d", "interrupted", done=500, pace=10.0),  # only its logged pace: 500 / 10 = 50 s
+        row("d", "missing"),  # at that pace too: 100 s
     ]  # fmt: skip
-    summaries = [{"updates_per_s": p} for p in (10.0, 30.0, 20.0)] + [None] * 7
+    summaries = [{"updates_per_s": p} for p in (10.0, 30.0, 20.0)] + [None] * 10
     assert mx.work_left(rows, summaries) == {
-        "run_seconds": 130.0, "runs": 5, "unmeasured": {"c": 1}
+        "run_seconds": 280.0, "runs": 7, "unmeasured": {"c": 2}
     }  # fmt: skip
 
 

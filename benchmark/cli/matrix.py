@@ -470,7 +470,8 @@ def status(
     """Done / failed / running / interrupted / missing runs of a matrix, and which ids;
     runs done per method and task; for each unfinished run, the updates and score of its
     last evaluation; the run-hours the unfinished runs still need, each at the median pace
-    of its method's done runs (a running run at its own).
+    of its method's done runs (a running run at its own; a method with none done or
+    running, at the pace its interrupted runs logged last).
 
     running: started, no summary yet, and its lock's process is alive (or on another
     host). interrupted: started, no summary, no live process (the next run resumes it)."""
