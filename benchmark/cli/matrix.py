@@ -116,15 +116,17 @@ re-read every 30 s, "unmeasured" for a method with no timed evaluation yet.
 
 `gapbench matrix stop FILE` asks the runs of the output folder to stop: each running run
 checkpoints where it stands (between two training steps; a seed group at its next
-evaluation) and exits, no new run starts, and `matrix run` exits 0 saying how many
-stopped. The same `matrix run` resumes them exactly, as if never stopped; it clears the
-request when it starts. Use it to end a sitting or an allocation without losing the
+evaluation) and exits, no new run starts, and `matrix run` says how many stopped and
+exits 3 (not 0, so that a script running several matrices in a row stops there too).
+The same `matrix run` resumes them exactly, as if never stopped; it clears the request
+when it starts. Use it to end a sitting or an allocation without losing the
 updates since the last periodic checkpoint. The first Ctrl-C or SIGTERM to `matrix run`
 does the same for its own runs only, the folder's other matrices going on (Ray: the tasks
 on every node see it through a request file of this matrix's own in the output folder,
 removed once they have stopped), and exits 130; a second aborts at once, as a kill does.
 """)
 
+EXIT_STOPPED = 3  # `matrix run` after `matrix stop`: runs checkpointed, resumable
 _HELP = DOCS.replace("[", r"\[")  # rich markup would eat [tasks]
 app = typer.Typer(help=_HELP, no_args_is_help=True, pretty_exceptions_enable=False)
 out_console = Console()
@@ -457,6 +459,8 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+    if stopped:  # not 0: a script running matrices in a row must stop here too
+        raise typer.Exit(EXIT_STOPPED)
 
 
 @app.command("status")
