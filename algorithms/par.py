@@ -331,8 +331,8 @@ class PAR(Algorithm):
             actor_loss=out["actor_loss"].detach(),
             alpha=alpha,
             log_pi=out["log_pi"].detach().mean(),
-            q_sim=q[:, :n_sim].mean(),
-            q_real=q[:, n_sim:].mean(),
+            q_sim_mean=q[:, :n_sim].mean(),  # named as H2O's and VGDF's: one report figure
+            q_real_mean=q[:, n_sim:].mean(),
             deviation_mean=deviation.mean(),
             deviation_max=deviation.max(),
             sim_reward_penalized=sim_pen.rew.mean(),

@@ -539,12 +539,21 @@ def _refuse_mixed_configs(runs: pd.DataFrame) -> None:
         )
 
 
+# Metrics older records logged under another name -> the name they have now (PAR logged
+# its critic's mean Q on the sim and real pairs as q_sim / q_real until 2026-12-02), so one
+# metric is one diagnostics figure across methods and commits.
+METRIC_ALIASES = {"q_sim": "q_sim_mean", "q_real": "q_real_mean"}
+
+
 def _read_curve(path: str, cache: dict[str, pd.DataFrame | None]) -> pd.DataFrame | None:
-    """A record's curve.csv, or None when it is missing, unreadable or has no evaluation."""
+    """A record's curve.csv (metrics under their current names, :data:`METRIC_ALIASES`), or
+    None when it is missing, unreadable or has no evaluation."""
     if path not in cache:
         try:
             curve = pd.read_csv(Path(path) / CURVE)
             steps = pd.to_numeric(curve["step"], errors="coerce")
+            renames = {a: b for a, b in METRIC_ALIASES.items() if a in curve and b not in curve}
+            curve = curve.rename(columns=renames)
             cache[path] = curve if steps.notna().any() else None
         except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
             cache[path] = None

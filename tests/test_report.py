@@ -657,3 +657,20 @@ def test_several_results_folders_make_one_report_and_a_record_counts_once(tmp_pa
     result = CliRunner().invoke(app, [str(ref), str(ablation), "--out", str(out), "--reps", "50"])
     assert result.exit_code == 0, result.output
     assert f"`{ref}, {ablation}`" in (out / "index.md").read_text()
+
+
+def test_a_metric_logged_under_its_old_name_joins_the_current_one(tmp_path):
+    # PAR logged q_real / q_sim until it took H2O's and VGDF's names: one metric, one figure
+    def add_column(run_id: str, name: str, value: float) -> None:
+        path = tmp_path / run_id / "curve.csv"
+        head, *rows = path.read_text().splitlines()
+        path.write_text("\n".join([f"{head},{name}", *(f"{r},{value}" for r in rows)]) + "\n")
+
+    add_column(write_record(tmp_path, "hopper", "h2o", 0, "gravity=2.0", "d"), "q_real_mean", 7.0)
+    add_column(write_record(tmp_path, "hopper", "darc", 0, "gravity=2.0", "d"), "q_real", 3.0)
+    curves = load_results(tmp_path).curves
+    assert "q_real" not in curves
+    assert curves.groupby("algorithm")["q_real_mean"].unique().to_dict() == {
+        "darc": [3.0],
+        "h2o": [7.0],
+    }
