@@ -75,6 +75,16 @@ def build_block(report: Path, results: Path, docs: Path) -> str:
         target = docs / f"reference_{png.name}"
         shutil.copyfile(png, target)
         figures.append(f"![Reference learning curves, {task}]({target.relative_to(docs.parent)})")
+    # the hybrid methods' critic on the logged real pairs, side by side: the walker2d reading
+    # (outside the block) turns on where it runs away and where it stays bounded
+    for png in sorted((report / "figures").glob("diagnostics_*_q_real_mean.png")):
+        task = png.stem.removeprefix("diagnostics_").removesuffix("_q_real_mean")
+        target = docs / f"reference_q_real_{task}.png"
+        shutil.copyfile(png, target)
+        figures.append(
+            f"![Mean Q of the critic on the logged real pairs, {task} (hybrid methods)]"
+            f"({target.relative_to(docs.parent)})"
+        )
     parts = [
         _prose(
             f"**Records so far** ({done} of the matrix's {expected}; `results/reference/`, "

@@ -55,6 +55,7 @@ def test_block_is_built_from_the_report_files(tmp_path):
         "baseline,other,point,lower,upper,cells\nh2o,bc,0.25,0.0,0.5,1\n"
     )
     (report / "figures" / "learning_curves_hopper.png").write_bytes(b"png")
+    (report / "figures" / "diagnostics_hopper_q_real_mean.png").write_bytes(b"q")
     block = rr.build_block(report, results, docs)
     assert "(1 of the matrix's 2;" in block
     for table in ("| cells table |", "| aggregates table |", "| hopper table |", "| runs table |"):
@@ -63,6 +64,8 @@ def test_block_is_built_from_the_report_files(tmp_path):
     assert "| bc | 0.25 [0.00, 0.50] | 1 |" in block and "| metric | cell |" in block
     assert "](docs/reference_learning_curves_hopper.png)" in block
     assert (docs / "reference_learning_curves_hopper.png").read_bytes() == b"png"
+    assert "](docs/reference_q_real_hopper.png)" in block
+    assert (docs / "reference_q_real_hopper.png").read_bytes() == b"q"
     (report / "runs.md").unlink()
     with pytest.raises(FileNotFoundError, match="build the report first"):
         rr.build_block(report, results, docs)
