@@ -378,9 +378,10 @@ def aggregate_scopes(
     of the grid only (e.g. extra methods on one cell) drop the rest of the grid for everyone,
     and two such methods on different cells leave no cell at all. So when at least two
     algorithms cover every cell and others do not, the first scope is every cell with those
-    algorithms, and then each cell that a partial algorithm ran is a scope of its own with
-    every algorithm that ran it (its per-cell IQM and CIs). Otherwise there is one scope,
-    the common cells.
+    algorithms, and then each cell is a scope of its own with every algorithm that ran it
+    (its per-cell IQM and CIs; every cell, not only those a partial algorithm ran, so that
+    no cell loses its table when a partial algorithm reaches the rest of the grid).
+    Otherwise there is one scope, the common cells.
     """
     labels = label_order(finals["label"]) if labels is None else list(labels)
     cells_of = _cells_of(finals, labels)
@@ -398,9 +399,8 @@ def aggregate_scopes(
     row_cells = list(map(tuple, finals[list(CELL)].to_numpy().tolist()))
     for cell in sorted(all_cells):
         here = [lab for lab in labels if cell in cells_of[lab]]
-        if any(lab not in full for lab in here):  # a partial method ran it
-            rows = [c == cell for c in row_cells]
-            scopes.append(score_matrices(finals[rows], here))
+        rows = [c == cell for c in row_cells]
+        scopes.append(score_matrices(finals[rows], here))
     return scopes
 
 

@@ -594,10 +594,12 @@ def _reference_shape(bc: list[float]) -> pd.DataFrame:
 def test_methods_on_part_of_the_grid_do_not_shrink_the_others_aggregates():
     # The comparison of h2o and sac keeps both cells; bc joins them on the common one.
     finals = _reference_shape([50.0, 60.0])
-    full, common = tables.aggregate_scopes(finals, ["h2o", "sac", "bc"])
+    full, first, common = tables.aggregate_scopes(finals, ["h2o", "sac", "bc"])
     assert list(full.scores) == ["h2o", "sac"] and len(full.cells) == 2
     assert full.scores["h2o"].tolist() == [[10.0, 30.0], [20.0, 40.0]]
     assert "bc (1)" in full.notes[0]
+    # every cell is a scope, also the one only the full methods ran
+    assert list(first.scores) == ["h2o", "sac"] and first.cells[0][0] == "hopper"
     assert list(common.scores) == ["h2o", "sac", "bc"] and len(common.cells) == 1
     assert common.scores["bc"].tolist() == [[50.0], [60.0]]
     # cql on the other cell only: no cell is common to all four, yet each cell is a scope
