@@ -119,7 +119,7 @@ def test_report_json_names_the_files_and_counts(tmp_path):
 
 def test_report_json_carries_both_aggregate_scopes(tmp_path):
     """Two methods on two cells and one on the first only: the aggregates over both cells
-    leave the third out, the second scope has all three on the shared cell."""
+    leave the third out, then each cell is a scope with every method that ran it."""
     from test_report import write_record
 
     for algo, gaps in (("sac", ("gravity=2.0", "friction=0.3")), ("darc", ("gravity=2.0",
@@ -130,9 +130,11 @@ def test_report_json_carries_both_aggregate_scopes(tmp_path):
     args = ["report", str(tmp_path / "results"), "--out", str(tmp_path / "rep")]
     result = runner.invoke(app, [*args, "--reps", "20", "--json"])
     assert result.exit_code == 0, result.output
-    every, common = json.loads(result.stdout)["aggregate_scopes"]
+    every, friction, gravity = json.loads(result.stdout)["aggregate_scopes"]
     assert sorted(every["algorithms"]) == ["darc", "sac"] and len(every["cells"]) == 2
-    assert sorted(common["algorithms"]) == ["darc", "h2o", "sac"]
-    assert [cell[1] for cell in common["cells"]] == ["gravity=2.0"]
-    assert {row["algorithm"] for row in common["aggregates"]} == {"darc", "h2o", "sac"}
+    assert sorted(gravity["algorithms"]) == ["darc", "h2o", "sac"]
+    assert [cell[1] for cell in gravity["cells"]] == ["gravity=2.0"]
+    assert {row["algorithm"] for row in gravity["aggregates"]} == {"darc", "h2o", "sac"}
+    assert sorted(friction["algorithms"]) == ["darc", "sac"]  # the cell h2o did not run
+    assert [cell[1] for cell in friction["cells"]] == ["friction=0.3"]
     assert json.loads(result.stdout)["aggregates"] == every["aggregates"]

@@ -181,12 +181,14 @@ def test_ctrl_c_on_a_local_matrix_checkpoints_its_running_run_and_starts_no_new_
 def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_one(tmp_path):
     """Ray's tasks see the driver's Ctrl-C through a request file of their matrix's own,
     removed once they stopped, not the folder's OUT/STOP (other matrices there go on); the
-    same matrix then resumes each run at its checkpoint (Ray may run both at once)."""
+    same matrix then resumes each run at its checkpoint (Ray may run both at once). The
+    driver sees a task's lines a moment late, so the run is long enough (1000 updates) that
+    the request always lands before it ends."""
     ray = pytest.importorskip("ray")
     from gapbench.benchmark.executors import run_matrix
 
     out = tmp_path / "out"
-    matrix = load(_two_sac_runs(tmp_path, {**BUDGET, "updates": 400}), out=out)
+    matrix = load(_two_sac_runs(tmp_path, {**BUDGET, "updates": 1000}), out=out)
 
     class CtrlC(logging.Handler):  # the driver logs each task's lines in its main thread
         sent = False
@@ -215,13 +217,13 @@ def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_on
     assert not [p for p in out.iterdir() if "stop" in p.name.lower()]  # removed
     first, second = (out / r.run_id for r in matrix.runs)
     at = records.load_checkpoint(first / records.CHECKPOINT)["updates"]
-    assert 200 <= at < 400 and not records.is_complete(first)
+    assert 200 <= at < 1000 and not records.is_complete(first)
     if second.exists():  # started beside the first: stopped where it stood
         assert not records.is_complete(second)
     results = run_matrix(matrix, workers=1, cpus_per_run=1)
     assert {r["status"] for r in results.values()} == {"ok"}
     assert records.read_json(first / records.SUMMARY)["resumed"][0]["update"] == at
-    assert _steps(first) == _steps(second) == [200, 400]
+    assert _steps(first) == _steps(second) == [200, 400, 600, 800, 1000]
 
 
 def test_ctrl_c_checkpoints_a_behaviour_training_where_it_stands(tmp_path):
