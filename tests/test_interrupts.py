@@ -205,12 +205,15 @@ def test_ctrl_c_on_a_ray_matrix_checkpoints_its_running_run_and_starts_no_new_on
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)  # the tasks log at the driver's level
+    # answered by default (pytest may run with SIGINT ignored, as a script's background job)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_matrix(matrix, executor="ray", workers=1)
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGINT, outer)
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert [name.startswith(".stop-") for name in handler.requests] == [True], handler.requests
