@@ -206,6 +206,16 @@ def remove_stale_lock(run_dir: Path) -> None:
 
 
 # -- taking a lock -------------------------------------------------------------------------
+def _remove_dead_writes(run_dir: Path) -> None:
+    """Only the lock's holder writes in a run folder, so a temp file of an atomic write
+    (``.NAME.XXXX.tmp``) found on taking the lock is a dead holder's: killed between
+    creating it and renaming it over its target (the target is intact)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            log.info("removed %s, left by a writer killed mid-write", tmp)
+
+
 class RunLock:
     """``OUT/<run_id>/.lock``: {"pid", "host", "since"}, touched every LOCK_HEARTBEAT_S
     while held; see the module docstring and :func:`lock_alive`."""
@@ -249,6 +259,7 @@ class RunLock:
                 os.write(fd, json.dumps(mine).encode())
             finally:
                 os.close(fd)
+            _remove_dead_writes(Path(run_dir))
             lock = cls(path)
             lock._beat.start()
             return lock

@@ -310,6 +310,21 @@ def test_run_lock_excludes_and_stale_locks_are_taken_over(tmp_path):
     lock.release()
 
 
+def test_a_writer_killed_mid_write_leaves_no_temp_file_to_the_next_holder(tmp_path):
+    """A matrix killed while its orphaned worker wrote a summary: the worker exits between
+    the temp file and its rename; the next holder of the run's lock removes the temp file
+    and nothing else (the intact target, other hidden files)."""
+    (tmp_path / records.SUMMARY).write_text("{}")
+    dead_write = tmp_path / f".{records.SUMMARY}.on9hb1rt.tmp"
+    dead_write.write_text('{"half')
+    (tmp_path / ".keep").write_text("")
+    lock = RunLock.acquire(tmp_path)
+    assert lock is not None
+    lock.release()
+    assert not dead_write.exists()
+    assert (tmp_path / records.SUMMARY).read_text() == "{}" and (tmp_path / ".keep").exists()
+
+
 def test_plan_removes_the_stale_lock_of_a_finished_run(tmp_path):
     """A worker killed between its summary and its lock release leaves a finished run's
     lock behind; the next plan removes it (not while its holder lives)."""
