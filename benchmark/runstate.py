@@ -208,7 +208,7 @@ def remove_stale_lock(run_dir: Path) -> None:
 # -- taking a lock -------------------------------------------------------------------------
 def _remove_dead_writes(run_dir: Path) -> None:
     """Only the lock's holder writes in a run folder, so a temp file of an atomic write
-    (``.NAME.XXXX.tmp``) found on taking the lock is a dead holder's: killed between
+    (``.NAME.<random>.tmp``) found on taking the lock is a dead holder's: killed between
     creating it and renaming it over its target (the target is intact)."""
     for tmp in run_dir.glob(".*.tmp"):
         with contextlib.suppress(OSError):
