@@ -62,6 +62,14 @@ def _read(path: Path) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
+def records_heading(done: int, expected: int) -> str:
+    """The block's first words: how much of the matrix its records cover."""
+    where = "`results/reference/`, rendered by the demo)."
+    if done >= expected:
+        return f"**Records** (all {expected} of the matrix's runs; {where}"
+    return f"**Records so far** ({done} of the matrix's {expected}; {where}"
+
+
 def build_block(report: Path, results: Path, docs: Path) -> str:
     runs = _read(report / "runs.md")
     if not runs:
@@ -87,10 +95,9 @@ def build_block(report: Path, results: Path, docs: Path) -> str:
         )
     parts = [
         _prose(
-            f"**Records so far** ({done} of the matrix's {expected}; `results/reference/`, "
-            "rendered by the demo). Final score = mean of the last 3 evaluations (10 real "
-            "episodes each), mean ± std over the seeds done (n = seeds where it differs). "
-            "Every table below is the report's, rebuilt by"
+            f"{records_heading(done, expected)} Final score = mean of the last 3 "
+            "evaluations (10 real episodes each), mean ± std over the seeds (n = seeds where "
+            "it differs). Every table below is the report's, rebuilt by"
         ),
         "",
         "```bash",
